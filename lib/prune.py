@@ -1,0 +1,347 @@
+"""The one layer-wise pruning driver, shared by every method and sparsity type.
+
+Flow (Wanda / SparseGPT): capture the first decoder layer's inputs and keyword
+arguments once; then for each layer: stream the calibration batches through it with
+hooks on its Linear modules to accumulate statistics, compute every Linear's mask
+(and, for SparseGPT, reconstructed weights), apply it, and recompute the layer's
+outputs with the pruned weights as the next layer's inputs.
+
+Memory: the calibration activations twice (inputs and outputs of the current layer)
+plus one layer's statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lib import allocation
+from lib.masks import (
+    INTRA_BLOCK_METRICS,
+    assign_tiers,
+    block_mean_scores,
+    check_block_size,
+    check_ratios,
+    nm_keep,
+    three_tier_keep,
+    tier_counts,
+    tier_histogram,
+    unstructured_keep,
+    wanda_score,
+)
+from lib.models import LAYER_PATHS, find_linears, get_decoder_layers, model_device
+from lib.results import Timer
+from lib.sparsegpt import sparsegpt_reconstruct
+from lib.stats import ActNormStats, HessianStats
+
+logger = logging.getLogger(__name__)
+
+SPARSITY_TYPES = ("three_tier", "unstructured", "2:4", "4:8")
+PRUNE_METHODS = ("wanda", "magnitude", "sparsegpt")
+TIER_SCOPES = ("matrix", "layer", "model")
+
+# One calibration batch as the first decoder layer receives it: (hidden [B, T, H], extra positional args, kwargs)
+LayerInput = tuple[torch.Tensor, tuple, dict[str, Any]]
+
+
+@dataclass
+class PruneConfig:
+    """What to prune and how; validated on construction (messages name the CLI flag)."""
+
+    sparsity_type: str = "three_tier"
+    prune_method: str = "wanda"
+    sparsity_ratio: float = 0.5
+    ratios: tuple[float, float, float] = (0.35, 0.45, 0.2)
+    block_size: int = 16
+    topk_per_block: int = 15
+    intra_block_metric: str = "wanda"
+    tier_scope: str = "matrix"
+    owl: bool = False
+    owl_lambda: float = 0.08
+    owl_m: float = 5.0
+    percdamp: float = 0.01
+    calib_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        self.ratios = tuple(float(r) for r in self.ratios)
+        if self.sparsity_type not in SPARSITY_TYPES:
+            raise ValueError(f"--sparsity_type {self.sparsity_type!r} is not one of {', '.join(SPARSITY_TYPES)}")
+        if self.prune_method not in PRUNE_METHODS:
+            raise ValueError(f"--prune_method {self.prune_method!r} is not one of {', '.join(PRUNE_METHODS)}")
+        if self.intra_block_metric not in INTRA_BLOCK_METRICS:
+            raise ValueError(f"--intra_block_metric {self.intra_block_metric!r} is not one of {', '.join(INTRA_BLOCK_METRICS)}")
+        if self.tier_scope not in TIER_SCOPES:
+            raise ValueError(f"--tier_scope {self.tier_scope!r} is not one of {', '.join(TIER_SCOPES)}")
+        if self.sparsity_type == "three_tier":
+            check_ratios(self.ratios)
+            check_block_size(self.block_size)
+            if self.topk_per_block < 0:
+                raise ValueError(f"--topk_per_block must be >= 0, got {self.topk_per_block}")
+        elif self.sparsity_type == "unstructured" and not 0.0 <= self.sparsity_ratio < 1.0:
+            raise ValueError(f"--sparsity_ratio must be in [0, 1), got {self.sparsity_ratio}")
+        if self.owl and self.sparsity_type != "three_tier":
+            raise ValueError("--owl applies to --sparsity_type three_tier only")
+        if self.calib_batch_size <= 0:
+            raise ValueError(f"--calib_batch_size must be positive, got {self.calib_batch_size}")
+        if self.percdamp <= 0:
+            raise ValueError(f"--percdamp must be positive, got {self.percdamp}")
+        if not 0 <= self.owl_lambda < 0.5 or self.owl_m <= 0:
+            raise ValueError(f"--owl_lambda must be in [0, 0.5) and --owl_m > 0, got {self.owl_lambda}, {self.owl_m}")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.prune_method != "magnitude"
+
+    @property
+    def needs_profile(self) -> bool:
+        return self.sparsity_type == "three_tier" and (self.tier_scope == "model" or self.owl)
+
+
+@dataclass
+class PruneResult:
+    """Per-matrix records, tier maps by module path, per-layer tier shares and timings (seconds)."""
+
+    matrices: list[dict] = field(default_factory=list)
+    tier_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    layer_ratios: list[tuple[float, float, float]] = field(default_factory=list)
+    outlier_ratios: list[float] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _StopForward(Exception):
+    pass
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _length_batches(samples: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+    """Stack [1, L] samples into [B, L] batches of equal length (no padding ever)."""
+    by_length: dict[int, list[torch.Tensor]] = {}
+    for ids in samples:
+        by_length.setdefault(ids.shape[-1], []).append(ids.reshape(1, -1))
+    batches = []
+    for group in by_length.values():
+        batches += [torch.cat(group[i : i + batch_size]) for i in range(0, len(group), batch_size)]
+    return batches
+
+
+@torch.no_grad()
+def capture_layer_inputs(model: nn.Module, samples: list[torch.Tensor], batch_size: int) -> list[LayerInput]:
+    """Run the model up to its first decoder layer and keep what that layer receives.
+
+    samples: list of [1, L] input ids (L may vary; equal lengths are batched together).
+    Returns one (hidden [B, L, H], args, kwargs) per batch: attention masks, position ids,
+    rotary embeddings, cache position: whatever the installed transformers passes.
+    """
+    first = get_decoder_layers(model)[0]
+    captured: list[LayerInput] = []
+
+    def hook(module, args, kwargs):
+        if args:
+            hidden, rest = args[0], tuple(args[1:])
+        else:
+            hidden, rest = kwargs.pop("hidden_states"), ()
+        captured.append((hidden, rest, dict(kwargs)))
+        raise _StopForward
+
+    handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+    device = model_device(model)
+    try:
+        for ids in _length_batches(samples, batch_size):
+            try:
+                model(ids.to(device), use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _layer_device(layer: nn.Module) -> torch.device:
+    return next(layer.parameters()).device
+
+
+@torch.no_grad()
+def run_layer(layer: nn.Module, batches: list[LayerInput]) -> list[LayerInput]:
+    """Forward every batch through one decoder layer; returns the outputs as the next layer's inputs."""
+    device = _layer_device(layer)
+    outputs = []
+    for hidden, args, kwargs in batches:
+        out = layer(hidden.to(device), *_to_device(args, device), **_to_device(kwargs, device))
+        outputs.append((out[0] if isinstance(out, (tuple, list)) else out, args, kwargs))
+    return outputs
+
+
+@torch.no_grad()
+def collect_stats(layer: nn.Module, batches: list[LayerInput], stats_class: type) -> dict[str, Any]:
+    """Stream all batches through `layer` with hooks feeding each Linear's inputs to a `stats_class`."""
+    linears = find_linears(layer)
+    stats = {name: stats_class(m.in_features, m.weight.device) for name, m in linears.items()}
+    handles = [
+        m.register_forward_hook(lambda mod, inp, out, s=stats[name]: s.add_batch(inp[0].detach()))
+        for name, m in linears.items()
+    ]
+    try:
+        device = _layer_device(layer)
+        for hidden, args, kwargs in batches:
+            layer(hidden.to(device), *_to_device(args, device), **_to_device(kwargs, device))
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def _scores(linears: dict[str, nn.Linear], stats: dict[str, Any] | None, method: str) -> dict[str, torch.Tensor]:
+    """Importance [O, I] float32 per Linear: Wanda score, or |W| for magnitude."""
+    if method == "magnitude" or stats is None:
+        return {n: m.weight.float().abs() for n, m in linears.items()}
+    return {n: wanda_score(m.weight, stats[n].act_norm_sq) for n, m in linears.items()}
+
+
+def _prune_linear(
+    module: nn.Linear, score: torch.Tensor, stats: Any, config: PruneConfig, tier_map: torch.Tensor | None
+) -> None:
+    """Compute the keep mask of one Linear (and SparseGPT weights) and write it into the module."""
+    weight = module.weight
+    b, k = config.block_size, config.topk_per_block
+    if config.sparsity_type == "three_tier":
+        def select(s, c0):
+            return three_tier_keep(s, tier_map[:, c0 // b : c0 // b + 1], b, k)
+        chunk = b
+    elif config.sparsity_type == "unstructured":
+        def select(s, c0):
+            return unstructured_keep(s, config.sparsity_ratio)
+        chunk = 128
+    else:
+        n, m = (int(x) for x in config.sparsity_type.split(":"))
+        def select(s, c0):
+            return nm_keep(s, n, m)
+        chunk = m
+    if config.prune_method == "sparsegpt":
+        new_weight, _ = sparsegpt_reconstruct(weight, stats.hessian, select, chunk, config.percdamp)
+        weight.data.copy_(new_weight.to(weight.dtype))
+        return
+    if config.sparsity_type == "three_tier":
+        intra = score if config.intra_block_metric == "wanda" else weight.float().abs()
+        keep = three_tier_keep(intra, tier_map, b, k)
+    else:
+        keep = select(score, 0)
+    weight.data.mul_(keep)
+
+
+def profile_layers(
+    model: nn.Module, batches: list[LayerInput], config: PruneConfig, progress: bool = True
+) -> tuple[list[dict[str, torch.Tensor]], list[float]]:
+    """One pass over the dense model: block mean scores of every Linear and each layer's outlier ratio."""
+    block_scores, outliers = [], []
+    for layer in tqdm(get_decoder_layers(model), desc="profile", disable=not progress, unit="layer"):
+        linears = find_linears(layer)
+        stats = collect_stats(layer, batches, ActNormStats) if config.needs_calibration else None
+        scores = _scores(linears, stats, config.prune_method)
+        block_scores.append({n: block_mean_scores(s, config.block_size).cpu() for n, s in scores.items()})
+        outliers.append(allocation.outlier_ratio(list(scores.values()), config.owl_m))
+        if config.needs_calibration:
+            batches = run_layer(layer, batches)
+    return block_scores, outliers
+
+
+def plan_layer_ratios(
+    block_scores: list[dict[str, torch.Tensor]], outliers: list[float], config: PruneConfig
+) -> list[tuple[float, float, float]]:
+    """Per-layer tier shares from the model-wide ranking and/or OWL shifts."""
+    n_layers = len(block_scores)
+    if config.tier_scope == "model":
+        flat = {f"{i}.{n}": s for i, layer in enumerate(block_scores) for n, s in layer.items()}
+        total = sum(s.numel() for s in flat.values())
+        counts = allocation.joint_counts(flat, tier_counts(total, config.ratios))
+        ratios = [
+            allocation.layer_ratios_from_counts({n: counts[f"{i}.{n}"] for n in block_scores[i]}) for i in range(n_layers)
+        ]
+    else:
+        ratios = [config.ratios] * n_layers
+    if config.owl:
+        keep_fraction = min(config.topk_per_block, config.block_size**2) / config.block_size**2
+        shifts = allocation.owl_shifts(outliers, config.owl_lambda, keep_fraction)
+        ratios = [allocation.shifted_ratios(r, s) for r, s in zip(ratios, shifts)]
+    return ratios
+
+
+def prune_model(
+    model: nn.Module, samples: list[torch.Tensor], config: PruneConfig, progress: bool = True
+) -> PruneResult:
+    """Prune every Linear in the decoder layers of `model` in place.
+
+    samples: calibration input ids, each [1, L] (unused by magnitude pruning).
+    """
+    result = PruneResult()
+    timer = Timer()
+    layers = get_decoder_layers(model)
+    prefix = LAYER_PATHS[model.config.model_type]
+    batches: list[LayerInput] = []
+    if config.needs_profile:
+        with timer("profile"):
+            if config.needs_calibration:
+                batches = capture_layer_inputs(model, samples, config.calib_batch_size)
+            block_scores, result.outlier_ratios = profile_layers(model, batches, config, progress)
+            result.layer_ratios = plan_layer_ratios(block_scores, result.outlier_ratios, config)
+            del block_scores
+    else:
+        result.layer_ratios = [config.ratios] * len(layers)
+    if config.needs_calibration:
+        with timer("capture"):
+            batches = capture_layer_inputs(model, samples, config.calib_batch_size)
+    stats_class = HessianStats if config.prune_method == "sparsegpt" else ActNormStats
+    for i, layer in enumerate(tqdm(layers, desc="prune", disable=not progress, unit="layer")):
+        linears = find_linears(layer)
+        stats = None
+        if config.needs_calibration:
+            with timer("calibration_forward"):
+                stats = collect_stats(layer, batches, stats_class)
+        with timer("mask"):
+            scores = _scores(linears, stats, config.prune_method)
+            tier_maps: dict[str, torch.Tensor | None] = dict.fromkeys(linears)
+            if config.sparsity_type == "three_tier":
+                block = {n: block_mean_scores(s, config.block_size) for n, s in scores.items()}
+                counts = allocation.matrix_counts(block, result.layer_ratios[i], config.tier_scope)
+                tier_maps = {n: assign_tiers(block[n], counts[n]) for n in linears}
+            for name, module in linears.items():
+                _prune_linear(module, scores[name], stats[name] if stats else None, config, tier_maps[name])
+                record = {"layer": i, "name": name, "shape": list(module.weight.shape),
+                          "sparsity": (module.weight == 0).float().mean().item()}
+                if tier_maps[name] is not None:
+                    record["tiers"] = tier_histogram(tier_maps[name])
+                    result.tier_maps[f"{prefix}.{i}.{name}"] = tier_maps[name].cpu()
+                result.matrices.append(record)
+            del stats, scores
+        if config.needs_calibration:
+            with timer("calibration_forward"):
+                batches = run_layer(layer, batches)
+        layer_sparsity = sum(r["sparsity"] * r["shape"][0] * r["shape"][1] for r in result.matrices if r["layer"] == i) / sum(
+            r["shape"][0] * r["shape"][1] for r in result.matrices if r["layer"] == i
+        )
+        logger.info("layer %d: sparsity %.4f", i, layer_sparsity)
+    result.timings = timer.seconds
+    return result
+
+
+def measure_sparsity(model: nn.Module) -> dict[str, float | int]:
+    """Fraction of exactly-zero weights over all Linear modules of the decoder layers."""
+    zeros = total = 0
+    for layer in get_decoder_layers(model):
+        for module in find_linears(layer).values():
+            zeros += (module.weight == 0).sum().item()
+            total += module.weight.numel()
+    return {"sparsity": zeros / total, "zeros": zeros, "weights": total}

@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Prune a causal LM with the three-tier block scheme (or a baseline) and report perplexity.
+
+    python main_block_three_tier.py --model meta-llama/Llama-2-7b-hf \
+        --sparsity_ratios 0.35 0.45 0.2 --nsamples 128 \
+        --save out/llama2_7b/wikitext_pruned/ --calibration_dataset wikitext2
+
+With no --model it runs on the embedded default (SmolLM2-135M-Instruct).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib.data import DATASET_NAMES, get_loaders
+from lib.masks import TIER_NAMES
+from lib.models import DEFAULT_MODEL, ModelLoadError, effective_seqlen, load_model, model_label, save_model
+from lib.perplexity import perplexity
+from lib.prune import PRUNE_METHODS, SPARSITY_TYPES, TIER_SCOPES, PruneConfig, measure_sparsity, prune_model
+from lib.results import Timer, atomic_dir, environment_info, write_json
+from lib.tier_io import TIER_MAP_FILE, save_tier_maps
+
+logger = logging.getLogger("main_block_three_tier")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
+    p.add_argument("--seed", type=int, default=0, help="seed for calibration sampling and torch")
+    p.add_argument("--nsamples", type=int, default=128, help="number of calibration samples")
+    p.add_argument("--seqlen", type=int, default=2048, help="calibration/evaluation length, capped at max_position_embeddings")
+    p.add_argument("--calibration_dataset", "--calib_dataset", default="wikitext2",
+                   help=f"one of {', '.join(DATASET_NAMES)}, or a mixture like wikitext2+squad or wikitext2:0.7,gsm8k:0.3")
+    p.add_argument("--calibration_packing", choices=("concat", "none"), default="concat",
+                   help="concat: pack examples into full seqlen samples (default); none: one example per sample")
+    p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
+    p.add_argument("--sparsity_type", choices=SPARSITY_TYPES, default="three_tier")
+    p.add_argument("--prune_method", choices=PRUNE_METHODS, default="wanda")
+    p.add_argument("--sparsity_ratio", type=float, default=0.5, help="sparsity for --sparsity_type unstructured")
+    p.add_argument("--sparsity_ratios", type=float, nargs=3, metavar=("DENSE", "MID_2_4", "TOPK"), default=None,
+                   help="block shares of the three tiers, >= 0 and summing to 1 (default 0.35 0.45 0.2)")
+    p.add_argument("--top_dense_ratio", type=float, default=None, help="alias: first of --sparsity_ratios")
+    p.add_argument("--mid_2_4_ratio", type=float, default=None, help="alias: second of --sparsity_ratios")
+    p.add_argument("--bottom_topk_ratio", type=float, default=None, help="alias: third of --sparsity_ratios")
+    p.add_argument("--block_size", type=int, default=16)
+    p.add_argument("--topk_per_block", type=int, default=15)
+    p.add_argument("--intra_block_metric", choices=("wanda", "magnitude"), default="wanda",
+                   help="what picks the kept weights inside 2:4 and top-k blocks")
+    p.add_argument("--tier_scope", choices=TIER_SCOPES, default="matrix", help="rank blocks per matrix, per layer, or model-wide")
+    p.add_argument("--owl", action="store_true", help="outlier-weighted layer-wise tier shares (OWL)")
+    p.add_argument("--owl_lambda", type=float, default=0.08)
+    p.add_argument("--owl_m", type=float, default=5.0)
+    p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT Hessian damping")
+    p.add_argument("--calib_batch_size", type=int, default=8, help="calibration samples per layer forward")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--device_map", default=None, help="e.g. auto: spread a model larger than one GPU")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--save", default=None, help="results directory (results.json, log, tier maps, heat map)")
+    p.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
+    p.add_argument("--eval_windows", type=int, default=None, help="evaluate perplexity on the first N windows (default all)")
+    p.add_argument("--eval_batch_size", type=int, default=1)
+    p.add_argument("--no_eval", action="store_true", help="skip the perplexity evaluation")
+    return p
+
+
+def resolve_ratios(args: argparse.Namespace) -> tuple[float, float, float]:
+    aliases = (args.top_dense_ratio, args.mid_2_4_ratio, args.bottom_topk_ratio)
+    if any(a is not None for a in aliases):
+        if args.sparsity_ratios is not None or any(a is None for a in aliases):
+            raise ValueError("give either --sparsity_ratios R1 R2 R3 or all three of --top_dense_ratio/--mid_2_4_ratio/--bottom_topk_ratio")
+        return aliases
+    return tuple(args.sparsity_ratios) if args.sparsity_ratios is not None else (0.35, 0.45, 0.2)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def method_label(config: PruneConfig) -> str:
+    label = f"{config.prune_method}_{config.sparsity_type}"
+    if config.sparsity_type == "three_tier":
+        label += f"_{config.intra_block_metric}_{config.tier_scope}" + ("_owl" if config.owl else "")
+    return label
+
+
+def summary_table(result, sparsity: dict, ppl: dict | None, timings: dict) -> str:
+    tiers = {t: sum(r["tiers"][t] for r in result.matrices if "tiers" in r) for t in TIER_NAMES}
+    n_blocks = sum(tiers.values())
+    lines = ["", f"{'matrices pruned':<22}{len(result.matrices)}"]
+    if n_blocks:
+        lines += [f"{'blocks ' + t:<22}{n:>10}  ({n / n_blocks:.2%})" for t, n in tiers.items()]
+    lines.append(f"{'sparsity (weights)':<22}{sparsity['sparsity']:.4%}")
+    if ppl:
+        lines.append(f"{'perplexity':<22}{ppl['ppl']:.3f}  ({ppl['n_windows']} windows x {ppl['seqlen']} tokens)")
+    lines.append(f"{'time':<22}" + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict:
+    ratios = resolve_ratios(args)
+    config = PruneConfig(
+        sparsity_type=args.sparsity_type, prune_method=args.prune_method, sparsity_ratio=args.sparsity_ratio,
+        ratios=ratios, block_size=args.block_size, topk_per_block=args.topk_per_block,
+        intra_block_metric=args.intra_block_metric, tier_scope=args.tier_scope, owl=args.owl,
+        owl_lambda=args.owl_lambda, owl_m=args.owl_m, percdamp=args.percdamp, calib_batch_size=args.calib_batch_size,
+    )
+    if args.nsamples <= 0:
+        raise ValueError(f"--nsamples must be positive, got {args.nsamples}")
+    if args.eval_windows is not None and args.eval_windows <= 0:
+        raise ValueError(f"--eval_windows must be positive, got {args.eval_windows}")
+    set_seed(args.seed)
+    timer = Timer()
+    start = time.perf_counter()
+    with timer("load"):
+        model, tokenizer = load_model(args.model, args.dtype, args.device, args.device_map)
+    seqlen = effective_seqlen(model, args.seqlen)
+    with timer("data"):
+        trainloader, testenc = get_loaders(
+            args.calibration_dataset, nsamples=args.nsamples, seed=args.seed, seqlen=seqlen,
+            tokenizer=tokenizer, data_dir=args.data_dir, packing=args.calibration_packing,
+        )
+    logger.info("pruning %s: %s", args.model, method_label(config))
+    result = prune_model(model, [inp for inp, _ in trainloader], config)
+    timings = {**timer.seconds, **result.timings}
+    sparsity = measure_sparsity(model)
+    ppl = None
+    if not args.no_eval:
+        with timer("evaluation"):
+            ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, args.eval_batch_size)
+        timings["evaluation"] = timer.seconds["evaluation"]
+    timings["total"] = time.perf_counter() - start
+    report = {
+        "model": args.model,
+        "method": method_label(config),
+        "args": vars(args),
+        "config": {**config.__dict__, "ratios": list(config.ratios)},
+        "seed": args.seed,
+        "seqlen": seqlen,
+        "environment": environment_info(),
+        "sparsity": sparsity,
+        "perplexity": ppl,
+        "layer_ratios": [list(r) for r in result.layer_ratios],
+        "outlier_ratios": result.outlier_ratios,
+        "matrices": result.matrices,
+        "timings": timings,
+    }
+    metadata = {"block_size": config.block_size, "ratios": list(config.ratios), "topk_per_block": config.topk_per_block,
+                "tier_scope": config.tier_scope, "owl": config.owl, "model": args.model}
+    if args.save:
+        with atomic_dir(args.save) as out:
+            write_json(out / "results.json", report)
+            with open(out / f"log_{model_label(args.model)}.txt", "w") as f:
+                f.write("method\tactual_sparsity\tppl_test\n")
+                f.write(f"{report['method']}\t{sparsity['sparsity']:.4f}\t{ppl['ppl'] if ppl else float('nan'):.4f}\n")
+            if result.tier_maps:
+                save_tier_maps(out / TIER_MAP_FILE, result.tier_maps, metadata)
+                from lib.plots import plot_tier_maps
+
+                plot_tier_maps(result.tier_maps, out / "tier_map.png", title=f"{args.model} {report['method']}")
+        logger.info("results written to %s", args.save)
+    if args.save_model:
+        with atomic_dir(args.save_model) as out:
+            save_model(model, tokenizer, out)
+            if result.tier_maps:
+                save_tier_maps(out / TIER_MAP_FILE, result.tier_maps, metadata)
+        logger.info("pruned model written to %s", args.save_model)
+    logger.info("summary:%s", summary_table(result, sparsity, ppl, timings))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, ModelLoadError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Task evaluation: WikiText2/C4 perplexity, SQuAD v2, GSM8K and BoolQ, each returning a dict.
+
+Every `evaluate_<task>` takes already-loaded examples (the dicts of
+`lib.data.load_task_examples`) and returns {"metrics", "counts", "samples"};
+`evaluate_tasks` loads the data and runs several tasks. Prompts come from
+`lib.prompts`, the same text the model is calibrated and fine-tuned on. Nothing
+here prints or writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Sequence
+
+from torch import nn
+
+from lib.data import get_eval_tokens, load_task_examples
+from lib.generation import continuation_logprobs, generate_greedy
+from lib.metrics import gsm8k_gold, gsm8k_scores, is_no_answer, squad_scores, squad_summary
+from lib.perplexity import perplexity
+from lib.prompts import BOOLQ_CHOICES, boolq_prompt, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
+from lib.results import Timer
+
+logger = logging.getLogger(__name__)
+
+PERPLEXITY_TASKS = ("wikitext2", "c4")
+EXAMPLE_TASKS = ("squad", "gsm8k", "boolq")
+TASKS = PERPLEXITY_TASKS + EXAMPLE_TASKS
+SQUAD_MAX_NEW_TOKENS = 32
+SQUAD_STOP = ("\n",)
+GSM8K_MAX_NEW_TOKENS = 256
+GSM8K_STOP = ("Question:",)
+GSM8K_FEWSHOT_SEPARATOR = "\n\n"
+LM_EVAL_TASKS = {"squad": "squadv2", "gsm8k": "gsm8k", "boolq": "boolq"}  # our name -> lm-eval task
+
+
+def answer_nll(
+    model: nn.Module, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 8, progress: bool = True
+) -> dict:
+    """Mean negative log-likelihood per token of the gold `answers` given their `prompts`.
+
+    Token-weighted over the whole set: sum of -log p over all answer tokens / their count.
+    Returns:
+        {"nll": float, "n_tokens": int, "per_example": [nll per token of each answer]}
+    """
+    scored = continuation_logprobs(model, tokenizer, prompts, answers, batch_size=batch_size, progress=progress)
+    n_tokens = sum(s["n_tokens"] for s in scored)
+    return {
+        "nll": -sum(s["logprob"] for s in scored) / n_tokens,
+        "n_tokens": n_tokens,
+        "per_example": [-s["logprob"] / s["n_tokens"] for s in scored],
+    }
+
+
+def evaluate_squad(
+    model: nn.Module,
+    tokenizer,
+    examples: Sequence[dict],
+    batch_size: int = 8,
+    max_new_tokens: int = SQUAD_MAX_NEW_TOKENS,
+    log_samples: bool = False,
+    progress: bool = True,
+) -> dict:
+    """SQuAD v2 by greedy generation after `squad_prompt` (stop at a newline or EOS, <= 32 tokens).
+
+    Args:
+        examples: dicts with "context", "question", "answers" (list[str], [] when unanswerable), "id".
+    Returns:
+        {"metrics": {"exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1",
+        "no_answer_rate", "answer_nll"}, "counts": {"total", "HasAns_total", "NoAns_total",
+        "answer_tokens"}, "samples": list or None}; fractions in [0, 1].
+    """
+    _require_examples("squad", examples)
+    prompts = [squad_prompt(ex["context"], ex["question"]) for ex in examples]
+    generated = generate_greedy(
+        model, tokenizer, prompts, max_new_tokens, stop_strings=SQUAD_STOP, batch_size=batch_size, progress=progress
+    )
+    predictions = [text.strip() for text in generated]
+    scores = [squad_scores(pred, ex["answers"]) for pred, ex in zip(predictions, examples)]
+    metrics, counts = squad_summary(scores, [bool(ex["answers"]) for ex in examples])
+    metrics["no_answer_rate"] = sum(map(is_no_answer, predictions)) / len(predictions)
+    nll = answer_nll(model, tokenizer, prompts, [squad_target(ex["answers"]) for ex in examples], batch_size, progress)
+    metrics["answer_nll"] = nll["nll"]
+    counts["answer_tokens"] = nll["n_tokens"]
+    samples = None
+    if log_samples:
+        samples = [
+            {"id": ex.get("id"), "question": ex["question"], "answers": ex["answers"], "prediction": pred,
+             "exact": score["exact"], "f1": score["f1"], "answer_nll": example_nll}
+            for ex, pred, score, example_nll in zip(examples, predictions, scores, nll["per_example"])
+        ]
+    return {"metrics": metrics, "counts": counts, "samples": samples}
+
+
+def gsm8k_fewshot_prefix(fewshot_examples: Sequence[dict]) -> str:
+    """K solved examples in the fine-tuning layout, each followed by a blank line."""
+    return "".join(
+        gsm8k_prompt(ex["question"]) + gsm8k_target(ex["answer"]) + GSM8K_FEWSHOT_SEPARATOR for ex in fewshot_examples
+    )
+
+
+def evaluate_gsm8k(
+    model: nn.Module,
+    tokenizer,
+    examples: Sequence[dict],
+    fewshot_examples: Sequence[dict] = (),
+    batch_size: int = 8,
+    max_new_tokens: int = GSM8K_MAX_NEW_TOKENS,
+    log_samples: bool = False,
+    progress: bool = True,
+) -> dict:
+    """GSM8K by greedy generation after `gsm8k_prompt` (<= 256 tokens, stop at "Question:" or EOS).
+
+    Args:
+        examples: dicts with "question" and "answer" (the reference solution ending "#### <n>").
+        fewshot_examples: solved examples (train split) placed before every prompt.
+    Returns:
+        {"metrics": {"strict_accuracy", "flexible_accuracy", "answer_nll"}, "counts": {"total",
+        "num_fewshot", "strict_found" (outputs with a "####" number), "answer_tokens"}, "samples"}.
+    """
+    _require_examples("gsm8k", examples)
+    prefix = gsm8k_fewshot_prefix(fewshot_examples)
+    prompts = [prefix + gsm8k_prompt(ex["question"]) for ex in examples]
+    golds = [gsm8k_gold(ex["answer"]) for ex in examples]
+    generated = generate_greedy(
+        model, tokenizer, prompts, max_new_tokens, stop_strings=GSM8K_STOP, batch_size=batch_size, progress=progress
+    )
+    scores = [gsm8k_scores(text, gold) for text, gold in zip(generated, golds)]
+    nll = answer_nll(model, tokenizer, prompts, [gsm8k_target(ex["answer"]) for ex in examples], batch_size, progress)
+    total = len(examples)
+    metrics = {
+        "strict_accuracy": sum(s["strict"] for s in scores) / total,
+        "flexible_accuracy": sum(s["flexible"] for s in scores) / total,
+        "answer_nll": nll["nll"],
+    }
+    counts = {
+        "total": total,
+        "num_fewshot": len(fewshot_examples),
+        "strict_found": sum(s["extracted_strict"] is not None for s in scores),
+        "answer_tokens": nll["n_tokens"],
+    }
+    samples = None
+    if log_samples:
+        samples = [
+            {"question": ex["question"], "gold": gold, "prediction": text, **score, "answer_nll": example_nll}
+            for ex, gold, text, score, example_nll in zip(examples, golds, generated, scores, nll["per_example"])
+        ]
+    return {"metrics": metrics, "counts": counts, "samples": samples}
+
+
+def evaluate_boolq(
+    model: nn.Module, tokenizer, examples: Sequence[dict], batch_size: int = 8, log_samples: bool = False, progress: bool = True
+) -> dict:
+    """BoolQ zero-shot: predict yes iff log p(" yes") > log p(" no") after `boolq_prompt`.
+
+    Args:
+        examples: dicts with "passage", "question" and "answer" (bool).
+    Returns:
+        {"metrics": {"accuracy", "majority_rate" (share of the more frequent label: the accuracy
+        of always guessing it), "yes_rate" (share of yes predictions)}, "counts": {"total",
+        "true_total"}, "samples"}.
+    """
+    _require_examples("boolq", examples)
+    prompts = [boolq_prompt(ex["passage"], ex["question"]) for ex in examples]
+    n = len(examples)
+    choice_no, choice_yes = BOOLQ_CHOICES
+    scored = continuation_logprobs(
+        model, tokenizer, prompts * 2, [choice_no] * n + [choice_yes] * n, batch_size=batch_size, progress=progress
+    )
+    logprob_no = [s["logprob"] for s in scored[:n]]
+    logprob_yes = [s["logprob"] for s in scored[n:]]
+    predictions = [yes > no for yes, no in zip(logprob_yes, logprob_no)]
+    labels = [bool(ex["answer"]) for ex in examples]
+    true_rate = sum(labels) / n
+    metrics = {
+        "accuracy": sum(p == y for p, y in zip(predictions, labels)) / n,
+        "majority_rate": max(true_rate, 1 - true_rate),
+        "yes_rate": sum(predictions) / n,
+    }
+    counts = {"total": n, "true_total": sum(labels)}
+    samples = None
+    if log_samples:
+        samples = [
+            {"question": ex["question"], "answer": label, "prediction": pred, "logprob_yes": yes, "logprob_no": no}
+            for ex, label, pred, yes, no in zip(examples, labels, predictions, logprob_yes, logprob_no)
+        ]
+    return {"metrics": metrics, "counts": counts, "samples": samples}
+
+
+def evaluate_perplexity(
+    model: nn.Module, tokenizer, name: str, seqlen: int, data_dir=None, max_windows: int | None = None, progress: bool = True
+) -> dict:
+    """Wanda-protocol token perplexity (`lib.perplexity.perplexity`) on the `name` test text."""
+    input_ids = get_eval_tokens(name, tokenizer, data_dir=data_dir, seqlen=seqlen)  # (1, T)
+    result = perplexity(model, input_ids, seqlen, max_windows=max_windows, progress=progress)
+    metrics = {"ppl": result["ppl"], "nll": result["nll"]}
+    counts = {"n_windows": result["n_windows"], "n_tokens": result["n_tokens"], "seqlen": result["seqlen"]}
+    return {"metrics": metrics, "counts": counts, "samples": None}
+
+
+def check_tasks(tasks: Sequence[str]) -> None:
+    """Raise ValueError naming an unknown or repeated task and listing the known ones."""
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"--tasks lists a task twice: {' '.join(tasks)}")
+
+
+def task_limit(limit: int | Mapping[str, int] | None, task: str, flag: str = "--limit") -> int | None:
+    """The value of a per-task setting for `task`: one int for all tasks, a {task: int} mapping, or None."""
+    value = limit.get(task) if isinstance(limit, Mapping) else limit
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} for {task} must be at least 1, got {value}")
+    return value
+
+
+def evaluate_tasks(
+    model: nn.Module,
+    tokenizer,
+    tasks: Sequence[str],
+    data_dir=None,
+    limit: int | Mapping[str, int] | None = None,
+    batch_size: int = 8,
+    seqlen: int = 2048,
+    eval_windows: int | None = None,
+    num_fewshot: int = 0,
+    max_new_tokens: int | Mapping[str, int] | None = None,
+    log_samples: bool = False,
+    backend: str = "ours",
+    progress: bool = True,
+) -> dict:
+    """Run `tasks` in order and collect one result.
+
+    Args:
+        tasks: names from TASKS. Perplexity tasks use `seqlen` (already capped by the caller) and the
+            first `eval_windows` windows; the others use the first `limit` eval examples.
+        limit: an int for every example task, or {task: int}; None evaluates everything.
+        num_fewshot: GSM8K only: the first K train examples are prefixed to every prompt.
+        max_new_tokens: overrides the generation length (squad 32, gsm8k 256): an int or {task: int}.
+        backend: "ours", or "lm-eval" to run squad/gsm8k/boolq through lm-evaluation-harness
+            (perplexity tasks always use the Wanda protocol).
+    Returns:
+        {"metrics": {task: dict}, "counts": {task: dict}, "seconds": {task: float},
+        "samples": {task: list} (only with log_samples)}.
+    """
+    check_tasks(tasks)
+    if backend not in ("ours", "lm-eval"):
+        raise ValueError(f"--backend {backend!r} is not one of ours, lm-eval")
+    if num_fewshot < 0:
+        raise ValueError(f"--num_fewshot must be >= 0, got {num_fewshot}")
+    timer = Timer()
+    report: dict = {"metrics": {}, "counts": {}, "seconds": {}, "samples": {}}
+    for task in tasks:
+        logger.info("evaluating %s", task)
+        with timer(task):
+            if task in PERPLEXITY_TASKS:
+                result = evaluate_perplexity(model, tokenizer, task, seqlen, data_dir, eval_windows, progress)
+            elif backend == "lm-eval":
+                result = evaluate_lm_eval(model, tokenizer, task, task_limit(limit, task), batch_size, num_fewshot)
+            else:
+                examples = load_task_examples(task, "eval", data_dir=data_dir, limit=task_limit(limit, task))
+                common = {"batch_size": batch_size, "log_samples": log_samples, "progress": progress}
+                if task in ("squad", "gsm8k") and task_limit(max_new_tokens, task, "--max_new_tokens") is not None:
+                    common["max_new_tokens"] = task_limit(max_new_tokens, task, "--max_new_tokens")
+                if task == "squad":
+                    result = evaluate_squad(model, tokenizer, examples, **common)
+                elif task == "gsm8k":
+                    fewshot = load_task_examples("gsm8k", "train", data_dir=data_dir, limit=num_fewshot) if num_fewshot else []
+                    result = evaluate_gsm8k(model, tokenizer, examples, fewshot, **common)
+                else:
+                    result = evaluate_boolq(model, tokenizer, examples, **common)
+        report["metrics"][task] = result["metrics"]
+        report["counts"][task] = result["counts"]
+        report["seconds"][task] = timer.seconds[task]
+        if log_samples and result.get("samples") is not None:
+            report["samples"][task] = result["samples"]
+        logger.info("%s: %s (%.1f s)", task, _format_metrics(result["metrics"]), timer.seconds[task])
+    if not log_samples:
+        del report["samples"]
+    return report
+
+
+def _format_metrics(metrics: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+def _require_examples(task: str, examples: Sequence[dict]) -> None:
+    if not examples:
+        raise ValueError(f"no {task} examples to evaluate; check --data_dir and --limit")
+
+
+# ---------------------------------------------------------------- optional lm-evaluation-harness backend
+
+
+class BackendError(RuntimeError):
+    """The optional lm-eval backend is missing or could not run; the message says what to do."""
+
+
+def require_lm_eval() -> None:
+    """Raise BackendError when the optional `lm_eval` package is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise BackendError("--backend lm-eval needs lm-evaluation-harness: `pip install lm-eval` (or use --backend ours)")
+
+
+def evaluate_lm_eval(
+    model: nn.Module, tokenizer, task: str, limit: int | None, batch_size: int, num_fewshot: int
+) -> dict:
+    """Run one of squad/gsm8k/boolq through lm-evaluation-harness on the in-memory model.
+
+    lm-eval loads its own copies of the datasets (from the Hub or its cache), so this needs
+    network access or a warm HF datasets cache. Its metric names are kept as it reports them.
+    """
+    require_lm_eval()
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    lm_task = LM_EVAL_TASKS[task]
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    try:
+        output = simple_evaluate(model=lm, tasks=[lm_task], num_fewshot=num_fewshot or None, limit=limit)
+    except Exception as err:  # lm-eval surfaces dataset download failures as many exception types
+        raise BackendError(
+            f"lm-eval could not run {lm_task!r} ({err.__class__.__name__}: {err}); it needs its datasets from the "
+            "Hub or a warm cache. Use --backend ours to evaluate offline from --data_dir."
+        ) from err
+    results = output["results"][lm_task]
+    metrics = {key: value for key, value in results.items() if isinstance(value, (int, float)) and key != "alias"}
+    counts = {"total": output.get("n-samples", {}).get(lm_task, {}).get("effective"), "lm_eval_task": lm_task}
+    return {"metrics": metrics, "counts": counts, "samples": None}

@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Evaluate a causal LM on WikiText2/C4 perplexity, SQuAD v2, GSM8K and BoolQ; write one JSON report.
+
+    python scripts/eval_tasks.py --model out/exp1/finetuned \
+        --tasks wikitext2 squad gsm8k boolq --data_dir ../shared/data \
+        --limit 200 --output out/exp1/eval.json
+
+--limit and --max_new_tokens take one number for every task or per-task values:
+`--limit squad=200 gsm8k=50 boolq=500`. With no --model it evaluates the embedded
+default (SmolLM2-135M-Instruct).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `lib` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from lib.models import DEFAULT_MODEL, DTYPES, ModelLoadError, effective_seqlen, load_model, model_label
+from lib.results import environment_info, write_json
+from lib.tasks import EXAMPLE_TASKS, PERPLEXITY_TASKS, TASKS, BackendError, check_tasks, evaluate_tasks, require_lm_eval
+
+logger = logging.getLogger("eval_tasks")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
+    p.add_argument("--tasks", nargs="+", default=["wikitext2", "squad", "gsm8k", "boolq"], metavar="TASK",
+                   help=f"any of {', '.join(TASKS)} (default: wikitext2 squad gsm8k boolq)")
+    p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
+    p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N",
+                   help="evaluate the first N examples of each example task, or per task: squad=200 gsm8k=50")
+    p.add_argument("--batch_size", type=int, default=8, help="prompts per forward pass for generation and scoring")
+    p.add_argument("--seqlen", type=int, default=2048, help="perplexity window length, capped at max_position_embeddings")
+    p.add_argument("--eval_windows", type=int, default=None, help="perplexity over the first N windows only (default: all)")
+    p.add_argument("--num_fewshot", type=int, default=0, help="GSM8K: prefix the first K solved train examples")
+    p.add_argument("--max_new_tokens", nargs="+", default=None, metavar="N|TASK=N",
+                   help="override generation length (defaults: squad 32, gsm8k 256); for smoke tests only")
+    p.add_argument("--log_samples", action="store_true", help="store per-example predictions in the report")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto = float32 on CPU, the checkpoint's dtype on GPU")
+    p.add_argument("--seed", type=int, default=0, help="torch / numpy / random seed (generation is greedy)")
+    p.add_argument("--backend", choices=("ours", "lm-eval"), default="ours",
+                   help="ours (offline, default) or lm-eval for squad/gsm8k/boolq (needs `pip install lm-eval` and its datasets)")
+    p.add_argument("--output", default=None, help="report path (default: out/eval/<model>.json)")
+    return p
+
+
+def parse_per_task(values: list[str] | None, flag: str) -> int | dict[str, int] | None:
+    """`["200"]` -> 200; `["squad=200", "gsm8k=50"]` -> {"squad": 200, "gsm8k": 50}; None -> None."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return _positive_int(values[0], flag)
+    per_task = {}
+    for item in values:
+        task, sep, number = item.partition("=")
+        if not sep or task not in EXAMPLE_TASKS:
+            raise ValueError(f"{flag} {item!r}: use one number, or TASK=N with TASK in {', '.join(EXAMPLE_TASKS)}")
+        per_task[task] = _positive_int(number, f"{flag} {task}")
+    return per_task
+
+
+def _positive_int(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{flag} expects a positive integer, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"{flag} must be at least 1, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace) -> Path:
+    check_tasks(args.tasks)
+    limit = parse_per_task(args.limit, "--limit")
+    max_new_tokens = parse_per_task(args.max_new_tokens, "--max_new_tokens")
+    for flag in ("batch_size", "eval_windows"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {value}")
+    if args.num_fewshot < 0:
+        raise ValueError(f"--num_fewshot must be >= 0, got {args.num_fewshot}")
+    if args.backend == "lm-eval" and set(args.tasks) & set(EXAMPLE_TASKS):
+        require_lm_eval()
+    output = Path(args.output) if args.output else Path("out") / "eval" / f"{model_label(args.model)}.json"
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    seconds = {"load_model": time.perf_counter() - start}
+    seqlen = effective_seqlen(model, args.seqlen) if set(args.tasks) & set(PERPLEXITY_TASKS) else None
+    logger.info("evaluating %s on %s", args.model, ", ".join(args.tasks))
+
+    result = evaluate_tasks(
+        model, tokenizer, args.tasks, data_dir=args.data_dir, limit=limit, batch_size=args.batch_size,
+        seqlen=seqlen or args.seqlen, eval_windows=args.eval_windows, num_fewshot=args.num_fewshot,
+        max_new_tokens=max_new_tokens, log_samples=args.log_samples, backend=args.backend,
+    )
+    seconds.update(result["seconds"])
+    seconds["total"] = time.perf_counter() - start
+    report = {
+        "model": args.model,
+        "backend": args.backend,
+        "tasks": list(args.tasks),
+        "metrics": result["metrics"],
+        "counts": result["counts"],
+        "seconds": seconds,
+        "settings": {
+            "data_dir": args.data_dir,
+            "limit": limit,
+            "batch_size": args.batch_size,
+            "seqlen": seqlen,
+            "seqlen_requested": args.seqlen,
+            "eval_windows": args.eval_windows,
+            "num_fewshot": args.num_fewshot,
+            "max_new_tokens": max_new_tokens,
+            "device": str(next(model.parameters()).device),
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "seed": args.seed,
+        },
+        "environment": environment_info(),
+    }
+    if args.log_samples:
+        report["samples"] = result.get("samples", {})
+    write_json(output, report)
+    logger.info("wrote %s (%.0f s)", output, seconds["total"])
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, ModelLoadError, FileNotFoundError, BackendError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

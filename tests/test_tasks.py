@@ -1,0 +1,321 @@
+"""Generation, log-likelihoods, task evaluators and the eval CLI on tiny random models (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import REPO, make_llama, make_opt
+from lib.generation import continuation_logprobs, generate_greedy
+from lib.prompts import NO_ANSWER, boolq_prompt
+from lib.tasks import (
+    answer_nll,
+    check_tasks,
+    evaluate_boolq,
+    evaluate_gsm8k,
+    evaluate_squad,
+    gsm8k_fewshot_prefix,
+    task_limit,
+)
+
+PROMPTS = [
+    "The quick brown fox",
+    "Question: how many clips did Natalia sell in April and May?\nAnswer:",
+    "A",
+    "Context: A pruned network keeps its most important weights.\nQuestion: what does it keep?\nAnswer:",
+]
+
+
+def force_tokens(model: nn.Module, token_ids: list[int], boost: float = 100.0):
+    """Hook the LM head so the given token ids get +boost logits everywhere; returns the hook handle."""
+    def hook(module, inputs, output):
+        output = output.clone()
+        output[..., token_ids] += boost
+        return output
+
+    return model.get_output_embeddings().register_forward_hook(hook)
+
+
+def uniform_logits(model: nn.Module):
+    """Hook the LM head to output zeros: every next-token distribution is uniform over V."""
+    return model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: torch.zeros_like(output))
+
+
+# ---------------------------------------------------------------- generation
+
+
+@pytest.mark.parametrize("make_model", [make_llama, make_opt], ids=["llama", "opt"])
+def test_batched_generation_equals_one_at_a_time(make_model, tokenizer):
+    model = make_model()
+    batched = generate_greedy(model, tokenizer, PROMPTS, max_new_tokens=8, batch_size=3, progress=False)
+    single = [generate_greedy(model, tokenizer, [p], max_new_tokens=8, batch_size=1, progress=False)[0] for p in PROMPTS]
+    assert batched == single
+    assert any(batched)  # the random model does produce text
+
+
+def test_generation_cuts_at_stop_string_and_eos(tiny_llama, tokenizer):
+    free = generate_greedy(tiny_llama, tokenizer, PROMPTS[:1], max_new_tokens=10, progress=False)[0]
+    stop = free[3:5]
+    assert stop.strip()
+    stopped = generate_greedy(tiny_llama, tokenizer, PROMPTS, max_new_tokens=10, stop_strings=[stop], batch_size=4, progress=False)
+    assert stopped[0] == free[: free.find(stop)]
+    assert all(stop not in text for text in stopped)
+
+    handle = force_tokens(tiny_llama, [tokenizer.eos_token_id])
+    try:
+        assert generate_greedy(tiny_llama, tokenizer, PROMPTS, max_new_tokens=5, batch_size=2, progress=False) == [""] * len(PROMPTS)
+    finally:
+        handle.remove()
+
+
+# ---------------------------------------------------------------- log-likelihood and task NLL
+
+
+def test_continuation_logprobs_match_direct_forward(tiny_llama, tokenizer):
+    prompts, answers = PROMPTS[:3], [" yes", " 72 clips", " unanswerable"]
+    scored = continuation_logprobs(tiny_llama, tokenizer, prompts, answers, batch_size=3, progress=False)
+    for prompt, answer, result in zip(prompts, answers, scored):
+        prompt_ids = tokenizer(prompt).input_ids
+        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+        ids = torch.tensor([prompt_ids + answer_ids])
+        with torch.no_grad():
+            logits = tiny_llama(ids).logits[0]  # (T, V), unpadded
+        logprobs = torch.log_softmax(logits, -1)[len(prompt_ids) - 1 : -1]  # rows predicting the answer tokens
+        expected = logprobs.gather(-1, torch.tensor(answer_ids)[:, None]).sum().item()
+        assert result["n_tokens"] == len(answer_ids)
+        assert result["logprob"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_answer_nll_uniform_model_is_log_vocab(tiny_llama, tokenizer):
+    handle = uniform_logits(tiny_llama)
+    try:
+        result = answer_nll(tiny_llama, tokenizer, PROMPTS[:2], [" yes", " 1,234 dollars"], batch_size=2, progress=False)
+    finally:
+        handle.remove()
+    n_expected = len(tokenizer(" yes", add_special_tokens=False).input_ids) + len(tokenizer(" 1,234 dollars", add_special_tokens=False).input_ids)
+    assert result["n_tokens"] == n_expected
+    assert result["nll"] == pytest.approx(math.log(tiny_llama.config.vocab_size), rel=1e-5)
+
+
+def test_answer_nll_is_token_weighted(tiny_llama, tokenizer):
+    answers = [" yes", " the quick brown fox jumps"]
+    result = answer_nll(tiny_llama, tokenizer, PROMPTS[:2], answers, progress=False)
+    scored = continuation_logprobs(tiny_llama, tokenizer, PROMPTS[:2], answers, progress=False)
+    total = -sum(s["logprob"] for s in scored) / sum(s["n_tokens"] for s in scored)
+    assert result["nll"] == pytest.approx(total)
+    assert result["per_example"] == pytest.approx([-s["logprob"] / s["n_tokens"] for s in scored])
+
+
+# ---------------------------------------------------------------- BoolQ
+
+BOOLQ = [
+    {"passage": "The fox is brown.", "question": "is the fox brown", "answer": True},
+    {"passage": "The dog is lazy and sleeps all day long.", "question": "is the dog fast", "answer": False},
+    {"passage": "Weights are pruned.", "question": "are all weights kept", "answer": False},
+    {"passage": "Natalia sold 48 clips.", "question": "did natalia sell 100 clips", "answer": False},
+]
+
+
+@pytest.mark.parametrize("forced, accuracy, yes_rate", [(" yes", 0.25, 1.0), (" no", 0.75, 0.0)])
+def test_boolq_forced_answer_scores_the_label_rate(tiny_llama, tokenizer, forced, accuracy, yes_rate):
+    forced_ids = tokenizer(forced, add_special_tokens=False).input_ids
+    other = " no" if forced == " yes" else " yes"
+    assert not set(forced_ids) & set(tokenizer(other, add_special_tokens=False).input_ids)
+    handle = force_tokens(tiny_llama, forced_ids)
+    try:
+        result = evaluate_boolq(tiny_llama, tokenizer, BOOLQ, batch_size=3, log_samples=True, progress=False)
+    finally:
+        handle.remove()
+    assert result["metrics"]["accuracy"] == accuracy  # 1 of 4 labels is True
+    assert result["metrics"]["majority_rate"] == 0.75
+    assert result["metrics"]["yes_rate"] == yes_rate
+    assert result["counts"] == {"total": 4, "true_total": 1}
+    assert [s["prediction"] for s in result["samples"]] == [forced == " yes"] * 4
+
+
+def test_boolq_prompt_layout():
+    assert boolq_prompt("P.", "is it") == "P.\nQuestion: is it?\nAnswer:"
+
+
+# ---------------------------------------------------------------- SQuAD and GSM8K
+
+SQUAD = [
+    {"id": "a", "title": "t", "context": "The fox is brown.", "question": "What color is the fox?", "answers": ["brown"]},
+    {"id": "b", "title": "t", "context": "The dog sleeps.", "question": "What does the cat eat?", "answers": []},
+    {"id": "c", "title": "t", "context": "Natalia sold 48 clips.", "question": "Who sold clips?", "answers": ["Natalia", "Natalia"]},
+]
+
+
+def test_squad_abstaining_model_gets_exactly_the_no_answer_share(tiny_llama, tokenizer):
+    handle = force_tokens(tiny_llama, [tokenizer.eos_token_id])  # every prediction is empty = abstention
+    try:
+        result = evaluate_squad(tiny_llama, tokenizer, SQUAD, batch_size=2, log_samples=True, progress=False)
+    finally:
+        handle.remove()
+    metrics, counts = result["metrics"], result["counts"]
+    assert counts["total"] == 3 and counts["HasAns_total"] == 2 and counts["NoAns_total"] == 1
+    assert metrics["exact"] == pytest.approx(1 / 3) and metrics["f1"] == pytest.approx(1 / 3)
+    assert metrics["HasAns_exact"] == 0.0 and metrics["NoAns_exact"] == 1.0 and metrics["NoAns_f1"] == 1.0
+    assert metrics["no_answer_rate"] == 1.0
+    assert metrics["answer_nll"] > 0 and counts["answer_tokens"] >= 3
+    assert [s["prediction"] for s in result["samples"]] == ["", "", ""]
+
+
+def test_squad_random_model_runs_and_scores_in_range(tiny_llama, tokenizer):
+    result = evaluate_squad(tiny_llama, tokenizer, SQUAD, batch_size=3, progress=False)
+    assert all(0.0 <= result["metrics"][k] <= 1.0 for k in ("exact", "f1", "HasAns_f1", "NoAns_f1"))
+    assert result["samples"] is None
+
+
+GSM8K = [
+    {"question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
+     "answer": "In May she sold 48/2 = <<48/2=24>>24 clips.\n48+24 = <<48+24=72>>72\n#### 72"},
+    {"question": "A fox has 3 legs more than 1. How many legs?", "answer": "1+3 = 4\n#### 4"},
+]
+
+
+def test_gsm8k_fewshot_prefix_uses_the_training_layout():
+    prefix = gsm8k_fewshot_prefix(GSM8K[1:])
+    assert prefix == "Question: A fox has 3 legs more than 1. How many legs?\nLet's solve this step by step:\n1+3 = 4\n#### 4\n\n"
+
+
+def test_gsm8k_eos_model_scores_zero_and_counts_fewshot(tiny_llama, tokenizer):
+    handle = force_tokens(tiny_llama, [tokenizer.eos_token_id])
+    try:
+        result = evaluate_gsm8k(tiny_llama, tokenizer, GSM8K[:1], fewshot_examples=GSM8K[1:], max_new_tokens=16, log_samples=True, progress=False)
+    finally:
+        handle.remove()
+    assert result["metrics"]["strict_accuracy"] == 0.0 and result["metrics"]["flexible_accuracy"] == 0.0
+    assert result["counts"]["num_fewshot"] == 1 and result["counts"]["strict_found"] == 0
+    assert result["samples"][0]["gold"] == "72" and result["samples"][0]["prediction"] == ""
+
+
+def test_gsm8k_forced_answer_is_strictly_correct(tiny_llama, tokenizer):
+    # Force the model to write "#### 4" then stop: strict and flexible both find 4 (the gold of example 2).
+    target = tokenizer(" #### 4", add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    step = {"i": 0}
+
+    def hook(module, inputs, output):
+        output = output.clone()
+        output[:, -1, target[min(step["i"], len(target) - 1)]] += 100.0
+        step["i"] += 1
+        return output
+
+    handle = tiny_llama.get_output_embeddings().register_forward_hook(hook)
+    try:
+        result = evaluate_gsm8k(tiny_llama, tokenizer, GSM8K[1:], batch_size=1, max_new_tokens=16, log_samples=True, progress=False)
+    finally:
+        handle.remove()
+    assert result["samples"][0]["prediction"].strip() == "#### 4"
+    assert result["metrics"]["strict_accuracy"] == 1.0 and result["metrics"]["flexible_accuracy"] == 1.0
+
+
+# ---------------------------------------------------------------- dispatcher helpers
+
+
+def test_check_tasks_names_the_unknown_task():
+    check_tasks(["wikitext2", "squad"])
+    with pytest.raises(ValueError, match="unknown task.*mmlu.*choose from"):
+        check_tasks(["squad", "mmlu"])
+
+
+def test_task_limit():
+    assert task_limit(200, "squad") == 200
+    assert task_limit({"squad": 200}, "gsm8k") is None
+    assert task_limit(None, "boolq") is None
+    with pytest.raises(ValueError, match="--limit"):
+        task_limit(0, "squad")
+
+
+def test_long_prompts_keep_their_end_and_short_context_is_an_error(tokenizer):
+    model = make_opt()  # learned positions: a prompt past max_position_embeddings would fail without truncation
+    long_prompt = "The quick brown fox jumps over the lazy dog. " * 40 + "Answer:"
+    assert len(tokenizer(long_prompt).input_ids) > model.config.max_position_embeddings
+    out = generate_greedy(model, tokenizer, [long_prompt, "A"], max_new_tokens=4, batch_size=2, progress=False)
+    assert out[1] == generate_greedy(model, tokenizer, ["A"], max_new_tokens=4, progress=False)[0]
+    scored = continuation_logprobs(model, tokenizer, [long_prompt], [" yes"], progress=False)
+    assert scored[0]["logprob"] < 0
+    with pytest.raises(ValueError, match="--max_new_tokens"):
+        generate_greedy(model, tokenizer, ["A"], max_new_tokens=model.config.max_position_embeddings, progress=False)
+
+
+# ---------------------------------------------------------------- CLI
+
+WIKI_TEXT = " = Pruning = \n\n" + "A pruned network keeps its most important weights and drops the rest . " * 30 + "\n"
+
+
+def write_task_data(root):
+    """Tiny files in the official layouts (SQuAD v2 JSON, GSM8K/BoolQ jsonl, WikiText-2 raw)."""
+    (root / "squad").mkdir(parents=True)
+    (root / "gsm8k").mkdir(parents=True)
+    (root / "boolq").mkdir(parents=True)
+    (root / "wikitext2").mkdir(parents=True)
+    qas = [
+        {"id": ex["id"], "question": ex["question"], "is_impossible": not ex["answers"],
+         "answers": [{"text": a, "answer_start": ex["context"].find(a)} for a in ex["answers"]]}
+        for ex in SQUAD
+    ]
+    squad = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [
+        {"context": ex["context"], "qas": [qa]} for ex, qa in zip(SQUAD, qas)]}]}
+    (root / "squad" / "dev-v2.0.json").write_text(json.dumps(squad))
+    (root / "gsm8k" / "test.jsonl").write_text("".join(json.dumps(ex) + "\n" for ex in GSM8K))
+    (root / "gsm8k" / "train.jsonl").write_text("".join(json.dumps(ex) + "\n" for ex in GSM8K[::-1]))
+    (root / "boolq" / "dev.jsonl").write_text("".join(json.dumps({**ex, "title": "t"}) + "\n" for ex in BOOLQ))
+    (root / "wikitext2" / "wiki.test.raw").write_text(WIKI_TEXT)
+    return root
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_writes_one_report(tiny_llama_dir, tmp_path):
+    data = write_task_data(tmp_path / "data")
+    output = tmp_path / "eval.json"
+    cmd = [
+        sys.executable, "scripts/eval_tasks.py", "--model", str(tiny_llama_dir), "--device", "cpu",
+        "--tasks", "wikitext2", "squad", "gsm8k", "boolq", "--data_dir", str(data), "--seqlen", "64",
+        "--eval_windows", "2", "--limit", "squad=2", "boolq=3", "--max_new_tokens", "gsm8k=8", "--num_fewshot", "1",
+        "--batch_size", "2", "--log_samples", "--output", str(output),
+    ]
+    env = {**__import__("os").environ, "WANDA_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(output.read_text())
+    assert report["tasks"] == ["wikitext2", "squad", "gsm8k", "boolq"]
+    assert report["counts"]["wikitext2"]["n_windows"] == 2 and report["counts"]["wikitext2"]["seqlen"] == 64
+    assert report["metrics"]["wikitext2"]["ppl"] > 1
+    assert report["counts"]["squad"]["total"] == 2 and report["counts"]["squad"]["HasAns_total"] == 1
+    assert report["counts"]["gsm8k"] == {**report["counts"]["gsm8k"], "total": 2, "num_fewshot": 1}
+    assert report["counts"]["boolq"] == {"total": 3, "true_total": 1}
+    assert len(report["samples"]["boolq"]) == 3
+    assert set(report["seconds"]) >= {"load_model", "wikitext2", "squad", "gsm8k", "boolq", "total"}
+    assert report["settings"]["limit"] == {"squad": 2, "boolq": 3}
+    assert report["environment"]["torch"] == torch.__version__
+
+
+def run_cli(argv, capsys):
+    from scripts.eval_tasks import main
+
+    code = main(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--tasks", "squad", "mmlu"], "unknown task(s) mmlu; choose from wikitext2, c4, squad, gsm8k, boolq"),
+        (["--tasks", "squad", "--limit", "squad=0"], "--limit squad must be at least 1"),
+        (["--tasks", "squad", "--limit", "mmlu=5"], "TASK=N with TASK in squad, gsm8k, boolq"),
+        (["--tasks", "boolq", "--backend", "lm-eval"], "pip install lm-eval"),
+    ],
+)
+def test_cli_bad_input_is_one_line_error(argv, message, capsys):
+    if "lm-eval" in argv and __import__("importlib").util.find_spec("lm_eval") is not None:
+        pytest.skip("lm_eval is installed")
+    code, err = run_cli(argv + ["--output", "/nonexistent/never-written.json"], capsys)
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1

@@ -1,0 +1,418 @@
+"""Calibration samples (Wanda's `get_loaders`) and tokenized evaluation text.
+
+Letters: L = length of one calibration sample (== seqlen when packed), T = tokens of a whole text.
+
+Sources: `wikitext2` and `c4` follow Wanda's recipes (random seqlen windows of running text);
+`squad`, `gsm8k` and `boolq` turn train examples into the prompts of `lib/prompts.py`. A name may
+also be a mixture ("wikitext2+squad", "wikitext2:0.7,gsm8k:0.3", "mixed"); `apportion` turns its
+shares into exact sample counts.
+
+Task samples never contain padding: with packing "concat" randomly drawn examples are joined, each
+followed by the tokenizer's EOS, and cut at seqlen; with "none" a sample is one example at its natural
+length (<= seqlen). WikiText-2 / C4 windows are always seqlen tokens of running text.
+
+Tokenized WikiText-2 / C4 text is kept for the process and on disk under
+`lib.models.cache_root() / "tokenized"`, keyed by (tokenizer, file); task examples are tokenized once
+per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from itertools import islice
+from math import floor
+from pathlib import Path
+
+import torch
+
+from lib.data_sources import (
+    Corpus,
+    DataError,
+    c4_documents,
+    load_task_examples,
+    resolve_data_dir,
+    task_examples,
+    wikitext2_lines,
+)
+from lib.models import cache_root
+from lib.prompts import boolq_prompt, gsm8k_calibration_text, squad_prompt
+
+__all__ = [
+    "DATASET_NAMES", "SOURCES", "MIXED", "PACKING", "PERPLEXITY_DATASETS", "DataError",
+    "get_loaders", "get_eval_tokens", "load_task_examples", "resolve_data_dir",
+    "parse_mixture", "apportion", "tokenizer_key",
+]
+
+logger = logging.getLogger(__name__)
+
+DATASET_NAMES = ("wikitext2", "c4", "squad", "gsm8k", "boolq", "mixed")
+SOURCES = ("wikitext2", "c4", "squad", "gsm8k", "boolq")  # what a mixture combines
+MIXED = ("wikitext2", "squad", "gsm8k")  # "mixed" = equal shares of these
+PACKING = ("concat", "none")
+PERPLEXITY_DATASETS = ("wikitext2", "c4")
+C4_EVAL_WINDOWS = 256  # Wanda cuts the C4 evaluation text to 256 * seqlen tokens
+TASK_TEXT: dict[str, Callable[[dict], str]] = {
+    "squad": lambda ex: squad_prompt(ex["context"], ex["question"]),
+    "gsm8k": lambda ex: gsm8k_calibration_text(ex["question"], ex["answer"]),
+    "boolq": lambda ex: boolq_prompt(ex["passage"], ex["question"]),
+}
+TOKENIZE_BATCH = 256  # task examples tokenized per tokenizer call
+MIXTURE_HELP = "a name in {names}, or a mixture such as 'wikitext2+squad' (equal shares) or 'wikitext2:0.7,gsm8k:0.3' (shares summing to 1)"
+
+# (tokenizer key, source origin, recipe) -> tokens; one tokenization per source and process
+_TOKEN_CACHE: dict[tuple, object] = {}
+
+
+# ---------------------------------------------------------------- names and mixtures
+
+
+def _unknown(name: str, part: str | None = None) -> ValueError:
+    what = f"{part!r} in {name!r}" if part is not None and part != name else repr(name)
+    return ValueError(
+        f"unknown calibration dataset {what}; use " + MIXTURE_HELP.format(names=", ".join(DATASET_NAMES))
+    )
+
+
+def parse_mixture(name: str) -> list[tuple[str, Fraction]]:
+    """Split a calibration dataset name into (source, share) pairs whose shares sum to 1.
+
+    "gsm8k" -> [("gsm8k", 1)]; "mixed" -> wikitext2, squad, gsm8k at 1/3 each;
+    "wikitext2+squad" -> equal shares; "wikitext2:0.7,gsm8k:0.3" -> the given shares.
+    """
+    if not isinstance(name, str):
+        raise _unknown(str(name))
+    name = name.strip()
+    if name in SOURCES:
+        return [(name, Fraction(1))]
+    if name == "mixed":
+        return [(source, Fraction(1, len(MIXED))) for source in MIXED]
+    if "+" in name and ":" not in name and "," not in name:
+        sources = [part.strip() for part in name.split("+")]
+        weights = [Fraction(1, len(sources))] * len(sources)
+    elif ":" in name and "+" not in name:
+        sources, weights = [], []
+        for part in name.split(","):
+            source, _, weight = part.partition(":")
+            try:
+                share = Fraction(weight.strip())
+            except (ValueError, ZeroDivisionError):
+                raise ValueError(
+                    f"share {weight.strip()!r} of {source.strip()!r} in {name!r} is not a number; "
+                    f"write shares like 'wikitext2:0.7,gsm8k:0.3'"
+                ) from None
+            if share <= 0:
+                raise ValueError(f"share {weight.strip()} of {source.strip()!r} in {name!r} must be > 0; drop the source instead")
+            sources.append(source.strip())
+            weights.append(share)
+        total = sum(weights)
+        if abs(total - 1) > Fraction(1, 10**6):
+            raise ValueError(
+                f"shares in {name!r} sum to {float(total):g}; they must sum to 1, e.g. 'wikitext2:0.7,gsm8k:0.3'"
+            )
+    else:
+        raise _unknown(name)
+    for source in sources:
+        if source not in SOURCES:
+            raise _unknown(name, source)
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"calibration mixture {name!r} names a source twice; list each source once")
+    return list(zip(sources, weights))
+
+
+def apportion(weights: Sequence[float | Fraction], total: int) -> list[int]:
+    """Integer counts proportional to `weights` that sum exactly to `total` (largest remainder).
+
+    Each source gets floor(total * share); the samples left over go to the largest remainders, ties to
+    the earlier source. E.g. ([1, 1, 1], 128) -> [43, 43, 42]; ([0.7, 0.3], 10) -> [7, 3].
+    Floats are read by their decimal repr (0.7 is exactly 7/10).
+    """
+    if total < 0:
+        raise ValueError(f"total must be >= 0, got {total}")
+    shares = [Fraction(repr(w)) if isinstance(w, float) else Fraction(w) for w in weights]
+    if not shares or any(share <= 0 for share in shares):
+        raise ValueError(f"weights must be a non-empty list of positive numbers, got {list(weights)}")
+    quotas = [total * share / sum(shares) for share in shares]
+    counts = [floor(quota) for quota in quotas]
+    by_remainder = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+# ---------------------------------------------------------------- token caches
+
+
+def tokenizer_key(tokenizer) -> str:
+    """A short hash identifying a tokenizer's behaviour (name, vocabulary, merges, special-token rules)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spec = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    flags = [getattr(tokenizer, attr, None) for attr in ("add_bos_token", "add_eos_token")]
+    return hashlib.sha1(f"{tokenizer.name_or_path}|{flags}|{spec}".encode()).hexdigest()[:16]
+
+
+def _cache_path(kind: str, key: tuple) -> Path:
+    return cache_root() / "tokenized" / f"{kind}-{hashlib.sha1(repr(key).encode()).hexdigest()[:20]}.pt"
+
+
+def _load(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as err:  # a truncated or foreign file: recompute and overwrite it
+        logger.warning("ignoring unreadable token cache %s (%s)", path, err.__class__.__name__)
+        return None
+
+
+def _save(path: Path, value) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(value, tmp)
+        tmp.replace(path)
+    except OSError as err:
+        logger.warning("cannot write token cache %s (%s); continuing without it", path, err)
+
+
+def _text_tokens(tokenizer, tok_key: str, corpus: Corpus, separator: str) -> torch.Tensor:
+    """Token ids [T] (int64) of `separator.join(corpus.texts)`, tokenized once per (tokenizer, file)."""
+    key = (tok_key, corpus.origin, len(corpus.texts), separator)
+    if key not in _TOKEN_CACHE:
+        path = _cache_path("text", key)
+        tokens = _load(path)
+        if tokens is None:
+            logger.info("tokenizing %s (once; cached in %s)", corpus.label, path.parent)
+            tokens = tokenizer(separator.join(corpus.texts), return_tensors="pt", verbose=False)["input_ids"][0]
+            _save(path, tokens.to(torch.int32))
+        else:
+            logger.info("tokens of %s from cache %s", corpus.label, path)
+        _TOKEN_CACHE[key] = tokens.long()
+    return _TOKEN_CACHE[key]
+
+
+class _DocumentTokens:
+    """Token ids [n_i] of single documents, tokenized on first use; kept per process and on disk."""
+
+    def __init__(self, tokenizer, tok_key: str, corpus: Corpus):
+        key = (tok_key, corpus.origin, "documents")
+        self.tokenizer, self.texts, self.path = tokenizer, corpus.texts, _cache_path("documents", key)
+        if key not in _TOKEN_CACHE:
+            _TOKEN_CACHE[key] = _load(self.path) or {}
+        self.tokens: dict[int, torch.Tensor] = _TOKEN_CACHE[key]
+        self.n_saved = len(self.tokens)
+
+    def __call__(self, index: int) -> torch.Tensor:
+        if index not in self.tokens:
+            ids = self.tokenizer(self.texts[index], return_tensors="pt", verbose=False)["input_ids"][0]
+            self.tokens[index] = ids.to(torch.int32)
+        return self.tokens[index]
+
+    def save(self) -> None:
+        if len(self.tokens) > self.n_saved:
+            _save(self.path, self.tokens)
+            self.n_saved = len(self.tokens)
+
+
+class _ExampleStream:
+    """Token ids of task examples in a seeded random order; each pass over the examples is a new permutation."""
+
+    def __init__(self, texts: Callable[[int], str], n_examples: int, tokenizer, cache: dict, seed: int):
+        self.texts, self.n_examples, self.tokenizer, self.cache = texts, n_examples, tokenizer, cache
+        self.rng = random.Random(seed)
+        self.queue: deque[int] = deque()
+
+    def next(self) -> list[int]:
+        if not self.queue:
+            order = list(range(self.n_examples))
+            self.rng.shuffle(order)
+            self.queue.extend(order)
+        if self.queue[0] not in self.cache:
+            batch = [i for i in islice(self.queue, TOKENIZE_BATCH) if i not in self.cache]
+            encoded = self.tokenizer([self.texts(i) for i in batch], add_special_tokens=False, verbose=False)
+            self.cache.update(zip(batch, encoded["input_ids"]))
+        return self.cache[self.queue.popleft()]
+
+
+# ---------------------------------------------------------------- samples per source
+
+
+def _wikitext2_samples(n: int, seed: int, seqlen: int, tokens: torch.Tensor, label: str) -> list[torch.Tensor]:
+    """Wanda: n random windows [1, seqlen] of the train text (tokens [T])."""
+    if tokens.numel() <= seqlen:
+        raise ValueError(f"{label} has {tokens.numel()} tokens, too few for --seqlen {seqlen}; use a smaller --seqlen")
+    rng = random.Random(seed)
+    samples = []
+    for _ in range(n):
+        start = rng.randint(0, tokens.numel() - seqlen - 1)
+        samples.append(tokens[start : start + seqlen].unsqueeze(0))  # (1, seqlen)
+    return samples
+
+
+def _c4_samples(n: int, seed: int, seqlen: int, corpus: Corpus, documents: _DocumentTokens) -> list[torch.Tensor]:
+    """Wanda: a random document longer than seqlen tokens, then a random window [1, seqlen] of it."""
+    n_documents = len(corpus.texts)
+    if n_documents == 0:
+        raise DataError(f"{corpus.label} holds no documents")
+    rng = random.Random(seed)
+    samples, checked = [], False
+    for _ in range(n):
+        misses = 0
+        while True:
+            ids = documents(rng.randint(0, n_documents - 1))
+            if ids.numel() > seqlen:
+                break
+            misses += 1
+            if misses >= n_documents and not checked:  # make sure some document is long enough
+                longest = max(documents(i).numel() for i in range(n_documents))
+                if longest <= seqlen:
+                    documents.save()
+                    raise ValueError(
+                        f"no document of {corpus.label} is longer than --seqlen {seqlen} tokens "
+                        f"(longest: {longest}); use a smaller --seqlen or more C4 data"
+                    )
+                checked = True
+        start = rng.randint(0, ids.numel() - seqlen - 1)
+        samples.append(ids[start : start + seqlen].long().unsqueeze(0))  # (1, seqlen)
+    documents.save()
+    return samples
+
+
+def _task_samples(
+    task: str, n: int, seed: int, seqlen: int, tokenizer, tok_key: str, data_dir: Path | None, packing: str
+) -> list[torch.Tensor]:
+    """Task prompts as samples [1, L]: packed to L == seqlen with EOS separators, or one example each."""
+    eos = tokenizer.eos_token_id
+    if packing == "concat" and eos is None:
+        raise ValueError(
+            f"packing 'concat' separates {task} examples with the tokenizer's EOS token, and this tokenizer has "
+            f"none; set tokenizer.eos_token or use --calibration_packing none"
+        )
+    examples, origin = task_examples(task, "train", data_dir)
+    if not examples:
+        raise DataError(f"the {task} train split ({origin}) holds no examples")
+    cache = _TOKEN_CACHE.setdefault((tok_key, origin, task), {})
+    stream = _ExampleStream(lambda i: TASK_TEXT[task](examples[i]), len(examples), tokenizer, cache, seed)
+    samples = []
+    for _ in range(n):
+        if packing == "none":
+            ids = stream.next()[:seqlen]
+        else:
+            ids = []
+            while len(ids) < seqlen:
+                ids.extend(stream.next())
+                ids.append(eos)
+            ids = ids[:seqlen]
+        samples.append(torch.tensor([ids], dtype=torch.long))  # (1, L)
+    return samples
+
+
+def _source_samples(
+    source: str, n: int, seed: int, seqlen: int, tokenizer, tok_key: str, data_dir: Path | None, packing: str
+) -> list[torch.Tensor]:
+    if source == "wikitext2":
+        corpus = wikitext2_lines("train", data_dir)
+        samples = _wikitext2_samples(n, seed, seqlen, _text_tokens(tokenizer, tok_key, corpus, " "), corpus.label)
+    elif source == "c4":
+        corpus = c4_documents("calibration", data_dir)
+        samples = _c4_samples(n, seed, seqlen, corpus, _DocumentTokens(tokenizer, tok_key, corpus))
+    else:
+        samples = _task_samples(source, n, seed, seqlen, tokenizer, tok_key, data_dir, packing)
+    logger.info(
+        "calibration: %d samples from %s (seqlen %d, seed %d%s)", n, source, seqlen, seed,
+        f", packing {packing}" if source in TASK_TEXT else "",
+    )
+    return samples
+
+
+# ---------------------------------------------------------------- public API
+
+
+def _check_positive(flag: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"--{flag} must be a positive integer, got {value!r}")
+
+
+def _target(inp: torch.Tensor) -> torch.Tensor:
+    tar = inp.clone()
+    tar[:, :-1] = -100
+    return tar
+
+
+def _eval_tokens(name: str, tokenizer, tok_key: str, data_dir: Path | None, seqlen: int) -> torch.Tensor:
+    if name == "wikitext2":
+        return _text_tokens(tokenizer, tok_key, wikitext2_lines("test", data_dir), "\n\n").unsqueeze(0)
+    tokens = _text_tokens(tokenizer, tok_key, c4_documents("evaluation", data_dir), " ")
+    return tokens[: C4_EVAL_WINDOWS * seqlen].unsqueeze(0)
+
+
+def get_eval_tokens(name: str, tokenizer, data_dir=None, seqlen: int = 2048) -> torch.Tensor:
+    """The tokenized perplexity text, LongTensor [1, T].
+
+    wikitext2: the test split joined with "\\n\\n". c4: the first 1100 validation documents joined
+    with " " and cut to 256 * seqlen tokens (Wanda); a local copy without a validation file uses the
+    held-out end of the train sample instead (with a warning).
+    """
+    if name not in PERPLEXITY_DATASETS:
+        raise ValueError(f"perplexity dataset {name!r} is not one of {', '.join(PERPLEXITY_DATASETS)}")
+    _check_positive("seqlen", seqlen)
+    return _eval_tokens(name, tokenizer, tokenizer_key(tokenizer), resolve_data_dir(data_dir), seqlen)
+
+
+def get_loaders(
+    name: str,
+    nsamples: int = 128,
+    seed: int = 0,
+    seqlen: int = 2048,
+    tokenizer=None,
+    data_dir=None,
+    packing: str = "concat",
+):
+    """Calibration samples and evaluation tokens (Wanda's contract).
+
+    Args:
+        name: a name in DATASET_NAMES or a mixture ("wikitext2+squad", "wikitext2:0.7,gsm8k:0.3").
+        nsamples: number of calibration samples; a mixture splits it by largest remainder.
+        seed: seeds every random draw (local generators; global RNG state is neither used nor changed).
+        seqlen: sample length.
+        tokenizer: the model's tokenizer (required).
+        data_dir: local data directory (else env WANDA_DATA_DIR, else the Hugging Face Hub).
+        packing: "concat" (task examples packed with EOS separators, L == seqlen) or "none" (one task
+            example per sample, L <= seqlen). WikiText-2 / C4 samples are always seqlen windows.
+    Returns:
+        (trainloader, testenc): trainloader is a list of nsamples pairs (inp, tar), inp a LongTensor
+        [1, L] and tar its copy with every position but the last set to -100; testenc.input_ids is
+        [1, T], the C4 evaluation text for "c4" and the WikiText-2 test text otherwise.
+    """
+    mixture = parse_mixture(name)
+    _check_positive("nsamples", nsamples)
+    _check_positive("seqlen", seqlen)
+    if packing not in PACKING:
+        raise ValueError(f"--calibration_packing {packing!r} is not one of {', '.join(PACKING)}")
+    if tokenizer is None:
+        raise ValueError("get_loaders needs the model's tokenizer; pass tokenizer=lib.models.load_tokenizer(model)")
+    from transformers import BatchEncoding
+
+    data_dir = resolve_data_dir(data_dir)
+    tok_key = tokenizer_key(tokenizer)
+    counts = apportion([share for _, share in mixture], nsamples)
+    inputs: list[torch.Tensor] = []
+    for (source, _), count in zip(mixture, counts):
+        if count:
+            inputs += _source_samples(source, count, seed, seqlen, tokenizer, tok_key, data_dir, packing)
+    if len(mixture) > 1:
+        logger.info(
+            "calibration mixture %s: %s (nsamples %d, seed %d)",
+            name, ", ".join(f"{source} {count}" for (source, _), count in zip(mixture, counts)), nsamples, seed,
+        )
+        random.Random(seed).shuffle(inputs)
+    trainloader = [(inp, _target(inp)) for inp in inputs]
+    eval_name = "c4" if [source for source, _ in mixture] == ["c4"] else "wikitext2"
+    testenc = BatchEncoding({"input_ids": _eval_tokens(eval_name, tokenizer, tok_key, data_dir, seqlen)})
+    return trainloader, testenc

@@ -1,0 +1,382 @@
+"""Where calibration and evaluation text comes from: local files or the Hugging Face Hub.
+
+Readers return plain records (strings, dicts) plus an `origin` string that changes whenever the
+underlying file changes, so that token caches can be keyed on it. Tokenization and sampling live
+in `lib/data.py`.
+
+Local copies sit under one data directory, named as the official releases name them:
+
+    wikitext2/wiki.{train,valid,test}.raw
+    c4/*.json[l][.gz]              one JSON object per line; "train" / "validation" in the file name
+    squad/{train,dev}-v2.0.json
+    gsm8k/{train,test}.jsonl
+    boolq/{train,dev}.jsonl
+
+Without a data directory the `datasets` library (imported lazily) loads the Hub copies in HUB.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("squad", "gsm8k", "boolq")
+SPLITS = ("train", "eval")
+LAYOUT = {
+    "wikitext2": "wikitext2/wiki.{train,valid,test}.raw",
+    "c4": "c4/*.json[l][.gz] with 'train' or 'validation' in the file name",
+    "squad": "squad/{train,dev}-v2.0.json",
+    "gsm8k": "gsm8k/{train,test}.jsonl",
+    "boolq": "boolq/{train,dev}.jsonl",
+}
+# dataset: (Hub id, config name)
+HUB = {
+    "wikitext2": ("wikitext", "wikitext-2-raw-v1"),
+    "c4": ("allenai/c4", None),
+    "squad": ("rajpurkar/squad_v2", None),
+    "gsm8k": ("openai/gsm8k", "main"),
+    "boolq": ("google/boolq", None),
+}
+C4_HUB_FILES = {  # the shards Wanda uses
+    "train": "en/c4-train.00000-of-01024.json.gz",
+    "validation": "en/c4-validation.00000-of-00008.json.gz",
+}
+WIKITEXT2_FILES = {"train": "wiki.train.raw", "validation": "wiki.valid.raw", "test": "wiki.test.raw"}
+# task: {split: (local file, Hub split)}
+TASK_FILES = {
+    "squad": {"train": ("train-v2.0.json", "train"), "eval": ("dev-v2.0.json", "validation")},
+    "gsm8k": {"train": ("train.jsonl", "train"), "eval": ("test.jsonl", "test")},
+    "boolq": {"train": ("train.jsonl", "train"), "eval": ("dev.jsonl", "validation")},
+}
+C4_EVAL_DOCUMENTS = 1100  # Wanda evaluates on the first 1100 validation documents
+
+
+class DataError(ValueError):
+    """Missing, unreachable or malformed data; the message names the file (and line) and the fix."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Texts of one split and where they came from.
+
+    texts: documents (C4) or lines (WikiText-2), in file order; a Hub column may be lazy.
+    origin: changes whenever the source changes ("path:size:mtime", or the Hub dataset fingerprint).
+    label: short description for logs, e.g. "wikitext2/wiki.valid.raw".
+    """
+
+    texts: Sequence[str]
+    origin: str
+    label: str
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """The local data directory: `data_dir`, else env WANDA_DATA_DIR, else None (= the Hub)."""
+    chosen = data_dir if data_dir not in (None, "") else os.environ.get("WANDA_DATA_DIR") or None
+    if chosen is None:
+        return None
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"data directory {str(path)!r} does not exist; pass a folder laid out as "
+            f"{', '.join(LAYOUT.values())} (e.g. sample_data), or omit --data_dir to use the Hub"
+        )
+    return path
+
+
+def file_origin(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
+
+
+def _missing(dataset: str, data_dir: Path, what: str) -> DataError:
+    return DataError(
+        f"{what} for {dataset} is missing under {data_dir}; expected {LAYOUT[dataset]} "
+        f"(official file names), or omit --data_dir to load {HUB[dataset][0]} from the Hub"
+    )
+
+
+# ---------------------------------------------------------------- Hub
+
+
+def _load_hub(dataset: str, split: str, data_files: dict[str, str] | None = None):
+    """One split of a Hub dataset via `datasets`; network failures become a single DataError."""
+    hub_id, config = HUB[dataset]
+    try:
+        import datasets
+        from datasets.exceptions import DatasetsError
+
+        return datasets.load_dataset(hub_id, config, split=split, data_files=data_files)
+    except (OSError, DatasetsError) as err:  # ConnectionError, OfflineModeIsEnabled, HTTP and not-found errors
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise DataError(
+            f"cannot load {dataset} ({hub_id}{' ' + config if config else ''}, split {split}) from the "
+            f"Hugging Face Hub: {err.__class__.__name__}: {first_line}; without network pass --data_dir DIR "
+            f"(or env WANDA_DATA_DIR) holding {LAYOUT[dataset]}, e.g. --data_dir sample_data"
+        ) from err
+
+
+def _hub_origin(dataset: str, split: str, ds) -> str:
+    return f"hub:{HUB[dataset][0]}:{HUB[dataset][1]}:{split}:{getattr(ds, '_fingerprint', '')}"
+
+
+class _HubColumn(Sequence):
+    """A lazy view of one string column of a Hub dataset (C4 train has 356k documents)."""
+
+    def __init__(self, ds, column: str):
+        self.ds, self.column = ds, column
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index):
+        return self.ds[index][self.column]
+
+
+# ---------------------------------------------------------------- WikiText-2
+
+
+def _wikitext_lines(path: Path) -> list[str]:
+    """Lines as the Hub dataset stores them: with their trailing newline, blank lines as ""."""
+    with open(path, encoding="utf-8") as f:
+        return [line if line.strip() else "" for line in f]
+
+
+def wikitext2_lines(split: str, data_dir: Path | None) -> Corpus:
+    """WikiText-2 raw lines of "train", "validation" or "test"; a missing local train falls back to validation."""
+    if split not in WIKITEXT2_FILES:
+        raise ValueError(f"wikitext2 split {split!r} is not one of {', '.join(WIKITEXT2_FILES)}")
+    if data_dir is None:
+        ds = _load_hub("wikitext2", split)
+        return Corpus(list(ds["text"]), _hub_origin("wikitext2", split, ds), f"{HUB['wikitext2'][0]} {split}")
+    path = data_dir / "wikitext2" / WIKITEXT2_FILES[split]
+    if not path.is_file() and split == "train":
+        fallback = path.with_name(WIKITEXT2_FILES["validation"])
+        if fallback.is_file():
+            logger.warning("%s is missing; calibrating on the WikiText-2 validation split %s instead", path, fallback)
+            path = fallback
+    if not path.is_file():
+        raise _missing("wikitext2", data_dir, f"{path.name}")
+    return Corpus(_wikitext_lines(path), file_origin(path), f"wikitext2/{path.name}")
+
+
+# ---------------------------------------------------------------- C4
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a .jsonl / .json(l).gz file."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg}); each line must be one JSON object") from err
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            yield lineno, record
+
+
+def _field(record: dict, name: str, kind: type, where: str):
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object with field {name!r}, got {type(record).__name__}")
+    value = record.get(name)
+    if not isinstance(value, kind):
+        got = "missing" if name not in record else f"a {type(value).__name__}"
+        raise DataError(f"{where}: field {name!r} is {got}, expected a {kind.__name__} (official schema)")
+    return value
+
+
+def _c4_files(data_dir: Path, split: str) -> list[Path]:
+    folder = data_dir / "c4"
+    if not folder.is_dir():
+        return []
+    patterns = ("*.json", "*.jsonl", "*.json.gz", "*.jsonl.gz")
+    files = {p for pattern in patterns for p in folder.glob(pattern) if split in p.name}
+    return sorted(files)
+
+
+def _c4_local(files: list[Path]) -> Corpus:
+    texts = [
+        _field(record, "text", str, f"{path}:{lineno}") for path in files for lineno, record in _read_jsonl(path)
+    ]
+    origin = "|".join(file_origin(p) for p in files)
+    return Corpus(texts, origin, "+".join(f"c4/{p.name}" for p in files))
+
+
+def c4_holdout(n_documents: int) -> int:
+    """Documents at the end of a C4 train sample held out for evaluation when no validation file exists."""
+    return min(C4_EVAL_DOCUMENTS, n_documents // 2)
+
+
+def c4_documents(role: str, data_dir: Path | None) -> Corpus:
+    """C4 documents for "calibration" (the train shard) or "evaluation" (first 1100 validation documents).
+
+    A local copy without a validation file holds out the last `c4_holdout(n)` train documents:
+    they are the evaluation documents, and calibration draws only from the ones before them.
+    """
+    if role not in ("calibration", "evaluation"):
+        raise ValueError(f"c4 role {role!r} is not one of calibration, evaluation")
+    if data_dir is None:
+        split = "train" if role == "calibration" else "validation"
+        ds = _load_hub("c4", split, data_files={split: C4_HUB_FILES[split]})
+        origin = _hub_origin("c4", split, ds)
+        if role == "calibration":
+            return Corpus(_HubColumn(ds, "text"), origin, f"{HUB['c4'][0]} {C4_HUB_FILES[split]}")
+        texts = ds.select(range(min(C4_EVAL_DOCUMENTS, len(ds))))["text"]
+        return Corpus(list(texts), origin, f"{HUB['c4'][0]} {C4_HUB_FILES[split]}")
+    validation = _c4_files(data_dir, "validation")
+    if role == "evaluation" and validation:
+        corpus = _c4_local(validation)
+        return Corpus(corpus.texts[:C4_EVAL_DOCUMENTS], corpus.origin, corpus.label)
+    train = _c4_files(data_dir, "train")
+    if not train:
+        raise _missing("c4", data_dir, "a train file (c4/*train*.json[l][.gz])")
+    corpus = _c4_local(train)
+    if validation:
+        return corpus
+    n = len(corpus.texts)
+    held = c4_holdout(n)
+    if role == "evaluation":
+        logger.warning(
+            "no C4 validation file under %s; evaluating on the last %d of %d documents of %s, which calibration never uses",
+            data_dir / "c4", held, n, corpus.label,
+        )
+        return Corpus(corpus.texts[n - held :], corpus.origin + ":holdout", corpus.label + " (held-out documents)")
+    logger.warning(
+        "no C4 validation file under %s; calibrating on the first %d of %d documents of %s "
+        "(the last %d are held out for evaluation)", data_dir / "c4", n - held, n, corpus.label, held,
+    )
+    return Corpus(corpus.texts[: n - held], corpus.origin + ":calibration", corpus.label)
+
+
+# ---------------------------------------------------------------- tasks (SQuAD v2, GSM8K, BoolQ)
+
+
+def _squad_local(path: Path) -> list[dict]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg}); expected the SQuAD v2.0 JSON format") from err
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: expected a JSON object with 'data' (SQuAD v2.0 format)")
+    examples = []
+    for a, article in enumerate(_field(doc, "data", list, str(path))):
+        where = f"{path}: data[{a}]"
+        title = _field(article, "title", str, where)
+        for p, paragraph in enumerate(_field(article, "paragraphs", list, where)):
+            where_p = f"{where}.paragraphs[{p}]"
+            context = _field(paragraph, "context", str, where_p)
+            for q, qa in enumerate(_field(paragraph, "qas", list, where_p)):
+                where_q = f"{where_p}.qas[{q}]"
+                answers = [_field(ans, "text", str, f"{where_q}.answers[{i}]")
+                           for i, ans in enumerate(_field(qa, "answers", list, where_q))]
+                impossible = qa.get("is_impossible", not answers)
+                examples.append({
+                    "id": _field(qa, "id", str, where_q),
+                    "title": title,
+                    "context": context,
+                    "question": _field(qa, "question", str, where_q),
+                    "answers": [] if impossible else answers,
+                })
+    return examples
+
+
+def _gsm8k_record(record: dict, where: str) -> dict:
+    answer = _field(record, "answer", str, where)
+    if "####" not in answer:
+        raise DataError(f"{where}: field 'answer' has no '#### <number>' line (official GSM8K schema)")
+    return {"question": _field(record, "question", str, where), "answer": answer}
+
+
+def _boolq_record(record: dict, where: str) -> dict:
+    return {
+        "question": _field(record, "question", str, where),
+        "passage": _field(record, "passage", str, where),
+        "answer": _field(record, "answer", bool, where),
+    }
+
+
+_JSONL_TASKS = {"gsm8k": _gsm8k_record, "boolq": _boolq_record}
+_PARSED: dict[str, list[dict]] = {}  # file origin -> examples, so each file is parsed once per process
+
+
+def _task_local(task: str, path: Path) -> list[dict]:
+    origin = file_origin(path)
+    if origin not in _PARSED:
+        if task == "squad":
+            _PARSED[origin] = _squad_local(path)
+        else:
+            parse = _JSONL_TASKS[task]
+            _PARSED[origin] = [parse(record, f"{path}:{lineno}") for lineno, record in _read_jsonl(path)]
+    return _PARSED[origin]
+
+
+def _task_hub(task: str, ds) -> list[dict]:
+    rows = ds.to_list()
+    if task == "squad":
+        return [
+            {"id": r["id"], "title": r["title"], "context": r["context"], "question": r["question"],
+             "answers": list(r["answers"]["text"])}
+            for r in rows
+        ]
+    if task == "gsm8k":
+        return [{"question": r["question"], "answer": r["answer"]} for r in rows]
+    return [{"question": r["question"], "passage": r["passage"], "answer": bool(r["answer"])} for r in rows]
+
+
+def task_examples(task: str, split: str, data_dir: Path | None) -> tuple[list[dict], str]:
+    """All examples of a task split in file order, and their origin (see `load_task_examples`).
+
+    The returned list is shared with later calls: treat it as read-only.
+    """
+    if task not in TASK_FILES:
+        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)} (eval = the official dev/test split)")
+    local_name, hub_split = TASK_FILES[task][split]
+    if data_dir is None:
+        ds = _load_hub(task, hub_split)
+        return _task_hub(task, ds), _hub_origin(task, hub_split, ds)
+    path = data_dir / task / local_name
+    if not path.is_file() and split == "train":
+        fallback = path.with_name(TASK_FILES[task]["eval"][0])
+        if fallback.is_file():
+            logger.warning(
+                "%s is missing (no %s train split locally); using the eval split %s instead, "
+                "so training/calibration data overlaps the evaluation data", path, task, fallback,
+            )
+            path = fallback
+    if not path.is_file():
+        raise _missing(task, data_dir, path.name)
+    return _task_local(task, path), file_origin(path)
+
+
+def load_task_examples(task: str, split: str, data_dir=None, limit: int | None = None) -> list[dict]:
+    """Examples of SQuAD v2, GSM8K or BoolQ as plain dicts, the first `limit` in file order.
+
+    Args:
+        task: "squad", "gsm8k" or "boolq".
+        split: "train", or "eval" (SQuAD/BoolQ dev = Hub validation, GSM8K test). A local copy
+            without a train file falls back to the eval file with a warning.
+        data_dir: local data directory (else env WANDA_DATA_DIR, else the Hub).
+        limit: keep only the first N examples (None = all).
+    Returns:
+        squad: {"id", "title", "context", "question", "answers"}; answers is the list of gold answer
+            texts, [] for unanswerable questions.
+        gsm8k: {"question", "answer"}; answer is the full solution ending in "#### <number>".
+        boolq: {"question", "passage", "answer"}; answer is a bool.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be None or >= 0, got {limit}")
+    examples, _ = task_examples(task, split, resolve_data_dir(data_dir))
+    return [dict(ex) for ex in examples[:limit]]

@@ -1,0 +1,1 @@
+"""Thin fine-tuning entry points over lib.finetune (run from the repository root)."""

@@ -1,0 +1,15 @@
+"""Sparsity-preserving fine-tuning on GSM8K (question + worked solution; eval on test).
+
+    python dense_ft/finetune_gsm8k.py --model_name_or_path out/pruned --data_dir ../shared/data --output_dir out/ft_gsm8k
+    torchrun --nproc_per_node 2 dense_ft/finetune_gsm8k.py ...   # DDP; every Trainer flag works (--help)
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lib.finetune import main  # noqa: E402
+
+if __name__ == "__main__":
+    main("gsm8k")

@@ -496,3 +496,40 @@ def test_cache_key_follows_the_file(tokenizer, tmp_path):
         f.write(" = Appendix = \n \n A new closing line . \n")
     after = get_eval_tokens("wikitext2", counting, tmp_path)
     assert counting.calls == 2 and after.shape[1] > before.shape[1]
+
+
+def test_hub_sources_use_the_documented_ids(tokenizer, monkeypatch):
+    """No network: `datasets.load_dataset` answers with small in-memory datasets in the Hub schemas."""
+    import datasets
+
+    squad = load_task_examples("squad", "train", SAMPLE_DATA)
+    rows = {
+        ("wikitext", "wikitext-2-raw-v1"): {"text": wikitext_lines(SAMPLE_DATA / "wikitext2/wiki.test.raw")},
+        ("rajpurkar/squad_v2", None): {
+            "id": [ex["id"] for ex in squad], "title": [ex["title"] for ex in squad],
+            "context": [ex["context"] for ex in squad], "question": [ex["question"] for ex in squad],
+            "answers": [{"text": ex["answers"], "answer_start": [0] * len(ex["answers"])} for ex in squad],
+        },
+        ("openai/gsm8k", "main"): {"question": ["Q?"] * 3, "answer": ["1 + 1 = 2\n#### 2"] * 3},
+        ("google/boolq", None): {"question": ["is it"] * 2, "answer": [True, False], "passage": ["p"] * 2},
+        ("allenai/c4", None): {"text": ["c4 web text " * 150] * 5, "url": ["u"] * 5, "timestamp": ["t"] * 5},
+    }
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, data_files=None, **kwargs):
+        calls.append((path, name, split, data_files))
+        return datasets.Dataset.from_dict(rows[path, name])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert load_task_examples("squad", "eval") == squad
+    assert load_task_examples("gsm8k", "eval", limit=2) == [{"question": "Q?", "answer": "1 + 1 = 2\n#### 2"}] * 2
+    assert load_task_examples("boolq", "eval")[1] == {"question": "is it", "passage": "p", "answer": False}
+    loader, testenc = get_loaders("wikitext2+c4", nsamples=4, seqlen=16, tokenizer=tokenizer)
+    assert len(loader) == 4 and all(inp.shape == (1, 16) for inp, _ in loader)
+    assert get_eval_tokens("c4", tokenizer, seqlen=8).shape == (1, 256 * 8)
+    assert ("rajpurkar/squad_v2", None, "validation", None) in calls
+    assert ("openai/gsm8k", "main", "test", None) in calls and ("google/boolq", None, "validation", None) in calls
+    assert ("wikitext", "wikitext-2-raw-v1", "train", None) in calls
+    assert ("wikitext", "wikitext-2-raw-v1", "test", None) in calls
+    assert ("allenai/c4", None, "train", {"train": "en/c4-train.00000-of-01024.json.gz"}) in calls
+    assert ("allenai/c4", None, "validation", {"validation": "en/c4-validation.00000-of-00008.json.gz"}) in calls

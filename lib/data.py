@@ -64,7 +64,10 @@ TASK_TEXT: dict[str, Callable[[dict], str]] = {
     "boolq": lambda ex: boolq_prompt(ex["passage"], ex["question"]),
 }
 TOKENIZE_BATCH = 256  # task examples tokenized per tokenizer call
-MIXTURE_HELP = "a name in {names}, or a mixture such as 'wikitext2+squad' (equal shares) or 'wikitext2:0.7,gsm8k:0.3' (shares summing to 1)"
+MIXTURE_HELP = (
+    "a name in {names}, or a mixture such as 'wikitext2+squad' (equal shares) "
+    "or 'wikitext2:0.7,gsm8k:0.3' (shares summing to 1)"
+)
 
 # (tokenizer key, source origin, recipe) -> tokens; one tokenization per source and process
 _TOKEN_CACHE: dict[tuple, object] = {}
@@ -108,7 +111,9 @@ def parse_mixture(name: str) -> list[tuple[str, Fraction]]:
                     f"write shares like 'wikitext2:0.7,gsm8k:0.3'"
                 ) from None
             if share <= 0:
-                raise ValueError(f"share {weight.strip()} of {source.strip()!r} in {name!r} must be > 0; drop the source instead")
+                raise ValueError(
+                    f"share {weight.strip()} of {source.strip()!r} in {name!r} must be > 0; drop the source instead"
+                )
             sources.append(source.strip())
             weights.append(share)
         total = sum(weights)

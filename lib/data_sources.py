@@ -111,7 +111,12 @@ def _load_hub(dataset: str, split: str, data_files: dict[str, str] | None = None
     try:
         import datasets
         from datasets.exceptions import DatasetsError
-
+    except ImportError as err:
+        raise DataError(
+            f"loading {dataset} from the Hub needs the `datasets` package ({err}); install it "
+            f"or pass --data_dir DIR holding {LAYOUT[dataset]}"
+        ) from err
+    try:
         return datasets.load_dataset(hub_id, config, split=split, data_files=data_files)
     except (OSError, DatasetsError) as err:  # ConnectionError, OfflineModeIsEnabled, HTTP and not-found errors
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -179,7 +184,9 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg}); each line must be one JSON object") from err
+                raise DataError(
+                    f"{path}:{lineno}: invalid JSON ({err.msg}); each line must be one JSON object"
+                ) from err
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             yield lineno, record
@@ -247,7 +254,8 @@ def c4_documents(role: str, data_dir: Path | None) -> Corpus:
     held = c4_holdout(n)
     if role == "evaluation":
         logger.warning(
-            "no C4 validation file under %s; evaluating on the last %d of %d documents of %s, which calibration never uses",
+            "no C4 validation file under %s; evaluating on the last %d of %d documents of %s, "
+            "which calibration never uses",
             data_dir / "c4", held, n, corpus.label,
         )
         return Corpus(corpus.texts[n - held :], corpus.origin + ":holdout", corpus.label + " (held-out documents)")

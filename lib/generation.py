@@ -235,3 +235,36 @@ def continuation_logprobs(
                 "greedy": bool((step.argmax(-1) == target_ids).all()),
             }
     return results
+
+
+@torch.no_grad()
+def next_token_logprobs(
+    model: nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    token_ids: Sequence[int],
+    batch_size: int = 8,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Log-probabilities of K candidate tokens as the next token after each prompt: one forward per prompt.
+
+    Equals `continuation_logprobs` for single-token continuations at half the cost of scoring K = 2
+    choices separately. Prompts are left truncated to the model's context minus one.
+    Returns:
+        (N, K) float32 tensor on the CPU.
+    """
+    device = model_device(model)
+    context = max_context(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
+    encoded = [_truncate_left(tokenizer(prompt).input_ids, None if context is None else context - 1)[0] for prompt in prompts]
+    candidates = torch.tensor(list(token_ids), device=device)  # (K,)
+    result = torch.empty(len(prompts), len(token_ids))
+    for batch in tqdm(_length_sorted_batches([len(ids) for ids in encoded], batch_size), desc="next-token", disable=not progress, unit="batch"):
+        lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
+        width = int(lengths.max())
+        input_ids = torch.tensor([encoded[i] + [pad_id] * (width - len(encoded[i])) for i in batch], device=device)  # (B, T)
+        attention_mask = (torch.arange(width, device=device)[None] < lengths[:, None]).long()  # (B, T), right padded
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+        last = logits[torch.arange(len(batch), device=device), lengths - 1].float()  # (B, V)
+        result[batch] = torch.log_softmax(last, dim=-1)[:, candidates].cpu()  # (B, K)
+    return result

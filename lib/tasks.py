@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 from torch import nn
 
 from lib.data import get_eval_tokens, load_task_examples
-from lib.generation import continuation_logprobs, generate_greedy
+from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
 from lib.metrics import gsm8k_gold, gsm8k_scores, is_no_answer, squad_scores, squad_summary
 from lib.perplexity import perplexity
 from lib.prompts import BOOLQ_CHOICES, boolq_prompt, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
@@ -163,12 +163,17 @@ def evaluate_boolq(
     _require_examples("boolq", examples)
     prompts = [boolq_prompt(ex["passage"], ex["question"]) for ex in examples]
     n = len(examples)
-    choice_no, choice_yes = BOOLQ_CHOICES
-    scored = continuation_logprobs(
-        model, tokenizer, prompts * 2, [choice_no] * n + [choice_yes] * n, batch_size=batch_size, progress=progress
-    )
-    logprob_no = [s["logprob"] for s in scored[:n]]
-    logprob_yes = [s["logprob"] for s in scored[n:]]
+    choice_ids = [tokenizer(choice, add_special_tokens=False).input_ids for choice in BOOLQ_CHOICES]
+    if all(len(ids) == 1 for ids in choice_ids):  # one forward per example scores both answers
+        scored = next_token_logprobs(model, tokenizer, prompts, [ids[0] for ids in choice_ids], batch_size, progress)
+        logprob_no, logprob_yes = scored[:, 0].tolist(), scored[:, 1].tolist()
+    else:
+        choice_no, choice_yes = BOOLQ_CHOICES
+        scored = continuation_logprobs(
+            model, tokenizer, prompts * 2, [choice_no] * n + [choice_yes] * n, batch_size=batch_size, progress=progress
+        )
+        logprob_no = [s["logprob"] for s in scored[:n]]
+        logprob_yes = [s["logprob"] for s in scored[n:]]
     predictions = [yes > no for yes, no in zip(logprob_yes, logprob_no)]
     labels = [bool(ex["answer"]) for ex in examples]
     true_rate = sum(labels) / n

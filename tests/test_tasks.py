@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import REPO, make_llama, make_opt
-from lib.generation import continuation_logprobs, generate_greedy
+from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
 from lib.prompts import NO_ANSWER, boolq_prompt
 from lib.tasks import (
     answer_nll,
@@ -137,6 +137,29 @@ def test_boolq_forced_answer_scores_the_label_rate(tiny_llama, tokenizer, forced
     assert result["metrics"]["yes_rate"] == yes_rate
     assert result["counts"] == {"total": 4, "true_total": 1}
     assert [s["prediction"] for s in result["samples"]] == [forced == " yes"] * 4
+
+
+def test_next_token_logprobs_match_single_token_continuations(tiny_llama, tokenizer):
+    ids = [tokenizer(w, add_special_tokens=False).input_ids for w in (" dog", " yes")]
+    assert all(len(i) == 1 for i in ids)
+    fast = next_token_logprobs(tiny_llama, tokenizer, PROMPTS, [i[0] for i in ids], batch_size=3, progress=False)  # (N, 2)
+    for k, word in enumerate((" dog", " yes")):
+        slow = continuation_logprobs(tiny_llama, tokenizer, PROMPTS, [word] * len(PROMPTS), batch_size=1, progress=False)
+        assert fast[:, k].tolist() == pytest.approx([s["logprob"] for s in slow], abs=1e-4)
+
+
+def test_boolq_single_token_choices_use_one_forward(tiny_llama, tokenizer, monkeypatch):
+    import lib.tasks
+
+    # " dog" / " yes" are single tokens of the tiny tokenizer (its " no" is two, which takes the other path).
+    monkeypatch.setattr(lib.tasks, "BOOLQ_CHOICES", (" dog", " yes"))
+    monkeypatch.setattr(lib.tasks, "continuation_logprobs", None)  # the two-pass path must not run
+    handle = force_tokens(tiny_llama, tokenizer(" yes", add_special_tokens=False).input_ids)
+    try:
+        result = evaluate_boolq(tiny_llama, tokenizer, BOOLQ, batch_size=3, progress=False)
+    finally:
+        handle.remove()
+    assert result["metrics"] == {"accuracy": 0.25, "majority_rate": 0.75, "yes_rate": 1.0}
 
 
 def test_boolq_prompt_layout():

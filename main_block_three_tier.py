@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.data import DATASET_NAMES, get_loaders
+from lib.data import DATASET_NAMES, get_loaders, parse_mixture
 from lib.masks import TIER_NAMES
 from lib.models import DEFAULT_MODEL, ModelLoadError, effective_seqlen, load_model, model_label, save_model
 from lib.perplexity import perplexity
@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--nsamples must be positive, got {args.nsamples}")
     if args.eval_windows is not None and args.eval_windows <= 0:
         raise ValueError(f"--eval_windows must be positive, got {args.eval_windows}")
+    parse_mixture(args.calibration_dataset)  # fail before loading the model
     set_seed(args.seed)
     timer = Timer()
     start = time.perf_counter()

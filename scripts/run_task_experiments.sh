@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# The experiment matrix: prune with one data set, fine-tune on another, evaluate on every task.
+#
+#   row       prune (calibrate) with   fine-tune on
+#   baseline  wikitext2                wikitext2 (causal LM, dense_ft/finetune_lm.py)
+#   exp1      wikitext2                squad
+#   exp2      squad                    squad
+#   exp3      wikitext2                gsm8k
+#   exp4      gsm8k                    gsm8k
+#   exp5      wikitext2+squad          squad
+#   exp6      wikitext2+gsm8k          gsm8k
+#
+# plus the reference rows: the dense model and every pruned model before fine-tuning. Every
+# model is evaluated with scripts/eval_tasks.py (WikiText2 PPL, SQuAD v2, GSM8K, BoolQ), then
+# scripts/summarize_experiments.py writes $OUT/results.md and $OUT/results.png.
+#
+# Usage:
+#   bash scripts/run_task_experiments.sh --preset cpu-smoke --data_dir ../shared/data --out out/smoke
+#   bash scripts/run_task_experiments.sh --preset paper --data_dir ../shared/data --out out/paper
+#   EXPS="baseline exp1" NSAMPLES=16 bash scripts/run_task_experiments.sh --dry_run
+#
+# Flags: --preset cpu-smoke|paper, --model M, --data_dir D, --out O, --exps "exp1 exp2",
+# --nsamples N, --seqlen N, --sparsity_ratios "R1 R2 R3", --max_steps N, --epochs N, --lr LR,
+# --eval_limits "squad=40 gsm8k=20", --dry_run (print the steps and their commands, run nothing).
+# Every setting is also an environment variable (listed by --help). Precedence: flag > environment >
+# preset > default. Without a preset the protocol is the design notes' (nsamples 128, seqlen
+# 2048, 3 epochs, lr 2e-5, batch 4 x accumulation 4, full evaluation) on $MODEL.
+#
+# Layout of $OUT: dense/eval.json; pruned/<calibration>/{results/,model/,eval.json}
+# (one pruned model per calibration data set, shared by the experiments that use it);
+# <exp>/{model/,eval.json}; logs/<step>.log; markers/<step>.done; results.md; results.png.
+#
+# Resuming: a step that finished has markers/<step>.done (its command) and is skipped on a
+# rerun; a finished step whose command has changed stops the run (use another $OUT, or delete
+# that marker and those of the steps after it). An interrupted fine-tune resumes from its
+# latest complete checkpoint-* (--resume_from_checkpoint). A failed step stops the script with
+# its exit status and names its log file.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+EXPERIMENTS=(baseline exp1 exp2 exp3 exp4 exp5 exp6)
+declare -A CALIBRATION=([baseline]=wikitext2 [exp1]=wikitext2 [exp2]=squad [exp3]=wikitext2 [exp4]=gsm8k
+                        [exp5]=wikitext2+squad [exp6]=wikitext2+gsm8k)
+declare -A FINETUNE=([baseline]=wikitext2 [exp1]=squad [exp2]=squad [exp3]=gsm8k [exp4]=gsm8k
+                     [exp5]=squad [exp6]=gsm8k)
+
+die() { echo "error: $*" >&2; exit 2; }
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+  echo; echo "Environment variables and their defaults (without a preset):"
+  sed -n '/^PYTHON=/,/^EVAL_ARGS=/p' "${BASH_SOURCE[0]}" | sed 's/^/  /'
+}
+
+PRESET=${PRESET:-}
+DRY_RUN=${DRY_RUN:-}
+while (($#)); do
+  case $1 in
+    --preset) PRESET=${2:?--preset needs a name}; shift ;;
+    --model) MODEL=${2:?}; shift ;;
+    --data_dir) DATA_DIR=${2:?}; shift ;;
+    --out) OUT=${2:?}; shift ;;
+    --exps) EXPS=${2:?}; shift ;;
+    --nsamples) NSAMPLES=${2:?}; shift ;;
+    --seqlen) SEQLEN=${2:?}; shift ;;
+    --sparsity_ratios) SPARSITY_RATIOS=${2:?}; shift ;;
+    --max_steps) FT_MAX_STEPS=${2:?}; shift ;;
+    --epochs) FT_EPOCHS=${2:?}; shift ;;
+    --lr) FT_LR=${2:?}; shift ;;
+    --eval_limits) EVAL_LIMITS=${2:?}; shift ;;
+    --dry_run) DRY_RUN=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown argument '$1'; see --help" ;;
+  esac
+  shift
+done
+
+# Presets fill what neither a flag nor the environment set.
+case $PRESET in
+  "") ;;
+  cpu-smoke)  # the default model, the whole matrix in < 60 min on 2 CPU cores
+    NSAMPLES=${NSAMPLES:-8}
+    SEQLEN=${SEQLEN:-256}
+    FT_MAX_STEPS=${FT_MAX_STEPS:-16}
+    FT_LR=${FT_LR:-1e-4}
+    FT_BATCH_SIZE=${FT_BATCH_SIZE:-4}
+    FT_GRAD_ACCUM=${FT_GRAD_ACCUM:-1}
+    FT_MAX_LENGTH=${FT_MAX_LENGTH:-384}
+    FT_BLOCK_SIZE=${FT_BLOCK_SIZE:-256}
+    FT_SAVE_STEPS=${FT_SAVE_STEPS:-8}
+    FT_LOGGING_STEPS=${FT_LOGGING_STEPS:-4}
+    EVAL_WINDOWS=${EVAL_WINDOWS:-16}
+    EVAL_LIMITS=${EVAL_LIMITS:-"squad=40 gsm8k=16 boolq=100"}
+    EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-"squad=24 gsm8k=128"}
+    ;;
+  paper)  # the design notes: Llama-2-7b, nsamples 128, seqlen 2048, 3 epochs, lr 2e-5, bf16, full eval
+    MODEL=${MODEL:-meta-llama/Llama-2-7b-hf}
+    NSAMPLES=${NSAMPLES:-128}
+    SEQLEN=${SEQLEN:-2048}
+    FT_EPOCHS=${FT_EPOCHS:-3}
+    FT_LR=${FT_LR:-2e-5}
+    FT_BF16=${FT_BF16:-1}
+    FT_ARGS=${FT_ARGS:---gradient_checkpointing}
+    EVAL_DTYPE=${EVAL_DTYPE:-bfloat16}
+    ;;
+  *) die "unknown preset '$PRESET'; use cpu-smoke or paper" ;;
+esac
+
+PYTHON=${PYTHON:-python}
+MODEL=${MODEL:-smollm2-135m}
+DATA_DIR=${DATA_DIR:-}                      # empty: the CLIs' default (env WANDA_DATA_DIR, else the Hub)
+OUT=${OUT:-out/task_experiments}
+EXPS=${EXPS:-${EXPERIMENTS[*]}}
+SEED=${SEED:-0}
+# pruning
+SPARSITY_RATIOS=${SPARSITY_RATIOS:-0.35 0.45 0.2}
+NSAMPLES=${NSAMPLES:-128}
+SEQLEN=${SEQLEN:-2048}
+PRUNE_ARGS=${PRUNE_ARGS:-}                  # extra pruning flags, e.g. "--prune_method sparsegpt"
+# fine-tuning
+FT_LAUNCHER=${FT_LAUNCHER:-$PYTHON}         # e.g. "torchrun --nproc_per_node 8"
+FT_EPOCHS=${FT_EPOCHS:-3}
+FT_MAX_STEPS=${FT_MAX_STEPS:--1}            # > 0 overrides FT_EPOCHS
+FT_LR=${FT_LR:-2e-5}
+FT_BATCH_SIZE=${FT_BATCH_SIZE:-4}
+FT_GRAD_ACCUM=${FT_GRAD_ACCUM:-4}
+FT_MAX_LENGTH=${FT_MAX_LENGTH:-512}         # SQuAD / GSM8K: prompt + answer tokens
+FT_BLOCK_SIZE=${FT_BLOCK_SIZE:-512}         # WikiText2: tokens per training window
+FT_MAX_TRAIN_SAMPLES=${FT_MAX_TRAIN_SAMPLES:-}  # empty: all (WikiText2: 1000 windows)
+FT_EVAL_SAMPLES=${FT_EVAL_SAMPLES:-0}       # the fine-tuning CLI's own eval_loss; 0: none
+FT_SAVE_STEPS=${FT_SAVE_STEPS:-200}
+FT_SAVE_TOTAL_LIMIT=${FT_SAVE_TOTAL_LIMIT:-1}  # checkpoints kept while a fine-tune runs
+FT_LOGGING_STEPS=${FT_LOGGING_STEPS:-10}
+FT_BF16=${FT_BF16:-0}
+FT_ARGS=${FT_ARGS:-}                        # extra Trainer flags
+KEEP_CHECKPOINTS=${KEEP_CHECKPOINTS:-0}     # 0: delete checkpoint-* once a fine-tune has finished
+# evaluation
+EVAL_TASKS=${EVAL_TASKS:-wikitext2 squad gsm8k boolq}
+EVAL_LIMITS=${EVAL_LIMITS:-}                # e.g. "squad=200 gsm8k=50 boolq=500"; empty: everything
+EVAL_WINDOWS=${EVAL_WINDOWS:-}              # perplexity windows; empty: all
+EVAL_SEQLEN=${EVAL_SEQLEN:-$SEQLEN}
+EVAL_BATCH_SIZE=${EVAL_BATCH_SIZE:-8}
+EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-}  # e.g. "squad=24 gsm8k=128"; empty: 32 / 256
+EVAL_DTYPE=${EVAL_DTYPE:-auto}
+EVAL_ARGS=${EVAL_ARGS:-}
+
+read -ra RATIOS <<<"$SPARSITY_RATIOS"
+((${#RATIOS[@]} == 3)) || die "SPARSITY_RATIOS needs three numbers (dense, 2:4, top-k shares), got '$SPARSITY_RATIOS'"
+read -ra SELECTED <<<"$EXPS"
+((${#SELECTED[@]})) || die "EXPS is empty; choose from: ${EXPERIMENTS[*]}"
+for exp in "${SELECTED[@]}"; do
+  [[ -v "CALIBRATION[$exp]" ]] || die "unknown experiment '$exp' in EXPS; choose from: ${EXPERIMENTS[*]}"
+done
+read -ra LAUNCHER <<<"$FT_LAUNCHER"
+read -ra PRUNE_EXTRA <<<"$PRUNE_ARGS"
+read -ra FT_EXTRA <<<"$FT_ARGS"
+read -ra TASKS <<<"$EVAL_TASKS"
+read -ra LIMITS <<<"$EVAL_LIMITS"
+read -ra NEW_TOKENS <<<"$EVAL_MAX_NEW_TOKENS"
+read -ra EVAL_EXTRA <<<"$EVAL_ARGS"
+DATA_ARGS=()
+[[ -z $DATA_DIR ]] || DATA_ARGS=(--data_dir "$DATA_DIR")
+
+MARKERS=$OUT/markers
+LOGS=$OUT/logs
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+RAN=0
+
+# ------------------------------------------------------------------ steps
+
+signature() {  # the command from its script on, with $OUT spelled '$OUT' (the interpreter may change)
+  while (($#)) && [[ $1 != *.py ]]; do shift; done
+  local words
+  words=$(printf '%q ' "$(basename "$1")" "${@:2}")
+  echo "${words//"$OUT"/'$OUT'}"
+}
+
+step_done() {  # step_done NAME SIGNATURE: 0 when finished with this command; a changed command stops the run
+  local marker=$MARKERS/$1.done
+  [[ -f $marker ]] || return 1
+  [[ $(head -n 1 "$marker") == "$2" ]] ||
+    die "step $1 finished earlier with other settings ($marker). Use another OUT, or delete that marker and the markers of the steps after it to redo them"
+  echo "skip $1: done"
+}
+
+run_logged() {  # run_logged NAME COMMAND...: output appended to logs/NAME.log; a failure stops the script
+  local name=$1 log=$LOGS/$1.log status=0
+  shift
+  mkdir -p "$LOGS"
+  echo "run  $name (log: $log)"
+  printf '### %s %s\n' "$(date '+%F %T')" "$*" >>"$log"
+  "$@" >>"$log" 2>&1 || status=$?
+  if ((status != 0)); then
+    echo "error: step $name failed (exit $status); see its log: $log" >&2
+    tail -n 12 "$log" | sed 's/^/  | /' >&2
+    exit "$status"
+  fi
+}
+
+step_run() {  # step_run NAME SIGNATURE COMMAND...: run with output to logs/NAME.log, then write the marker
+  local name=$1 sig=$2
+  shift 2
+  if [[ -n $DRY_RUN ]]; then
+    echo "would run $name: $*"
+    return 0
+  fi
+  mkdir -p "$MARKERS"
+  echo "$sig" >"$MARKERS/$name.started"
+  local started=$SECONDS
+  run_logged "$name" "$@"
+  printf '%s\nseconds %d\n' "$sig" $((SECONDS - started)) >"$MARKERS/$name.done"
+  rm -f "$MARKERS/$name.started"
+  echo "done $name ($((SECONDS - started)) s)"
+  RAN=$((RAN + 1))
+}
+
+run_step() {  # run_step NAME COMMAND...
+  local name=$1 sig
+  shift
+  sig=$(signature "$@")
+  step_done "$name" "$sig" || step_run "$name" "$sig" "$@"
+}
+
+calibration_tag() { local tag=${1//+/-}; echo "${tag//[:,]/_}"; }
+
+evaluate() {  # evaluate NAME MODEL OUTPUT_JSON
+  local limit_args=() token_args=()
+  ((${#LIMITS[@]} == 0)) || limit_args=(--limit "${LIMITS[@]}")
+  ((${#NEW_TOKENS[@]} == 0)) || token_args=(--max_new_tokens "${NEW_TOKENS[@]}")
+  run_step "$1" "$PYTHON" "$REPO/scripts/eval_tasks.py" --model "$2" --tasks "${TASKS[@]}" "${DATA_ARGS[@]}" \
+    --seqlen "$EVAL_SEQLEN" ${EVAL_WINDOWS:+--eval_windows "$EVAL_WINDOWS"} "${limit_args[@]}" "${token_args[@]}" \
+    --batch_size "$EVAL_BATCH_SIZE" --dtype "$EVAL_DTYPE" --seed "$SEED" --output "$3" "${EVAL_EXTRA[@]}"
+}
+
+prune() {  # prune CALIBRATION: one pruned model per calibration data set, then its reference evaluation
+  local tag dir
+  tag=$(calibration_tag "$1")
+  dir=$OUT/pruned/$tag
+  run_step "prune_$tag" "$PYTHON" "$REPO/main_block_three_tier.py" --model "$MODEL" "${DATA_ARGS[@]}" \
+    --calibration_dataset "$1" --nsamples "$NSAMPLES" --seqlen "$SEQLEN" --sparsity_ratios "${RATIOS[@]}" \
+    --seed "$SEED" --no_eval --save "$dir/results" --save_model "$dir/model" "${PRUNE_EXTRA[@]}"
+  evaluate "eval_pruned_$tag" "$dir/model" "$dir/eval.json"
+}
+
+latest_checkpoint() {  # the highest checkpoint-N under $1 whose trainer_state.json (written last) exists
+  local best="" best_step=-1 path step
+  for path in "$1"/checkpoint-*/trainer_state.json; do
+    [[ -f $path ]] || continue
+    path=${path%/trainer_state.json}
+    step=${path##*checkpoint-}
+    [[ $step =~ ^[0-9]+$ ]] && ((step > best_step)) && best=$path best_step=$step
+  done
+  echo "$best"
+}
+
+finetune() {  # finetune EXP
+  local exp=$1 data=${FINETUNE[$1]} tag dir name=ft_$1 sig resume checkpoint
+  tag=$(calibration_tag "${CALIBRATION[$1]}")
+  dir=$OUT/$exp/model
+  local task_args=(--max_length "$FT_MAX_LENGTH") script=finetune_$data
+  if [[ $data == wikitext2 ]]; then
+    task_args=(--dataset_name wikitext2 --block_size "$FT_BLOCK_SIZE")
+    script=finetune_lm
+  fi
+  local command=("${LAUNCHER[@]}" "$REPO/dense_ft/$script.py" --model_name_or_path "$OUT/pruned/$tag/model"
+    "${DATA_ARGS[@]}" --output_dir "$dir" "${task_args[@]}" --num_train_epochs "$FT_EPOCHS" --max_steps "$FT_MAX_STEPS"
+    --learning_rate "$FT_LR" --per_device_train_batch_size "$FT_BATCH_SIZE" --gradient_accumulation_steps "$FT_GRAD_ACCUM"
+    ${FT_MAX_TRAIN_SAMPLES:+--max_train_samples "$FT_MAX_TRAIN_SAMPLES"} --max_eval_samples "$FT_EVAL_SAMPLES"
+    --save_strategy steps --save_steps "$FT_SAVE_STEPS" --save_total_limit "$FT_SAVE_TOTAL_LIMIT" --logging_steps "$FT_LOGGING_STEPS"
+    --seed "$SEED" --report_to none --disable_tqdm true)
+  [[ $FT_BF16 != 1 ]] || command+=(--bf16)
+  command+=("${FT_EXTRA[@]}")
+  sig=$(signature "${command[@]}")
+  if ! step_done "$name" "$sig"; then
+    resume=()
+    checkpoint=$(latest_checkpoint "$dir")
+    if [[ -n $checkpoint ]]; then
+      [[ ! -f $MARKERS/$name.started || $(head -n 1 "$MARKERS/$name.started") == "$sig" ]] ||
+        die "$checkpoint comes from an interrupted $name with other settings ($MARKERS/$name.started); delete $dir to start it again"
+      echo "resume $name from $checkpoint"
+      resume=(--resume_from_checkpoint "$checkpoint")
+    fi
+    step_run "$name" "$sig" "${command[@]}" "${resume[@]}"
+    [[ $KEEP_CHECKPOINTS == 1 || -n $DRY_RUN ]] || rm -rf "$dir"/checkpoint-*
+  fi
+  evaluate "eval_$exp" "$dir" "$OUT/$exp/eval.json"
+}
+
+# ------------------------------------------------------------------ the matrix
+
+echo "experiments: ${SELECTED[*]}; model $MODEL; OUT $OUT${PRESET:+; preset $PRESET}"
+evaluate eval_dense "$MODEL" "$OUT/dense/eval.json"
+declare -A PRUNED=()
+for exp in "${SELECTED[@]}"; do
+  calibration=${CALIBRATION[$exp]}
+  if [[ ! -v "PRUNED[$calibration]" ]]; then
+    prune "$calibration"
+    PRUNED[$calibration]=1
+  fi
+  finetune "$exp"
+done
+
+[[ -z $DRY_RUN ]] || exit 0
+if [[ -f $OUT/results.md && -f $OUT/results.png &&
+      -z $(find "$MARKERS" -name '*.done' -newer "$OUT/results.md" -print -quit) ]]; then
+  echo "skip summary: $OUT/results.md is newer than every step"
+else
+  run_logged summary "$PYTHON" "$REPO/scripts/summarize_experiments.py" --out "$OUT"
+fi
+echo "finished: $RAN step(s) run; table $OUT/results.md, plot $OUT/results.png"

@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Summarize the experiment matrix: every eval.json under OUT -> OUT/results.md and OUT/results.png.
+
+    python scripts/summarize_experiments.py --out out/task_experiments
+
+Rows: the dense model, each pruned model before fine-tuning, Baseline and Exp 1-6 (see
+scripts/run_task_experiments.sh for the layout of OUT and lib/experiments.py for the columns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python scripts/summarize_experiments.py`: make `lib` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lib.experiments import load_rows, plot_results, results_markdown, step_times
+
+logger = logging.getLogger("summarize_experiments")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="the OUT directory of scripts/run_task_experiments.sh")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    rows = load_rows(out)
+    if not rows:
+        print(f"error: no eval.json under {out}; run scripts/run_task_experiments.sh with OUT={out} first", file=sys.stderr)
+        return 2
+    plot_results(rows, out / "results.png")  # the figure first: results.md's time marks a finished summary
+    (out / "results.md").write_text(results_markdown(rows, step_times(out)))
+    logger.info("%d rows -> %s, %s", len(rows), out / "results.md", out / "results.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""scripts/run_task_experiments.sh + scripts/summarize_experiments.py: the whole matrix on a tiny random Llama.
+
+Each of the matrix's 26 steps is a fresh Python process, and on this 2-core machine importing
+torch + transformers + the Llama modeling code costs ~10 s of CPU per process. The matrix tests
+therefore run the steps through `PYTHON=<warm python>`: a fork server that imports those once
+and runs each `python script.py args` in a forked child (same argv, cwd, environment, stdio and
+exit status). The failure test runs the real interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, SAMPLE_DATA
+from lib.experiments import data_label, load_rows
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = REPO / "scripts" / "run_task_experiments.sh"
+EXPERIMENTS = ("baseline", "exp1", "exp2", "exp3", "exp4", "exp5", "exp6")
+CALIBRATION_TAGS = ("wikitext2", "squad", "gsm8k", "wikitext2-squad", "wikitext2-gsm8k")
+STEPS = ("eval_dense prune_wikitext2 eval_pruned_wikitext2 ft_baseline eval_baseline ft_exp1 eval_exp1 prune_squad "
+         "eval_pruned_squad ft_exp2 eval_exp2 ft_exp3 eval_exp3 prune_gsm8k eval_pruned_gsm8k ft_exp4 eval_exp4 "
+         "prune_wikitext2-squad eval_pruned_wikitext2-squad ft_exp5 eval_exp5 prune_wikitext2-gsm8k "
+         "eval_pruned_wikitext2-gsm8k ft_exp6 eval_exp6").split()  # experiment by experiment, each pruning once
+TINY = {
+    "NSAMPLES": "2", "SEQLEN": "64", "FT_MAX_STEPS": "2", "FT_SAVE_STEPS": "2", "FT_BATCH_SIZE": "2",
+    "FT_GRAD_ACCUM": "1", "FT_MAX_LENGTH": "512", "FT_BLOCK_SIZE": "64", "FT_LOGGING_STEPS": "1",
+    "EVAL_LIMITS": "2", "EVAL_WINDOWS": "2", "EVAL_MAX_NEW_TOKENS": "4", "EVAL_BATCH_SIZE": "2",
+}
+MATRIX_SECONDS = 180  # on an otherwise idle 2-core CPU
+
+SERVER = r'''
+import json, os, runpy, signal, socket, sys, traceback
+sock_path, repo = sys.argv[1], sys.argv[2]
+sys.path.insert(0, repo)
+import torch, transformers  # the imports every step repeats
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments
+import transformers.models.llama.modeling_llama
+import lib.data, lib.experiments, lib.finetune, lib.models, lib.prune, lib.tasks
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot
+
+
+def child(conn, request, fds):
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    script = os.path.abspath(request["argv"][0])
+    sys.argv = [script, *request["argv"][1:]]
+    sys.path[0] = os.path.dirname(script)
+    code = 0
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exit:
+        if isinstance(exit.code, int):
+            code = exit.code
+        elif exit.code is not None:
+            print(exit.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    conn.send(str(code).encode())
+    os._exit(code)
+
+
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+server.bind(sock_path)
+server.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+    if os.fork() == 0:
+        server.close()
+        child(conn, json.loads(message), fds)
+    conn.close()
+    for fd in fds:
+        os.close(fd)
+'''
+
+CLIENT = r'''
+import json, os, socket, sys
+client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+client.connect(SOCK)
+request = {"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}
+socket.send_fds(client, [json.dumps(request).encode()], [0, 1, 2])
+code = client.recv(16)
+sys.exit(int(code) if code else 1)
+'''
+
+
+def base_env(tmp: Path, python: str, **settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDA_", "PRESET"))}
+    env.update(HF_HUB_OFFLINE="1", WANDA_CACHE=str(tmp / "cache"), PYTHON=python, DATA_DIR=str(SAMPLE_DATA), **TINY)
+    env.update({k: str(v) for k, v in settings.items()})
+    return env
+
+
+def run_matrix(env: dict[str, str], *flags: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *flags], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def warm_python(tmp_path_factory):
+    """An executable that runs `script.py args` in a fork of a process that has imported torch and transformers."""
+    tmp = tmp_path_factory.mktemp("warm_python")
+    sock = tmp / "sock"
+    (tmp / "server.py").write_text(SERVER)
+    client = tmp / "python"
+    client.write_text(f"#!{sys.executable}\nSOCK = {str(sock)!r}\n{CLIENT}")
+    client.chmod(0o755)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([sys.executable, "-u", str(tmp / "server.py"), str(sock), str(REPO)],
+                              env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        yield str(client)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def matrix(tiny_llama_dir, warm_python, tmp_path_factory):
+    """The whole matrix once: (OUT, the environment it ran with, the finished process, wall seconds)."""
+    tmp = tmp_path_factory.mktemp("matrix")
+    env = base_env(tmp, warm_python, MODEL=tiny_llama_dir, OUT=tmp / "out")
+    started = time.perf_counter()
+    result = run_matrix(env)
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    return tmp / "out", env, result, seconds
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def test_matrix_writes_every_file_and_row(matrix):
+    out, _, result, seconds = matrix
+    oversubscribed = max(1.0, os.getloadavg()[0] / os.cpu_count())  # the machine is shared: scale, don't flake
+    assert seconds < MATRIX_SECONDS * oversubscribed, f"the tiny matrix took {seconds:.0f} s"
+    assert re.findall(r"^done (\S+)", result.stdout, re.M) == STEPS  # each step once, in order
+    expected = ["dense/eval.json", "results.md", "results.png", "logs/summary.log"]
+    for tag in CALIBRATION_TAGS:  # one pruned model per calibration data set, shared by its experiments
+        expected += [f"pruned/{tag}/{name}" for name in ("results/results.json", "results/tier_map.safetensors",
+                                                          "model/model.safetensors", "model/tier_map.safetensors",
+                                                          "eval.json")]
+    for exp in EXPERIMENTS:
+        expected += [f"{exp}/{name}" for name in ("model/model.safetensors", "model/sparsity.json",
+                                                   "model/finetune_results.json", "eval.json")]
+    expected += [f"logs/{step}.log" for step in STEPS] + [f"markers/{step}.done" for step in STEPS]
+    missing = [name for name in expected if not (out / name).is_file()]
+    assert not missing
+    assert sorted(p.name for p in (out / "pruned").iterdir()) == sorted(CALIBRATION_TAGS)
+    assert not list(out.rglob("checkpoint-*")) and not list(out.glob("markers/*.started"))
+    assert (out / "results.png").stat().st_size > 10_000
+
+    table = (out / "results.md").read_text()
+    labels = ["Dense (no pruning, no FT)", "Baseline"] + [f"Exp {i}" for i in range(1, 7)]
+    labels += [f"Pruned {data_label(tag.replace('-', '+'))}, before FT" for tag in CALIBRATION_TAGS]
+    first_table = table.split("\n## ")[0]
+    for label in labels:
+        assert f"| {label} |" in first_table, label
+    assert "| Exp 5 | WikiText2 + SQuAD | SQuAD |" in table
+    assert "| Baseline | WikiText2 | WikiText2 |" in table
+    assert "| Exp 4 | GSM8K → GSM8K |" in table  # the change-after-fine-tuning table
+    for header in ("WikiText2 PPL", "SQuAD EM", "SQuAD F1", "GSM8K acc (strict)", "BoolQ acc", "SQuAD NLL", "GSM8K NLL"):
+        assert header in table
+
+    rows = {row.name: row for row in load_rows(out)}
+    assert len(rows) == 13
+    assert rows["exp6"].calibration == "wikitext2+gsm8k" and rows["exp6"].finetuning == "gsm8k"
+    assert rows["baseline"].finetuning == "wikitext2" and rows["exp2"].reference == "pruned/squad"
+    for exp in EXPERIMENTS:  # fine-tuning kept every zero of the pruned model it started from
+        row, reference = rows[exp], rows[rows[exp].reference]
+        assert 0.3 < reference.sparsity < 0.5 and row.sparsity == pytest.approx(reference.sparsity, abs=1e-12)
+        report = json.loads((out / exp / "eval.json").read_text())
+        assert report["model"] == str(out / exp / "model") and set(report["metrics"]) == {"wikitext2", "squad", "gsm8k", "boolq"}
+
+
+def test_rerun_does_no_work(matrix):
+    out, env, _, _ = matrix
+    before = snapshot(out)
+    result = run_matrix(env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert re.findall(r"^skip (\S+): done$", result.stdout, re.M) == STEPS
+    assert "skip summary" in result.stdout and not re.search(r"^(run|done|resume) ", result.stdout, re.M)
+    assert "finished: 0 step(s) run" in result.stdout
+    assert snapshot(out) == before  # no file written, touched or removed
+
+
+def test_changed_settings_stop_instead_of_mixing(matrix):
+    out, env, _, _ = matrix
+    result = run_matrix({**env, "EVAL_LIMITS": "3"}, "--dry_run", timeout=60)
+    assert result.returncode == 2
+    assert "step eval_dense finished earlier with other settings" in result.stderr
+    assert str(out / "markers" / "eval_dense.done") in result.stderr
+
+
+def test_interrupted_finetune_resumes_from_its_last_checkpoint(matrix, tmp_path):
+    from safetensors.torch import load_file
+
+    source, env, _, _ = matrix
+    out = tmp_path / "out"
+    shutil.copytree(source, out)  # a moved OUT: the markers spell it '$OUT' and still match
+    env = {**env, "OUT": str(out), "EXPS": "exp2", "FT_SAVE_STEPS": "1", "FT_SAVE_TOTAL_LIMIT": "2"}
+    markers, model_dir = out / "markers", out / "exp2" / "model"
+    for step in ("ft_exp2", "eval_exp2"):
+        (markers / f"{step}.done").unlink()
+    result = run_matrix({**env, "KEEP_CHECKPOINTS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.findall(r"^done (\S+)", result.stdout, re.M) == ["ft_exp2", "eval_exp2"]
+    straight = load_file(model_dir / "model.safetensors")
+
+    # interrupted during step 2: checkpoint-1 complete, checkpoint-2 and the final model never written
+    signature = (markers / "ft_exp2.done").read_text().splitlines()[0]
+    (markers / "ft_exp2.done").unlink()
+    (markers / "ft_exp2.started").write_text(signature + "\n")
+    shutil.rmtree(model_dir / "checkpoint-2")
+    (model_dir / "model.safetensors").unlink()
+    result = run_matrix(env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resume ft_exp2 from {model_dir}/checkpoint-1" in result.stdout
+    log = (out / "logs" / "ft_exp2.log").read_text()
+    assert f"--resume_from_checkpoint {model_dir}/checkpoint-1\n" in log and "global step 1" in log
+    assert re.findall(r"^done (\S+)", result.stdout, re.M) == ["ft_exp2"]  # eval_exp2 is still done
+    assert json.loads((model_dir / "trainer_state.json").read_text())["global_step"] == 2
+    resumed = load_file(model_dir / "model.safetensors")
+    assert all(torch.equal(resumed[name], straight[name]) for name in straight)  # as if never interrupted
+    assert not list(model_dir.glob("checkpoint-*")) and not (markers / "ft_exp2.started").exists()
+
+    # a checkpoint of an interrupted run with other settings is not resumed silently
+    (markers / "ft_exp2.done").unlink()
+    (markers / "ft_exp2.started").write_text(signature + "\n")
+    (model_dir / "checkpoint-1").mkdir()
+    (model_dir / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    result = run_matrix({**env, "FT_LR": "1e-3"}, "--dry_run", timeout=60)
+    assert result.returncode == 2 and "interrupted ft_exp2 with other settings" in result.stderr
+
+
+def test_dry_run_shares_pruned_models(tmp_path):
+    env = base_env(tmp_path, sys.executable, OUT=tmp_path / "out", EXPS="exp1 exp3 baseline exp5")
+    result = run_matrix(env, "--dry_run", timeout=60)
+    assert result.returncode == 0, result.stderr
+    steps = re.findall(r"^would run (\S+):", result.stdout, re.M)
+    assert steps == ["eval_dense", "prune_wikitext2", "eval_pruned_wikitext2", "ft_exp1", "eval_exp1", "ft_exp3",
+                     "eval_exp3", "ft_baseline", "eval_baseline", "prune_wikitext2-squad",
+                     "eval_pruned_wikitext2-squad", "ft_exp5", "eval_exp5"]
+    assert "--calibration_dataset wikitext2+squad" in result.stdout and "finetune_lm.py" in result.stdout
+    assert not (tmp_path / "out").exists()
+    bad = run_matrix({**env, "EXPS": "exp1 exp9"}, "--dry_run", timeout=60)
+    assert bad.returncode == 2 and "unknown experiment 'exp9'" in bad.stderr and "baseline exp1" in bad.stderr
+
+
+def test_presets_and_flags(tmp_path):
+    env = base_env(tmp_path, sys.executable, OUT=tmp_path / "out")
+    for key in TINY:
+        env.pop(key)
+    paper = run_matrix(env, "--preset", "paper", "--exps", "exp2", "--dry_run", timeout=60).stdout
+    assert "--model meta-llama/Llama-2-7b-hf" in paper and "--nsamples 128 --seqlen 2048" in paper
+    assert "--num_train_epochs 3 --max_steps -1 --learning_rate 2e-5" in paper and "--bf16" in paper
+    assert "--limit" not in paper and "--eval_windows" not in paper  # full evaluation
+    smoke = run_matrix({**env, "NSAMPLES": "4"}, "--preset", "cpu-smoke", "--seqlen", "128", "--dry_run",
+                       timeout=60).stdout
+    assert "--model smollm2-135m" in smoke and "--nsamples 4 --seqlen 128" in smoke  # env and flag beat the preset
+    assert smoke.count("would run prune_") == 5 and smoke.count("would run ft_") == 7
+
+
+def test_failed_step_stops_and_names_its_log(tmp_path):
+    """The real interpreter: a model directory without config.json fails the first step."""
+    bad_model = tmp_path / "not_a_model"
+    bad_model.mkdir()
+    env = base_env(tmp_path, sys.executable, MODEL=bad_model, OUT=tmp_path / "out")
+    result = run_matrix(env, timeout=300)
+    log = tmp_path / "out" / "logs" / "eval_dense.log"
+    assert result.returncode != 0
+    assert f"error: step eval_dense failed (exit 2); see its log: {log}" in result.stderr
+    assert "has no config.json" in log.read_text() and "has no config.json" in result.stderr
+    assert not (tmp_path / "out" / "markers" / "eval_dense.done").exists()
+    assert sorted(p.name for p in (tmp_path / "out" / "logs").iterdir()) == ["eval_dense.log"]  # nothing after it

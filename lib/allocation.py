@@ -61,10 +61,28 @@ def owl_shifts(ratios_by_layer: list[float], owl_lambda: float, keep_fraction_to
     return (density / (1.0 - keep_fraction_topk)).tolist()
 
 
-def shifted_ratios(base: Ratios, shift: float) -> Ratios:
-    """Move `shift` of the blocks from top-k to dense (clamped so no tier goes negative)."""
-    shift = max(-base[0], min(base[2], shift))
-    return (base[0] + shift, base[1], base[2] - shift)
+def shifted_ratios(base: list[Ratios], shifts: list[float], weights: list[int]) -> list[Ratios]:
+    """Move shifts[l] of layer l's blocks from top-k to dense, keeping the global shares exact.
+
+    A layer cannot give more dense blocks than it has (shift >= -r1) nor take more top-k
+    blocks than it has (shift <= r3); the clamped excess is spread over the other layers
+    by adding one constant c to every shift, with c found by bisection so that the
+    block-weighted shifts still sum to zero.
+    """
+    lows = torch.tensor([-r[0] for r in base], dtype=torch.float64)
+    highs = torch.tensor([r[2] for r in base], dtype=torch.float64)
+    s = torch.tensor(shifts, dtype=torch.float64)
+    w = torch.tensor(weights, dtype=torch.float64)
+
+    def net(c: float) -> float:
+        return float((torch.minimum(torch.maximum(s + c, lows), highs) * w).sum())
+
+    lo, hi = -1.0, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if net(mid) < 0 else (lo, mid)
+    final = torch.minimum(torch.maximum(s + (lo + hi) / 2, lows), highs).tolist()
+    return [(r[0] + d, r[1], r[2] - d) for r, d in zip(base, final)]
 
 
 def layer_ratios_from_counts(counts: dict[str, Counts]) -> Ratios:

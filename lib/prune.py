@@ -275,7 +275,8 @@ def plan_layer_ratios(
     if config.owl:
         keep_fraction = min(config.topk_per_block, config.block_size**2) / config.block_size**2
         shifts = allocation.owl_shifts(outliers, config.owl_lambda, keep_fraction)
-        ratios = [allocation.shifted_ratios(r, s) for r, s in zip(ratios, shifts)]
+        sizes = [sum(s.numel() for s in layer.values()) for layer in block_scores]
+        ratios = allocation.shifted_ratios(ratios, shifts, sizes)
     return ratios
 
 

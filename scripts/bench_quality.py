@@ -5,7 +5,9 @@ Prunes SmolLM2-135M-Instruct with 32 x 512 WikiText-2 calibration (validation as
 pool when there is no train split), seed 0, and reports perplexity on the first 64 test
 windows of 512 tokens: dense; three-tier 0.35/0.45/0.2, k = 15, for every combination of
 {wanda, sparsegpt} x {matrix, layer, model} x {owl off, on}; and unstructured Wanda and
-SparseGPT at the same overall sparsity. All configurations share one model load and one
+SparseGPT at the same overall sparsity. `--only` picks rows by name, including the
+pruning issue's comparison rows (three-tier with magnitude intra-block choice,
+unstructured 0.5, 2:4 Wanda and magnitude). All configurations share one model load and one
 set of calibration samples; weights are restored between them.
 
     python scripts/bench_quality.py --data_dir ../shared/data --output out/bench_quality.json
@@ -43,12 +45,20 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     sparsity = RATIOS[1] * 0.5 + RATIOS[2] * (1 - 15 / 256)
     for method in ("wanda", "sparsegpt"):
         configs[f"unstructured {method}"] = PruneConfig(prune_method=method, sparsity_type="unstructured", sparsity_ratio=sparsity)
-    if only:
-        unknown = [o for o in only if o not in configs]
-        if unknown:
-            raise SystemExit(f"error: unknown configuration(s) {unknown}; choose from: {', '.join(configs)}")
-        configs = {k: v for k, v in configs.items() if k in only}
-    return configs
+    # the pruning issue's comparison rows (not in the default table; select them with --only)
+    extra = {
+        "three_tier wanda matrix intra-magnitude": PruneConfig(ratios=RATIOS, intra_block_metric="magnitude"),
+        "unstructured wanda 0.5": PruneConfig(sparsity_type="unstructured", sparsity_ratio=0.5),
+        "2:4 wanda": PruneConfig(sparsity_type="2:4"),
+        "2:4 magnitude": PruneConfig(sparsity_type="2:4", prune_method="magnitude"),
+    }
+    if not only:
+        return configs
+    configs.update(extra)
+    unknown = [o for o in only if o not in configs]
+    if unknown:
+        raise SystemExit(f"error: unknown configuration(s) {unknown}; choose from: {', '.join(configs)}")
+    return {k: configs[k] for k in only}  # in the order given
 
 
 def main() -> int:

@@ -144,3 +144,13 @@ def test_config_errors_name_the_flag(kwargs, message):
 
 def test_tier_names_order():
     assert TIER_NAMES == ("dense", "2:4", "topk")
+
+
+def test_owl_shifts_stay_exact_when_clamped():
+    from lib.allocation import shifted_ratios
+
+    base = [(0.35, 0.45, 0.2)] * 3
+    out = shifted_ratios(base, [0.3, -0.1, -0.2], [100, 100, 100])  # layer 0 can take only 0.2 more dense
+    assert out[0] == pytest.approx((0.55, 0.45, 0.0))
+    assert sum(r[0] for r in out) / 3 == pytest.approx(0.35)
+    assert all(min(r) >= -1e-12 for r in out)

@@ -149,7 +149,7 @@ def results_table(rows: list[Row]) -> list[str]:
     header = ["Row", "Calibration", "Fine-tuning", "Sparsity"] + [m[2] for m in metrics]
     lines = []
     for row in rows:
-        sparsity = "0 (dense)" if row.kind == "dense" else ("—" if row.sparsity is None else f"{100 * row.sparsity:.2f}%")
+        sparsity = "not pruned" if row.kind == "dense" else ("—" if row.sparsity is None else f"{100 * row.sparsity:.2f}%")
         finetuning = "none" if row.kind in ("dense", "pruned") else data_label(row.finetuning)
         calibration = "none" if row.kind == "dense" else data_label(row.calibration)
         lines.append([row.label, calibration, finetuning, sparsity]

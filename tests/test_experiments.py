@@ -110,7 +110,8 @@ sys.exit(int(code) if code else 1)
 
 def base_env(tmp: Path, python: str, **settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDA_", "PRESET"))}
-    env.update(HF_HUB_OFFLINE="1", WANDA_CACHE=str(tmp / "cache"), PYTHON=python, DATA_DIR=str(SAMPLE_DATA), **TINY)
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", WANDA_CACHE=str(tmp / "cache"), PYTHON=python,
+               DATA_DIR=str(SAMPLE_DATA), **TINY)
     env.update({k: str(v) for k, v in settings.items()})
     return env
 
@@ -129,7 +130,7 @@ def warm_python(tmp_path_factory):
     client = tmp / "python"
     client.write_text(f"#!{sys.executable}\nSOCK = {str(sock)!r}\n{CLIENT}")
     client.chmod(0o755)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # tiny models: one thread, no spinning
     server = subprocess.Popen([sys.executable, "-u", str(tmp / "server.py"), str(sock), str(REPO)],
                               env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -158,6 +159,7 @@ def snapshot(root: Path) -> dict[str, int]:
 
 def test_matrix_writes_every_file_and_row(matrix):
     out, _, result, seconds = matrix
+    print(f"tiny matrix: {seconds:.0f} s, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     oversubscribed = max(1.0, os.getloadavg()[0] / os.cpu_count())  # the machine is shared: scale, don't flake
     assert seconds < MATRIX_SECONDS * oversubscribed, f"the tiny matrix took {seconds:.0f} s"
     assert re.findall(r"^done (\S+)", result.stdout, re.M) == STEPS  # each step once, in order

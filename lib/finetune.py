@@ -401,34 +401,72 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over the names and raw bytes of tensors, in key order (exact equality check)."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        tensor = tensors[name].detach().contiguous().cpu()
         digest.update(name.encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.dtype != torch.bool
-                      else tensor.numpy().tobytes())
+        digest.update(tensors[name].detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
 def rank_fingerprints(model: nn.Module, mask: SparsityMask | None) -> list[dict[str, Any]]:
-    """One {"rank", "weights_sha256", "zero_pattern_sha256", "zero_pattern_unchanged"} per process.
+    """Per process {"rank", "weights_sha256", "zero_pattern_sha256", "zero_pattern_unchanged"}, gathered.
 
-    Exact hashes of all parameters and of the decoder Linear zero pattern, gathered from every
-    rank when torch.distributed is initialized (all ranks must call this), else for this process.
+    Exact hashes of all parameters and of the decoder Linear zero pattern, so a DDP run can show that
+    every rank ends with the same model. Every rank must call this; [] without torch.distributed.
     """
     import torch.distributed as dist
 
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return []
     fingerprint = {
+        "rank": dist.get_rank(),
         "weights_sha256": tensors_sha256(dict(model.named_parameters())),
         "zero_pattern_sha256": tensors_sha256({n: w == 0 for n, w in decoder_linear_weights(model).items()}),
         "zero_pattern_unchanged": None if mask is None else mask.unchanged(model),
     }
-    if not (dist.is_available() and dist.is_initialized()):
-        return [{"rank": 0, **fingerprint}]
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, fingerprint)
-    return [{"rank": rank, **f} for rank, f in enumerate(gathered)]
+    return gathered
 
 
 # ----------------------------------------------------------------------------- entry point
+
+
+def record_mask(model: nn.Module, model_args: ModelArguments, source_dir: Path, start: dict) -> SparsityMask | None:
+    """The mask to enforce (None for a dense model or --no_preserve_sparsity), with one log line saying which."""
+    if not model_args.preserve_sparsity:
+        if start["sparsity"] >= model_args.min_layer_sparsity:
+            logger.warning("--no_preserve_sparsity: plain fine-tuning will densify this pruned model (sparsity %.4f)",
+                           start["sparsity"])
+        return None
+    tier_weights = [f"{module}.weight" for module in (tier_map_modules(source_dir) if source_dir.is_dir() else [])]
+    unknown = sorted(set(tier_weights) - set(start["modules"]))
+    if unknown:
+        logger.warning("the tier map lists %d modules that are not decoder Linear layers, e.g. %s",
+                       len(unknown), unknown[0])
+    mask = SparsityMask.from_model(model, model_args.min_layer_sparsity, required=tier_weights)
+    if not mask.keep:
+        logger.info("dense model: no decoder Linear has >= %.2g zeros (overall %.4f%%): training all weights "
+                    "normally", model_args.min_layer_sparsity, 100 * start["sparsity"])
+        return None
+    logger.info("preserving the zero pattern of %d of %d decoder Linear weights (%d zeros, sparsity %.4f%s): "
+                "gradients masked, weights re-masked after every optimizer step",
+                len(mask.keep), len(start["modules"]), mask.n_pruned, start["sparsity"],
+                f"; tier map with {len(tier_weights)} modules" if tier_weights else "")
+    return mask
+
+
+def sparsity_report(start: dict, end: dict, mask: SparsityMask | None, unchanged: bool | None,
+                    ranks: list[dict]) -> dict[str, Any]:
+    """What sparsity.json holds: totals and per-weight sparsity at start and end, and the rank fingerprints."""
+    return {
+        "preserved": mask is not None,
+        "n_masked_weights": 0 if mask is None else len(mask.keep),
+        "zero_pattern_unchanged": unchanged,
+        "start": {k: start[k] for k in ("zeros", "total", "sparsity")},
+        "end": {k: end[k] for k in ("zeros", "total", "sparsity")},
+        "ranks": ranks,
+        "ranks_identical": len({(r["weights_sha256"], r["zero_pattern_sha256"]) for r in ranks}) == 1 if ranks else None,
+        "modules": {name: {"start": s, "end": end["modules"][name]} for name, s in start["modules"].items()},
+    }
 
 
 def parse_args(task: str, argv: Sequence[str] | None = None):
@@ -448,8 +486,8 @@ def parse_args(task: str, argv: Sequence[str] | None = None):
         if not torch.cuda.is_available():
             values["use_cpu"] = True  # without it the Trainer runs each torchrun process alone on a CPU machine
         return parser.parse_dict(values)
-    except ValueError as err:
-        parser.error(str(err).strip().replace("\n", " "))
+    except ValueError as err:  # one line, without argparse's usage block (hundreds of Trainer flags)
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(err).split())}\n")
 
 
 def setup_logging(training_args) -> None:
@@ -475,38 +513,24 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     set_seed(training_args.seed)
     started = time.perf_counter()
 
-    try:
-        model, tokenizer = load_model(model_args.model_name_or_path, dtype="float32", device=str(training_args.device))
-        if model_args.tokenizer_name:
-            tokenizer = load_tokenizer(model_args.tokenizer_name)
-    except ModelLoadError as err:
-        raise SystemExit(f"error: {err}") from None
+    # the main process of each node first converts a GGUF model and writes token caches; the others read them
+    with training_args.main_process_first(desc="model and data loading"):
+        try:
+            model, tokenizer = load_model(model_args.model_name_or_path, dtype="float32",
+                                          device=str(training_args.device))
+            if model_args.tokenizer_name:
+                tokenizer = load_tokenizer(model_args.tokenizer_name)
+        except ModelLoadError as err:
+            raise SystemExit(f"error: {err}") from None
+        train_set, eval_set = load_datasets(task, data_args, tokenizer, training_args.seed)
     source_dir = Path(resolve_model_path(model_args.model_name_or_path))
-
-    train_set, eval_set = load_datasets(task, data_args, tokenizer, training_args.seed)
     logger.info("%s: %d training and %d evaluation examples", task, len(train_set), len(eval_set))
     if not eval_set and training_args.eval_strategy != "no":
         raise SystemExit(f"error: --eval_strategy {training_args.eval_strategy} needs evaluation data; "
                          "drop --max_eval_samples 0")
 
     start = sparsity_stats(model)
-    mask = None
-    tier_modules = tier_map_modules(source_dir) if source_dir.is_dir() else []
-    if model_args.preserve_sparsity:
-        mask = SparsityMask.from_model(model, model_args.min_layer_sparsity,
-                                       required=[f"{m}.weight" for m in tier_modules])
-        if mask.keep:
-            logger.info("preserving the zero pattern of %d of %d decoder Linear weights (%d zeros, sparsity %.4f%s)",
-                        len(mask.keep), len(start["modules"]), mask.n_pruned, start["sparsity"],
-                        f"; tier map with {len(tier_modules)} modules" if tier_modules else "")
-        else:
-            logger.info("dense model: no decoder Linear has >= %.2g zeros (overall %.4f%%): training all weights "
-                        "normally", model_args.min_layer_sparsity, 100 * start["sparsity"])
-            mask = None
-    elif start["sparsity"] >= model_args.min_layer_sparsity:
-        logger.warning("--no_preserve_sparsity: plain fine-tuning will densify this pruned model (sparsity %.4f)",
-                       start["sparsity"])
-
+    mask = record_mask(model, model_args, source_dir, start)
     training_args.prediction_loss_only = True  # eval_loss only; never gather [N, T, vocab] logits
     trainer = Trainer(
         model=model,
@@ -522,7 +546,12 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     model = trainer.model
     end = sparsity_stats(model)
     ranks = rank_fingerprints(model, mask)
-    unchanged = None if mask is None else all(r["zero_pattern_unchanged"] for r in ranks)
+    if mask is None:
+        unchanged = None
+    elif ranks:  # DDP: the exact zero pattern on every rank
+        unchanged = all(r["zero_pattern_unchanged"] for r in ranks)
+    else:
+        unchanged = mask.unchanged(model)
     train_metrics = dict(train_result.metrics, train_samples=len(train_set), sparsity_start=start["sparsity"],
                          sparsity_end=end["sparsity"])
     if unchanged is not None:
@@ -546,16 +575,7 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     eval_loss_start = next((log["eval_loss"] for log in trainer.state.log_history
                             if log.get("step") == 0 and "eval_loss" in log), None)
 
-    sparsity = {
-        "preserved": mask is not None,
-        "n_masked_weights": 0 if mask is None else len(mask.keep),
-        "zero_pattern_unchanged": unchanged,
-        "start": {k: start[k] for k in ("zeros", "total", "sparsity")},
-        "end": {k: end[k] for k in ("zeros", "total", "sparsity")},
-        "ranks": ranks,
-        "ranks_identical": len({(r["weights_sha256"], r["zero_pattern_sha256"]) for r in ranks}) == 1,
-        "modules": {name: {"start": s, "end": end["modules"][name]} for name, s in start["modules"].items()},
-    }
+    sparsity = sparsity_report(start, end, mask, unchanged, ranks)
     results = {
         "task": task,
         "model_name_or_path": model_args.model_name_or_path,

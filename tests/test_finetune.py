@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, make_llama
+from conftest import REPO, SAMPLE_DATA, make_llama
 from lib.finetune import (
     IGNORE_INDEX,
     PadCollator,
@@ -29,19 +30,6 @@ from lib.prompts import NO_ANSWER, squad_prompt
 from lib.tier_io import TIER_MAP_FILE, load_tier_maps, save_tier_maps
 
 CONTEXT = "The quick brown fox jumps over the lazy dog."
-SQUAD_QAS = [
-    ("What jumps over the dog?", ["The quick brown fox", "fox"]),
-    ("What is the dog?", ["lazy"]),
-    ("How many clips did Natalia sell?", []),  # unanswerable
-    ("What does the fox jump over?", ["the lazy dog"]),
-]
-GSM8K = [
-    ("Natalia sold 48 clips in April and half as many in May. How many in May?", "48 / 2 = 24\n#### 24"),
-    ("A fox has 3 clips and finds 4 more. How many clips?", "3 + 4 = 7\n#### 7"),
-    ("Natalia sold 5 clips to each of 2 friends. How many clips?", "5 * 2 = 10\n#### 10"),
-    ("The dog had 9 clips and lost 1. How many are left?", "9 - 1 = 8\n#### 8"),
-]
-
 
 def pruned_llama(seed: int = 0) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Tiny Llama with every decoder Linear pruned three-tier (random act_norm_sq); returns (model, tier maps)."""
@@ -79,25 +67,27 @@ def pruned_llama_dir(tmp_path_factory, tokenizer):
 
 
 @pytest.fixture(scope="session")
-def task_data_dir(tmp_path_factory):
-    """SQuAD v2 and GSM8K in their official file layouts (same tiny examples for train and eval)."""
-    root = tmp_path_factory.mktemp("data")
-    qas = [{"id": f"q{i}", "question": q, "answers": [{"text": a, "answer_start": 0} for a in answers],
-            "is_impossible": not answers} for i, (q, answers) in enumerate(SQUAD_QAS)]
-    squad = {"version": "v2.0", "data": [{"title": "Fox", "paragraphs": [{"context": CONTEXT, "qas": qas}]}]}
-    (root / "squad").mkdir()
-    (root / "gsm8k").mkdir()
-    for name in ("train-v2.0.json", "dev-v2.0.json"):
-        (root / "squad" / name).write_text(json.dumps(squad))
-    for name in ("train.jsonl", "test.jsonl"):
-        (root / "gsm8k" / name).write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in GSM8K))
-    return root
+def task_data_dir():
+    """The in-repo sample data (official SQuAD v2 / GSM8K / WikiText-2 layouts, original text)."""
+    assert (SAMPLE_DATA / "squad" / "train-v2.0.json").is_file(), "sample_data/ is missing"
+    return SAMPLE_DATA
+
+
+@pytest.fixture(autouse=True)
+def isolated_cpu(tmp_path_factory, monkeypatch):
+    """Token caches under the test's temp dir; one intra-op thread (the 2 shared cores thrash otherwise)."""
+    monkeypatch.setenv("WANDA_CACHE", str(tmp_path_factory.getbasetemp() / "wanda_cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def finetune_args(model_dir, data_dir, output_dir, *extra) -> list[str]:
     return [
         "--model_name_or_path", str(model_dir), "--data_dir", str(data_dir), "--output_dir", str(output_dir),
-        "--max_length", "128", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
+        "--max_train_samples", "4", "--max_eval_samples", "4", "--max_length", "512",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
         "--learning_rate", "1e-3", "--weight_decay", "0.1", "--logging_steps", "1", "--save_strategy", "no",
         "--report_to", "none", "--disable_tqdm", "true", "--dataloader_num_workers", "0", *extra,
     ]
@@ -244,7 +234,7 @@ def test_precision_the_device_cannot_do_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args("squad", ["--bf16", "--output_dir", str(tmp_path)])
     assert exit_info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
+    (error,) = capsys.readouterr().err.strip().splitlines()
     assert "--bf16 was requested but no CUDA GPU is available" in error
 
 
@@ -335,6 +325,18 @@ def test_plain_finetuning_densifies_and_a_dense_model_trains_normally(
 
 
 @pytest.mark.slow
+def test_finetune_lm_on_wikitext2_windows(pruned_llama_dir, task_data_dir, tmp_path):
+    output_dir = tmp_path / "lm"
+    args = finetune_args(pruned_llama_dir, task_data_dir, output_dir, "--max_steps", "2",
+                         "--max_eval_samples", "2")
+    args.remove("--max_length")
+    args.remove("512")
+    results = main("lm", [*args, "--dataset_name", "wikitext2", "--block_size", "64"])
+    assert results["train"]["train_samples"] == 4 and results["eval"]["eval_samples"] == 2
+    assert_pattern_kept_and_trained(pruned_llama_dir, output_dir)
+
+
+@pytest.mark.slow
 def test_torchrun_two_ranks_end_identical(pruned_llama_dir, task_data_dir, tmp_path):
     """The real script under torchrun (2 CPU processes, gloo): both ranks hold the same weights and zeros."""
     output_dir = tmp_path / "ddp"
@@ -343,8 +345,14 @@ def test_torchrun_two_ranks_end_identical(pruned_llama_dir, task_data_dir, tmp_p
                "dense_ft/finetune_squad.py",
                *finetune_args(pruned_llama_dir, task_data_dir, output_dir, "--max_steps", "3",
                               "--per_device_train_batch_size", "2", "--max_eval_samples", "2")]
-    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers
+        output, _ = process.communicate()
+    assert process.returncode == 0, output[-5000:]
 
     sparsity = json.loads((output_dir / "sparsity.json").read_text())
     ranks = sparsity["ranks"]

@@ -37,10 +37,10 @@ from torch import nn
 from lib.models import (
     DEFAULT_MODEL,
     ModelLoadError,
-    find_linears,
-    get_decoder_layers,
+    decoder_linear_weights,
     load_model,
     load_tokenizer,
+    measure_sparsity,
     resolve_model_path,
 )
 from lib.prompts import gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
@@ -282,27 +282,6 @@ class PadCollator:
 # ----------------------------------------------------------------------------- sparsity mask
 
 
-def decoder_linear_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Weight of every nn.Linear inside the decoder layers, by full parameter name (lm_head excluded)."""
-    names = {id(p): name for name, p in model.named_parameters()}
-    weights = {}
-    for layer in get_decoder_layers(model):
-        for linear in find_linears(layer).values():
-            weights[names[id(linear.weight)]] = linear.weight
-    return weights
-
-
-def sparsity_stats(model: nn.Module) -> dict[str, Any]:
-    """Zero count and fraction over all decoder Linear weights, and per weight: {"zeros", "total", "sparsity", "modules"}."""
-    modules, zeros, total = {}, 0, 0
-    for name, weight in decoder_linear_weights(model).items():
-        n_zero = int((weight == 0).sum())
-        modules[name] = n_zero / weight.numel()
-        zeros += n_zero
-        total += weight.numel()
-    return {"zeros": zeros, "total": total, "sparsity": zeros / max(total, 1), "modules": modules}
-
-
 class SparsityMask:
     """The zero pattern to preserve: {parameter name: bool keep [O, I]}, True = kept.
 
@@ -529,7 +508,7 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"error: --eval_strategy {training_args.eval_strategy} needs evaluation data; "
                          "drop --max_eval_samples 0")
 
-    start = sparsity_stats(model)
+    start = measure_sparsity(model)
     mask = record_mask(model, model_args, source_dir, start)
     training_args.prediction_loss_only = True  # eval_loss only; never gather [N, T, vocab] logits
     trainer = Trainer(
@@ -544,7 +523,7 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     model = trainer.model
-    end = sparsity_stats(model)
+    end = measure_sparsity(model)
     ranks = rank_fingerprints(model, mask)
     if mask is None:
         unchanged = None

@@ -196,6 +196,31 @@ def find_linears(module: nn.Module) -> dict[str, nn.Linear]:
     return {name: m for name, m in module.named_modules() if isinstance(m, nn.Linear)}
 
 
+def decoder_linear_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Weight of every nn.Linear inside the decoder layers, by full parameter name (lm_head excluded)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return {
+        names[id(linear.weight)]: linear.weight
+        for layer in get_decoder_layers(model)
+        for linear in find_linears(layer).values()
+    }
+
+
+@torch.no_grad()
+def measure_sparsity(model: nn.Module) -> dict:
+    """Exactly-zero weights over all decoder Linear weights: {"sparsity", "zeros", "total", "modules"}.
+
+    "modules" maps each weight's parameter name to its own sparsity.
+    """
+    modules, zeros, total = {}, 0, 0
+    for name, weight in decoder_linear_weights(model).items():
+        n_zero = int((weight == 0).sum())
+        modules[name] = n_zero / weight.numel()
+        zeros += n_zero
+        total += weight.numel()
+    return {"sparsity": zeros / max(total, 1), "zeros": zeros, "total": total, "modules": modules}
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Device of the input embeddings (where input ids must go)."""
     return model.get_input_embeddings().weight.device

@@ -34,7 +34,7 @@ from lib.masks import (
     unstructured_keep,
     wanda_score,
 )
-from lib.models import LAYER_PATHS, find_linears, get_decoder_layers, model_device
+from lib.models import LAYER_PATHS, find_linears, get_decoder_layers, measure_sparsity, model_device  # noqa: F401 (re-export)
 from lib.results import Timer
 from lib.sparsegpt import sparsegpt_reconstruct
 from lib.stats import ActNormStats, HessianStats
@@ -336,13 +336,3 @@ def prune_model(
         logger.info("layer %d: sparsity %.4f", i, layer_sparsity)
     result.timings = timer.seconds
     return result
-
-
-def measure_sparsity(model: nn.Module) -> dict[str, float | int]:
-    """Fraction of exactly-zero weights over all Linear modules of the decoder layers."""
-    zeros = total = 0
-    for layer in get_decoder_layers(model):
-        for module in find_linears(layer).values():
-            zeros += (module.weight == 0).sum().item()
-            total += module.weight.numel()
-    return {"sparsity": zeros / total, "zeros": zeros, "weights": total}

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from conftest import REPO, SAMPLE_DATA, make_llama
+from lib.models import decoder_linear_weights
 from lib.finetune import (
     IGNORE_INDEX,
     PadCollator,
     SparsityMask,
     check_precision,
-    decoder_linear_weights,
     encode_prompt_target,
     main,
     parse_args,

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk_per_block", type=int, default=15)
     p.add_argument("--intra_block_metric", choices=("wanda", "magnitude"), default="wanda",
                    help="what picks the kept weights inside 2:4 and top-k blocks")
-    p.add_argument("--tier_scope", choices=TIER_SCOPES, default="matrix", help="rank blocks per matrix, per layer, or model-wide")
+    p.add_argument("--tier_scope", choices=TIER_SCOPES, default="matrix", help="rank blocks per matrix, per matrix balanced over block rows (row), per layer, or model-wide")
     p.add_argument("--owl", action="store_true", help="outlier-weighted layer-wise tier shares (OWL)")
     p.add_argument("--owl_lambda", type=float, default=0.08)
     p.add_argument("--owl_m", type=float, default=5.0)

@@ -2,6 +2,8 @@
 
 Scopes (`--tier_scope`):
   matrix: every matrix gets floor(n*r1) dense and floor(n*r2) 2:4 blocks of its own n blocks.
+  row:    the same counts per matrix, spread evenly over its block rows (output channels)
+          so that no output channel loses all its blocks to top-k.
   layer:  blocks of all matrices of a decoder layer are ranked together; the layer gets
           floor(N*r1) / floor(N*r2) of its N blocks.
   model:  blocks of the whole (dense) model are ranked together once, which fixes each
@@ -96,9 +98,9 @@ def matrix_counts(
 ) -> dict[str, Counts]:
     """Blocks per tier for each matrix of one layer, given the layer's tier shares.
 
-    scope "matrix": floor per matrix; "layer" / "model": joint ranking inside the layer.
+    scope "matrix" / "row": floor per matrix; "layer" / "model": joint ranking inside the layer.
     """
-    if scope == "matrix":
+    if scope in ("matrix", "row"):
         return {n: tier_counts(s.numel(), ratios) for n, s in block_scores.items()}
     total = sum(s.numel() for s in block_scores.values())
     return joint_counts(block_scores, tier_counts(total, ratios))

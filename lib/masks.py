@@ -105,6 +105,28 @@ def assign_tiers(block_scores: torch.Tensor, counts: tuple[int, int, int]) -> to
     return tiers.view(block_scores.shape)
 
 
+def assign_tiers_row_balanced(block_scores: torch.Tensor, counts: tuple[int, int, int]) -> torch.Tensor:
+    """Tier map with the same block counts, spread evenly over block rows (output channels).
+
+    Blocks are taken round-robin: every block row's best block first (best rows first),
+    then every row's second best, and so on; the first counts[0] taken are DENSE, the
+    next counts[1] NM, the rest TOPK. Each row's dense blocks are thus its best ones and
+    no output channel loses all its blocks to top-k (Wanda's per-output comparison
+    group, lifted to blocks). block_scores: [R, C]; returns uint8 [R, C].
+    """
+    n_dense, n_nm, n_topk = counts
+    if n_dense + n_nm + n_topk != block_scores.numel() or min(counts) < 0:
+        raise ValueError(f"tier counts {counts} do not partition {block_scores.numel()} blocks")
+    flat = block_scores.flatten()
+    by_score = torch.sort(flat, descending=True, stable=True).indices  # best first, ties by index
+    rank_in_row = torch.sort(block_scores, dim=1, descending=True, stable=True).indices.argsort(dim=1).flatten()
+    order = by_score[torch.sort(rank_in_row[by_score], stable=True).indices]  # round-robin by rank, then score
+    tiers = torch.full((flat.numel(),), TOPK, dtype=torch.uint8, device=flat.device)
+    tiers[order[:n_dense]] = DENSE
+    tiers[order[n_dense : n_dense + n_nm]] = NM
+    return tiers.view(block_scores.shape)
+
+
 def expand_tier_map(tier_map: torch.Tensor, block_size: int, out_features: int, in_features: int) -> torch.Tensor:
     """Per-element tiers: uint8 [R, C] -> uint8 [O, I]."""
     full = tier_map.repeat_interleave(block_size, 0).repeat_interleave(block_size, 1)

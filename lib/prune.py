@@ -24,6 +24,7 @@ from lib import allocation
 from lib.masks import (
     INTRA_BLOCK_METRICS,
     assign_tiers,
+    assign_tiers_row_balanced,
     block_mean_scores,
     check_block_size,
     check_ratios,
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 SPARSITY_TYPES = ("three_tier", "unstructured", "2:4", "4:8")
 PRUNE_METHODS = ("wanda", "magnitude", "sparsegpt")
-TIER_SCOPES = ("matrix", "layer", "model")
+TIER_SCOPES = ("matrix", "row", "layer", "model")
 
 # One calibration batch as the first decoder layer receives it: (hidden [B, T, H], extra positional args, kwargs)
 LayerInput = tuple[torch.Tensor, tuple, dict[str, Any]]
@@ -317,7 +318,8 @@ def prune_model(
             if config.sparsity_type == "three_tier":
                 block = {n: block_mean_scores(s, config.block_size) for n, s in scores.items()}
                 counts = allocation.matrix_counts(block, result.layer_ratios[i], config.tier_scope)
-                tier_maps = {n: assign_tiers(block[n], counts[n]) for n in linears}
+                assign = assign_tiers_row_balanced if config.tier_scope == "row" else assign_tiers
+                tier_maps = {n: assign(block[n], counts[n]) for n in linears}
             for name, module in linears.items():
                 _prune_linear(module, scores[name], stats[name] if stats else None, config, tier_maps[name])
                 record = {"layer": i, "name": name, "shape": list(module.weight.shape),

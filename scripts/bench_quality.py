@@ -39,7 +39,7 @@ RATIOS = (0.35, 0.45, 0.2)
 
 def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     configs: dict[str, PruneConfig | None] = {"dense": None}
-    for method, scope, owl in itertools.product(("wanda", "sparsegpt"), ("matrix", "layer", "model"), (False, True)):
+    for method, scope, owl in itertools.product(("wanda", "sparsegpt"), ("matrix", "row", "layer", "model"), (False, True)):
         name = f"three_tier {method} {scope}" + (" owl" if owl else "")
         configs[name] = PruneConfig(prune_method=method, ratios=RATIOS, tier_scope=scope, owl=owl)
     sparsity = RATIOS[1] * 0.5 + RATIOS[2] * (1 - 15 / 256)

@@ -150,3 +150,30 @@ def test_bad_settings_raise_clear_errors(kwargs, message):
 def test_tier_counts_floor_is_robust_to_float_error():
     assert tier_counts(100, (0.29, 0.42, 0.29)) == (29, 42, 29)
     assert tier_counts(10, (0.7, 0.3, 0.0)) == (7, 3, 0)
+
+
+def test_row_balanced_tiers_hand_worked():
+    from lib.masks import assign_tiers_row_balanced
+
+    scores = torch.tensor([[9.0, 8, 7, 6], [1, 2, 3, 4], [5, 0, 0, 0]])
+    # round-robin over rows: every row's best block first (dense), then every row's second best (2:4)
+    assert assign_tiers_row_balanced(scores, (3, 3, 6)).tolist() == [[0, 1, 2, 2], [2, 2, 1, 0], [0, 1, 2, 2]]
+    # plain ranking would give row 1 no dense block and row 0 three
+    assert assign_tiers(scores, (3, 3, 6)).tolist() == [[0, 0, 0, 1], [2, 2, 2, 1], [1, 2, 2, 2]]
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (100, 90), (37, 50)])
+def test_row_balanced_counts_exact_and_even(shape):
+    from lib.masks import assign_tiers_row_balanced
+
+    torch.manual_seed(0)
+    scores = block_mean_scores(torch.rand(shape), 16)
+    counts = tier_counts(scores.numel(), (0.35, 0.45, 0.2))
+    tiers = assign_tiers_row_balanced(scores, counts)
+    assert tuple((tiers == t).sum().item() for t in range(3)) == counts
+    dense_per_row = (tiers == DENSE).sum(1)
+    assert dense_per_row.max() - dense_per_row.min() <= 1
+    for r in range(tiers.shape[0]):  # a row's dense blocks are its best blocks
+        row_dense, row_rest = scores[r][tiers[r] == DENSE], scores[r][tiers[r] != DENSE]
+        if row_dense.numel() and row_rest.numel():
+            assert row_dense.min() >= row_rest.max()

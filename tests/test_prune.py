@@ -37,11 +37,11 @@ def test_driver_with_nothing_pruned_reproduces_forward(arch):
     assert torch.allclose(ours, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", MAKERS)
-def test_three_tier_exact_counts_and_structure(arch):
+@pytest.mark.parametrize("arch, scope", [("llama", "matrix"), ("opt", "matrix"), ("llama", "row")])
+def test_three_tier_exact_counts_and_structure(arch, scope):
     model = MAKERS[arch]()
     before = {n: m.weight.clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    result = prune_model(model, samples(), PruneConfig(), progress=False)
+    result = prune_model(model, samples(), PruneConfig(tier_scope=scope), progress=False)
     assert len(result.matrices) == 2 * len(find_linears(get_decoder_layers(model)[0]))
     for path, tier_map in result.tier_maps.items():
         weight = model.get_submodule(path).weight
@@ -96,7 +96,7 @@ def test_magnitude_needs_no_calibration():
     assert torch.equal(kept, groups >= groups.topk(2, -1).values[..., 1:])
 
 
-@pytest.mark.parametrize("scope, owl", [("layer", False), ("model", False), ("matrix", True), ("model", True)])
+@pytest.mark.parametrize("scope, owl", [("layer", False), ("model", False), ("matrix", True), ("model", True), ("row", True)])
 def test_allocation_scopes_keep_totals(scope, owl):
     model = make_llama()
     config = PruneConfig(tier_scope=scope, owl=owl)

@@ -30,7 +30,7 @@ def plot_tier_maps(tier_maps: dict[str, torch.Tensor], path: str | Path, title: 
     names = representative_maps(tier_maps)
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.9 * rows), squeeze=False, layout="constrained")
     cmap = ListedColormap(["#1b5e20", "#64b5f6", "#e0e0e0"])
     for ax, name in zip(axes.flat, names):
         tiers = tier_maps[name].numpy()

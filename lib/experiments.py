@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,27 @@ def step_times(out: str | Path) -> list[tuple[str, int]]:
     return times
 
 
-def results_markdown(rows: list[Row], times: list[tuple[str, int]] = ()) -> str:
+PRUNE_FLAGS = ("--nsamples", "--seqlen", "--sparsity_ratios", "--sparsity_type", "--prune_method")
+FINETUNE_FLAGS = ("--num_train_epochs", "--max_steps", "--learning_rate", "--per_device_train_batch_size",
+                  "--gradient_accumulation_steps", "--max_length", "--block_size", "--bf16")
+
+
+def recorded_flags(out: str | Path, prefix: str, flags: tuple[str, ...]) -> str | None:
+    """The given flags (with their values) of the first finished step named `prefix`*, from its marker."""
+    markers = sorted(Path(out, "markers").glob(f"{prefix}*.done"))
+    if not markers:
+        return None
+    words = shlex.split(markers[0].read_text().splitlines()[0])
+    picked = []
+    for i, word in enumerate(words):
+        if word in flags:
+            values = [w for w in words[i + 1:][:3] if not w.startswith("--")]
+            values = values[:3] if word == "--sparsity_ratios" else values[:1]
+            picked.append(" ".join([word, *values]))
+    return " ".join(picked)
+
+
+def results_markdown(rows: list[Row], times: list[tuple[str, int]] = (), out: str | Path | None = None) -> str:
     """results.md: the main table, the change after fine-tuning, evaluation notes and step times."""
     lines = ["# Experiment matrix: calibration data x fine-tuning data", "",
              "SQuAD EM/F1, GSM8K and BoolQ accuracy in %; PPL and task NLLs (mean negative log-likelihood per "
@@ -225,6 +246,11 @@ def results_markdown(rows: list[Row], times: list[tuple[str, int]] = ()) -> str:
         lines += ["", "## Change after fine-tuning (fine-tuned − the same pruned model before fine-tuning)", ""]
         lines += change
     notes = settings_notes(rows)
+    if out is not None:
+        for prefix, flags, what in (("prune_", PRUNE_FLAGS, "Pruning"), ("ft_", FINETUNE_FLAGS, "Fine-tuning")):
+            recorded = recorded_flags(out, prefix, flags)
+            if recorded:
+                notes.append(f"{what}: `{recorded}`.")
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     if times:

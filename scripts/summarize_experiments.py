@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no eval.json under {out}; run scripts/run_task_experiments.sh with OUT={out} first", file=sys.stderr)
         return 2
     plot_results(rows, out / "results.png")  # the figure first: results.md's time marks a finished summary
-    (out / "results.md").write_text(results_markdown(rows, step_times(out)))
+    (out / "results.md").write_text(results_markdown(rows, step_times(out), out))
     logger.info("%d rows -> %s, %s", len(rows), out / "results.md", out / "results.png")
     return 0
 

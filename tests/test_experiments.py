@@ -22,9 +22,7 @@ import pytest
 import torch
 
 from conftest import REPO, SAMPLE_DATA
-from lib.experiments import data_label, load_rows
-
-pytestmark = pytest.mark.slow
+from lib.experiments import data_label, load_rows, results_markdown
 
 SCRIPT = REPO / "scripts" / "run_task_experiments.sh"
 EXPERIMENTS = ("baseline", "exp1", "exp2", "exp3", "exp4", "exp5", "exp6")
@@ -157,6 +155,7 @@ def snapshot(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_matrix_writes_every_file_and_row(matrix):
     out, _, result, seconds = matrix
     print(f"tiny matrix: {seconds:.0f} s, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -187,6 +186,8 @@ def test_matrix_writes_every_file_and_row(matrix):
     assert "| Exp 5 | WikiText2 + SQuAD | SQuAD |" in table
     assert "| Baseline | WikiText2 | WikiText2 |" in table
     assert "| Exp 4 | GSM8K → GSM8K |" in table  # the change-after-fine-tuning table
+    assert "Pruning: `--nsamples 2 --seqlen 64 --sparsity_ratios 0.35 0.45 0.2`" in table
+    assert "--max_steps 2 --learning_rate 2e-5" in table and "| ft_exp6 |" in table
     for header in ("WikiText2 PPL", "SQuAD EM", "SQuAD F1", "GSM8K acc (strict)", "BoolQ acc", "SQuAD NLL", "GSM8K NLL"):
         assert header in table
 
@@ -201,6 +202,7 @@ def test_matrix_writes_every_file_and_row(matrix):
         assert report["model"] == str(out / exp / "model") and set(report["metrics"]) == {"wikitext2", "squad", "gsm8k", "boolq"}
 
 
+@pytest.mark.slow
 def test_rerun_does_no_work(matrix):
     out, env, _, _ = matrix
     before = snapshot(out)
@@ -212,6 +214,7 @@ def test_rerun_does_no_work(matrix):
     assert snapshot(out) == before  # no file written, touched or removed
 
 
+@pytest.mark.slow
 def test_changed_settings_stop_instead_of_mixing(matrix):
     out, env, _, _ = matrix
     result = run_matrix({**env, "EVAL_LIMITS": "3"}, "--dry_run", timeout=60)
@@ -220,6 +223,7 @@ def test_changed_settings_stop_instead_of_mixing(matrix):
     assert str(out / "markers" / "eval_dense.done") in result.stderr
 
 
+@pytest.mark.slow
 def test_interrupted_finetune_resumes_from_its_last_checkpoint(matrix, tmp_path):
     from safetensors.torch import load_file
 
@@ -289,6 +293,7 @@ def test_presets_and_flags(tmp_path):
     assert smoke.count("would run prune_") == 5 and smoke.count("would run ft_") == 7
 
 
+@pytest.mark.slow
 def test_failed_step_stops_and_names_its_log(tmp_path):
     """The real interpreter: a model directory without config.json fails the first step."""
     bad_model = tmp_path / "not_a_model"
@@ -301,3 +306,50 @@ def test_failed_step_stops_and_names_its_log(tmp_path):
     assert "has no config.json" in log.read_text() and "has no config.json" in result.stderr
     assert not (tmp_path / "out" / "markers" / "eval_dense.done").exists()
     assert sorted(p.name for p in (tmp_path / "out" / "logs").iterdir()) == ["eval_dense.log"]  # nothing after it
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def eval_report(ppl, exact, f1, strict, flexible, boolq, squad_nll, gsm8k_nll) -> dict:
+    """The key layout of scripts/eval_tasks.py (lib/tasks.py), fractions in [0, 1]."""
+    return {
+        "model": "m", "tasks": ["wikitext2", "squad", "gsm8k", "boolq"],
+        "metrics": {"wikitext2": {"ppl": ppl, "nll": 3.0}, "squad": {"exact": exact, "f1": f1, "answer_nll": squad_nll},
+                    "gsm8k": {"strict_accuracy": strict, "flexible_accuracy": flexible, "answer_nll": gsm8k_nll},
+                    "boolq": {"accuracy": boolq, "majority_rate": 0.625, "yes_rate": 0.5}},
+        "counts": {"wikitext2": {"n_windows": 8, "n_tokens": 2040, "seqlen": 256}, "squad": {"total": 32},
+                   "gsm8k": {"total": 16}, "boolq": {"total": 64}},
+        "settings": {"limit": {"squad": 32}, "seqlen": 256, "eval_windows": 8, "max_new_tokens": None},
+    }
+
+
+def test_summary_from_hand_written_reports(tmp_path):
+    """Rows, labels, percentages and the fine-tuned minus before-fine-tuning differences, worked by hand."""
+    out = tmp_path
+    write_json(out / "dense" / "eval.json", eval_report(40.0, 0.25, 0.3, 0.0, 0.0625, 0.3, 4.0, 1.4))
+    write_json(out / "pruned" / "wikitext2-squad" / "eval.json", eval_report(700.0, 0.0, 0.1, 0.0, 0.0, 0.5, 6.5, 3.5))
+    write_json(out / "pruned" / "wikitext2-squad" / "results" / "results.json",
+               {"args": {"calibration_dataset": "wikitext2+squad"}, "sparsity": {"sparsity": 0.41333}})
+    write_json(out / "exp5" / "eval.json", eval_report(650.0, 0.125, 0.35, 0.0, 0.0, 0.4375, 2.25, 3.75))
+    write_json(out / "exp5" / "model" / "finetune_results.json",
+               {"task": "squad", "data_args": {"data_dir": "d"}, "model_name_or_path": f"{out}/pruned/wikitext2-squad/model"})
+    write_json(out / "exp5" / "model" / "sparsity.json", {"end": {"sparsity": 0.41333}})
+    write_json(out / "exp5" / "model" / "checkpoint-4" / "eval.json", {})  # never a row: inside a model dir
+    rows = load_rows(out)
+    assert [row.name for row in rows] == ["dense", "pruned/wikitext2-squad", "exp5"]
+    assert rows[2].reference == "pruned/wikitext2-squad" and rows[2].calibration == "wikitext2+squad"
+    table = results_markdown(rows)
+    assert "| Dense (no pruning, no FT) | none | none | not pruned | 40.00 | 25.0 | 30.0 | 0.0 | 6.2 | 30.0 | 4.000 | 1.400 |" in table
+    assert "| Pruned WikiText2 + SQuAD, before FT | WikiText2 + SQuAD | none | 41.33% | 700.00 |" in table
+    assert "| Exp 5 | WikiText2 + SQuAD | SQuAD | 41.33% | 650.00 | 12.5 | 35.0 |" in table
+    # exp5 - its pruned model: PPL -50, EM +12.5, F1 +25, BoolQ -6.25, SQuAD NLL -4.25, GSM8K NLL +0.25
+    assert ("| Exp 5 | WikiText2 + SQuAD → SQuAD | -50.00 | +12.5 | +25.0 | +0.0 | +0.0 | -6.2 | -4.250 | +0.250 |"
+            in table)
+    assert "SQuAD n = 32, GSM8K n = 16, BoolQ n = 64" in table and "majority-class rate on these examples: 62.5%" in table
+    assert "Warning" not in table
+    write_json(out / "exp5" / "eval.json", {**eval_report(650.0, 0.125, 0.35, 0.0, 0.0, 0.4375, 2.25, 3.75),
+                                           "settings": {"limit": {"squad": 200}, "seqlen": 256, "eval_windows": 8}})
+    assert "different settings (limit)" in results_markdown(load_rows(out))

@@ -36,6 +36,13 @@ METRICS = (
     ("squad", "answer_nll", "SQuAD NLL ↓", "nll"),
     ("gsm8k", "answer_nll", "GSM8K NLL ↓", "nll"),
 )
+# what a degenerate model does instead of answering: shown beside the scores, not plotted
+BEHAVIOUR = (
+    ("squad", "HasAns_f1", "SQuAD F1 answerable", "pct"),
+    ("squad", "NoAns_exact", "SQuAD EM unanswerable", "pct"),
+    ("squad", "no_answer_rate", "SQuAD no-answer rate", "pct"),
+    ("boolq", "yes_rate", "BoolQ yes rate", "pct"),
+)
 DATA_NAMES = {"wikitext2": "WikiText2", "c4": "C4", "squad": "SQuAD", "gsm8k": "GSM8K", "boolq": "BoolQ",
               "mixed": "mixed"}
 CALIBRATION_ORDER = ("wikitext2", "squad", "gsm8k", "wikitext2+squad", "wikitext2+gsm8k")
@@ -158,6 +165,16 @@ def results_table(rows: list[Row]) -> list[str]:
     return _markdown_table(header, lines)
 
 
+def behaviour_table(rows: list[Row]) -> list[str]:
+    """SQuAD scores split by answerable / unanswerable, the no-answer rate and BoolQ's yes rate, per row."""
+    metrics = [m for m in BEHAVIOUR if any((m[0], m[1]) in row.metrics for row in rows)]
+    if not metrics:
+        return []
+    lines = [[row.label] + [format_value(row.metrics.get((task, key)), kind) for task, key, _, kind in metrics]
+             for row in rows]
+    return _markdown_table(["Row"] + [m[2] for m in metrics], lines)
+
+
 def change_table(rows: list[Row]) -> list[str]:
     """Each fine-tuned row minus the pruned row it started from (empty when there is none)."""
     by_name = {row.name: row for row in rows}
@@ -245,6 +262,11 @@ def results_markdown(rows: list[Row], times: list[tuple[str, int]] = (), out: st
     if change:
         lines += ["", "## Change after fine-tuning (fine-tuned − the same pruned model before fine-tuning)", ""]
         lines += change
+    behaviour = behaviour_table(rows)
+    if behaviour:
+        lines += ["", "## Answer behaviour (a model that always says \"no answer\" or \"yes\" scores without reading)",
+                  ""]
+        lines += behaviour
     notes = settings_notes(rows)
     if out is not None:
         for prefix, flags, what in (("prune_", PRUNE_FLAGS, "Pruning"), ("ft_", FINETUNE_FLAGS, "Fine-tuning")):

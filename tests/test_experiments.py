@@ -317,7 +317,9 @@ def eval_report(ppl, exact, f1, strict, flexible, boolq, squad_nll, gsm8k_nll) -
     """The key layout of scripts/eval_tasks.py (lib/tasks.py), fractions in [0, 1]."""
     return {
         "model": "m", "tasks": ["wikitext2", "squad", "gsm8k", "boolq"],
-        "metrics": {"wikitext2": {"ppl": ppl, "nll": 3.0}, "squad": {"exact": exact, "f1": f1, "answer_nll": squad_nll},
+        "metrics": {"wikitext2": {"ppl": ppl, "nll": 3.0}, "squad": {"exact": exact, "f1": f1, "answer_nll": squad_nll,
+                                                                   "HasAns_f1": f1 / 2, "NoAns_exact": 1.0,
+                                                                   "no_answer_rate": 0.5},
                     "gsm8k": {"strict_accuracy": strict, "flexible_accuracy": flexible, "answer_nll": gsm8k_nll},
                     "boolq": {"accuracy": boolq, "majority_rate": 0.625, "yes_rate": 0.5}},
         "counts": {"wikitext2": {"n_windows": 8, "n_tokens": 2040, "seqlen": 256}, "squad": {"total": 32},
@@ -349,6 +351,7 @@ def test_summary_from_hand_written_reports(tmp_path):
     assert ("| Exp 5 | WikiText2 + SQuAD → SQuAD | -50.00 | +12.5 | +25.0 | +0.0 | +0.0 | -6.2 | -4.250 | +0.250 |"
             in table)
     assert "SQuAD n = 32, GSM8K n = 16, BoolQ n = 64" in table and "majority-class rate on these examples: 62.5%" in table
+    assert "| Exp 5 | 17.5 | 100.0 | 50.0 | 50.0 |" in table  # answer behaviour: HasAns F1, NoAns EM, rates
     assert "Warning" not in table
     write_json(out / "exp5" / "eval.json", {**eval_report(650.0, 0.125, 0.35, 0.0, 0.0, 0.4375, 2.25, 3.75),
                                            "settings": {"limit": {"squad": 200}, "seqlen": 256, "eval_windows": 8}})

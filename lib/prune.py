@@ -281,12 +281,27 @@ def plan_layer_ratios(
     return ratios
 
 
+Profile = tuple[list[dict[str, torch.Tensor]], list[float]]
+
+
+def profile_model(model: nn.Module, samples: list[torch.Tensor], config: PruneConfig, progress: bool = True) -> Profile:
+    """Block mean scores and outlier ratios of the dense model (see `profile_layers`)."""
+    batches = capture_layer_inputs(model, samples, config.calib_batch_size) if config.needs_calibration else []
+    return profile_layers(model, batches, config, progress)
+
+
 def prune_model(
-    model: nn.Module, samples: list[torch.Tensor], config: PruneConfig, progress: bool = True
+    model: nn.Module,
+    samples: list[torch.Tensor],
+    config: PruneConfig,
+    progress: bool = True,
+    profile: Profile | None = None,
 ) -> PruneResult:
     """Prune every Linear in the decoder layers of `model` in place.
 
     samples: calibration input ids, each [1, L] (unused by magnitude pruning).
+    profile: a `profile_model` result of the same dense model, samples, block size and
+    owl_m, to reuse across configurations (model scope / OWL); computed here when None.
     """
     result = PruneResult()
     timer = Timer()
@@ -295,9 +310,7 @@ def prune_model(
     batches: list[LayerInput] = []
     if config.needs_profile:
         with timer("profile"):
-            if config.needs_calibration:
-                batches = capture_layer_inputs(model, samples, config.calib_batch_size)
-            block_scores, result.outlier_ratios = profile_layers(model, batches, config, progress)
+            block_scores, result.outlier_ratios = profile or profile_model(model, samples, config, progress)
             result.layer_ratios = plan_layer_ratios(block_scores, result.outlier_ratios, config)
             del block_scores
     else:

@@ -7,17 +7,25 @@ windows of 512 tokens: dense; three-tier 0.35/0.45/0.2, k = 15, for every combin
 {wanda, sparsegpt} x {matrix, layer, model} x {owl off, on}; and unstructured Wanda and
 SparseGPT at the same overall sparsity. `--only` picks rows by name, including the
 pruning issue's comparison rows (three-tier with magnitude intra-block choice,
-unstructured 0.5, 2:4 Wanda and magnitude). All configurations share one model load and one
-set of calibration samples; weights are restored between them.
+unstructured 0.5, 2:4 Wanda and magnitude). All configurations share one model load, one
+set of calibration samples and one dense-model profile (model scope / OWL; its time is
+added to the prune time of every row that uses it); weights are restored between them.
+
+With `--rows_dir`, every finished row is saved there and reused by later runs with the same
+settings: an interrupted run resumes, and workers with disjoint `--only` lists can fill
+one table in parallel (one thread each), then a run without `--only` prints it.
 
     python scripts/bench_quality.py --data_dir ../shared/data --output out/bench_quality.json
+    OMP_NUM_THREADS=1 python scripts/bench_quality.py --data_dir ../shared/data --rows_dir out/rows --only dense ...
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,7 +38,7 @@ import torch
 from lib.data import get_loaders
 from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
 from lib.perplexity import perplexity
-from lib.prune import PruneConfig, measure_sparsity, prune_model
+from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
 from lib.results import environment_info, write_json
 
 logger = logging.getLogger("bench_quality")
@@ -61,6 +69,19 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     return {k: configs[k] for k in only}  # in the order given
 
 
+def _row_path(rows_dir: Path, name: str) -> Path:
+    return rows_dir / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".json")
+
+
+def _cached_row(rows_dir: Path | None, name: str, settings: dict) -> dict | None:
+    """A row saved by an earlier run with the same settings, else None."""
+    path = _row_path(rows_dir, name) if rows_dir else None
+    if path is None or not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["row"] if saved.get("settings") == settings else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -72,38 +93,60 @@ def main() -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help='run only these rows, e.g. "dense" "three_tier wanda matrix"')
     parser.add_argument("--output", default=None, help="also write the table as JSON here")
+    parser.add_argument("--rows_dir", default=None, help="save each finished row here and reuse rows saved with the same settings")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     configs = configurations(args.only)
+    settings = {k: getattr(args, k) for k in ("model", "data_dir", "nsamples", "seqlen", "eval_windows", "seed")}
+    rows_dir = Path(args.rows_dir) if args.rows_dir else None
+    if rows_dir:
+        rows_dir.mkdir(parents=True, exist_ok=True)
 
-    torch.manual_seed(args.seed)
-    model, tokenizer = load_model(args.model, device=args.device)
-    seqlen = effective_seqlen(model, args.seqlen)
-    trainloader, testenc = get_loaders("wikitext2", args.nsamples, args.seed, seqlen, tokenizer, args.data_dir)
-    samples = [inp for inp, _ in trainloader]
-    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rows = {name: _cached_row(rows_dir, name, settings) for name in configs}
+    todo = [name for name, row in rows.items() if row is None]
+    model = tokenizer = testenc = samples = original = None
+    if todo:
+        torch.manual_seed(args.seed)
+        model, tokenizer = load_model(args.model, device=args.device)
+        seqlen = effective_seqlen(model, args.seqlen)
+        trainloader, testenc = get_loaders("wikitext2", args.nsamples, args.seed, seqlen, tokenizer, args.data_dir)
+        samples = [inp for inp, _ in trainloader]
+        original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    profiles: dict[tuple, tuple] = {}  # (block size, owl_m, calibrated) -> (profile, seconds)
 
-    rows = []
     header = f"{'configuration':<34}{'sparsity':>10}{'PPL':>10}{'PPL/dense':>11}{'prune s':>9}{'eval s':>8}"
     print(header, flush=True)
-    dense_ppl = None
+    dense_ppl = next((r["ppl"] for n, r in rows.items() if n == "dense" and r), None)
     for name, config in configs.items():
-        model.load_state_dict(original)
-        start = time.perf_counter()
-        if config is not None:
-            prune_model(model, samples, config, progress=False)
-        prune_s = time.perf_counter() - start
-        start = time.perf_counter()
-        ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, progress=False)["ppl"]
-        eval_s = time.perf_counter() - start
-        dense_ppl = ppl if name == "dense" else dense_ppl
-        row = {"configuration": name, "sparsity": measure_sparsity(model)["sparsity"], "ppl": ppl,
-               "ppl_over_dense": ppl / dense_ppl if dense_ppl else None, "prune_s": prune_s, "eval_s": eval_s}
-        rows.append(row)
+        row = rows[name]
+        if row is None:
+            model.load_state_dict(original)
+            prune_s = 0.0
+            profile = None
+            if config is not None and config.needs_profile:
+                key = (config.block_size, config.owl_m, config.needs_calibration)
+                if key not in profiles:
+                    start = time.perf_counter()
+                    profiles[key] = (profile_model(model, samples, config, progress=False), time.perf_counter() - start)
+                profile, prune_s = profiles[key]
+            start = time.perf_counter()
+            if config is not None:
+                prune_model(model, samples, config, progress=False, profile=profile)
+            prune_s += time.perf_counter() - start
+            start = time.perf_counter()
+            ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, progress=False)["ppl"]
+            eval_s = time.perf_counter() - start
+            row = {"configuration": name, "sparsity": measure_sparsity(model)["sparsity"], "ppl": ppl,
+                   "prune_s": prune_s, "eval_s": eval_s}
+            if rows_dir:
+                write_json(_row_path(rows_dir, name), {"settings": settings, "row": row})
+        dense_ppl = row["ppl"] if name == "dense" else dense_ppl
+        row["ppl_over_dense"] = row["ppl"] / dense_ppl if dense_ppl else None
+        rows[name] = row
         ratio = f"{row['ppl_over_dense']:.2f}" if dense_ppl else "-"
-        print(f"{name:<34}{row['sparsity']:>10.4f}{ppl:>10.2f}{ratio:>11}{prune_s:>9.1f}{eval_s:>8.1f}", flush=True)
+        print(f"{name:<34}{row['sparsity']:>10.4f}{row['ppl']:>10.2f}{ratio:>11}{row['prune_s']:>9.1f}{row['eval_s']:>8.1f}", flush=True)
     if args.output:
-        write_json(args.output, {"settings": vars(args), "environment": environment_info(), "rows": rows})
+        write_json(args.output, {"settings": vars(args), "environment": environment_info(), "rows": list(rows.values())})
     return 0
 
 

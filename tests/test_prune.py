@@ -5,7 +5,7 @@ import torch
 
 from lib.masks import TIER_NAMES, expand_tier_map, tier_counts
 from lib.models import find_linears, get_decoder_layers
-from lib.prune import PruneConfig, capture_layer_inputs, measure_sparsity, prune_model, run_layer
+from lib.prune import PruneConfig, capture_layer_inputs, measure_sparsity, profile_model, prune_model, run_layer
 from test_masks import check_structure
 
 from conftest import make_llama, make_opt
@@ -94,6 +94,19 @@ def test_magnitude_needs_no_calibration():
     kept = (weight != 0).view_as(groups)
     # the kept two are the two largest magnitudes of every group
     assert torch.equal(kept, groups >= groups.topk(2, -1).values[..., 1:])
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_shared_profile_gives_the_same_model(method):
+    """A dense-model profile computed once and passed in prunes exactly like the driver's own."""
+    config = PruneConfig(prune_method=method, tier_scope="model", owl=True)
+    own, shared = make_llama(), make_llama()
+    profile = profile_model(make_llama(), samples(), config, progress=False)
+    a = prune_model(own, samples(), config, progress=False)
+    b = prune_model(shared, samples(), config, progress=False, profile=profile)
+    assert a.layer_ratios == b.layer_ratios
+    for (name, x), y in zip(own.state_dict().items(), shared.state_dict().values()):
+        assert torch.equal(x, y), name
 
 
 @pytest.mark.parametrize("scope, owl", [("layer", False), ("model", False), ("matrix", True), ("model", True), ("row", True)])

@@ -1,0 +1,50 @@
+"""scripts/bench_quality.py on a tiny random Llama: the table, saved rows and resuming from them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import SAMPLE_DATA
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_quality.py"
+ROWS = ["dense", "three_tier wanda model owl", "three_tier sparsegpt row"]
+
+
+def bench(model_dir, rows_dir, output, *rows):
+    args = [sys.executable, str(SCRIPT), "--model", str(model_dir), "--data_dir", str(SAMPLE_DATA), "--nsamples", "4",
+            "--seqlen", "64", "--eval_windows", "2", "--device", "cpu", "--rows_dir", str(rows_dir), "--output", str(output)]
+    if rows:
+        args += ["--only", *rows]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def test_rows_are_saved_and_reused(tiny_llama_dir, tmp_path):
+    rows_dir = tmp_path / "rows"
+    bench(tiny_llama_dir, rows_dir, tmp_path / "a.json", *ROWS[:2])  # worker 1
+    bench(tiny_llama_dir, rows_dir, tmp_path / "b.json", ROWS[2])  # worker 2
+    assert len(list(rows_dir.glob("*.json"))) == 3
+    saved = {json.loads(p.read_text())["row"]["configuration"]: p.stat().st_mtime_ns for p in rows_dir.glob("*.json")}
+
+    lines = bench(tiny_llama_dir, rows_dir, tmp_path / "all.json", *ROWS)  # the table, from the saved rows only
+    assert [line.split()[0] for line in lines[1:]] == ["dense", "three_tier", "three_tier"]
+    assert {json.loads(p.read_text())["row"]["configuration"]: p.stat().st_mtime_ns for p in rows_dir.glob("*.json")} == saved
+    table = json.loads((tmp_path / "all.json").read_text())["rows"]
+    first = json.loads((tmp_path / "a.json").read_text())["rows"]
+    assert [r["configuration"] for r in table] == ROWS
+    assert table[:2] == first  # same numbers as when they were measured
+    assert table[0]["ppl_over_dense"] == 1.0
+    assert 0.40 < table[1]["sparsity"] < 0.47 and 0.40 < table[2]["sparsity"] < 0.47
+    assert table[2]["ppl_over_dense"] == table[2]["ppl"] / table[0]["ppl"]
+
+
+def test_rows_saved_with_other_settings_are_not_reused(tiny_llama_dir, tmp_path):
+    rows_dir = tmp_path / "rows"
+    bench(tiny_llama_dir, rows_dir, tmp_path / "a.json", "dense")
+    path = next(rows_dir.glob("*.json"))
+    saved = json.loads(path.read_text())
+    saved["settings"]["seed"] = 1
+    saved["row"]["ppl"] = -1.0
+    path.write_text(json.dumps(saved))
+    bench(tiny_llama_dir, rows_dir, tmp_path / "b.json", "dense")
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["ppl"] > 1.0

@@ -181,13 +181,21 @@ def topk_block_keep(score: torch.Tensor, block_size: int, k: int) -> torch.Tenso
     return from_blocks(keep_flat.view(blocks.shape), out_features, in_features)
 
 
-def unstructured_keep(score: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Wanda's per-output-row unstructured mask: prune floor(I * sparsity) lowest scores in each row.
+def unstructured_keep(score: torch.Tensor, sparsity: float, per_row: bool = True) -> torch.Tensor:
+    """Unstructured mask: Wanda's per output row (prune floor(I * sparsity) lowest scores in each
+    row), or SparseGPT's over the whole tensor (prune round(O * I * sparsity) lowest), which
+    stays exact when applied to narrow column chunks.
 
     score: [O, I]; returns bool [O, I].
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"--sparsity_ratio must be in [0, 1), got {sparsity}")
+    if not per_row:
+        n_prune = round(score.numel() * sparsity)
+        keep = torch.ones(score.numel(), dtype=torch.bool, device=score.device)
+        if n_prune:
+            keep[score.float().flatten().topk(n_prune, largest=False).indices] = False
+        return keep.view_as(score)
     n_prune = int(score.shape[1] * sparsity)
     keep = torch.ones_like(score, dtype=torch.bool)
     if n_prune:

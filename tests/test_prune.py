@@ -86,6 +86,17 @@ def test_baselines_through_the_same_driver(sparsity_type, expected):
             assert (groups.sum(-1) == n).all()
 
 
+def test_sparsegpt_unstructured_hits_the_ratio():
+    """SparseGPT decides 128 columns at a time; each chunk prunes round(O * width * ratio) weights."""
+    ratio = 0.45 * 0.5 + 0.2 * (1 - 15 / 256)  # the three-tier scheme's overall sparsity, 0.41328
+    model = make_llama()
+    prune_model(model, samples(), PruneConfig(prune_method="sparsegpt", sparsity_type="unstructured", sparsity_ratio=ratio), progress=False)
+    for m in find_linears(model.model.layers).values():
+        for chunk in (m.weight == 0).split(128, dim=1):
+            assert chunk.sum().item() == round(chunk.numel() * ratio)
+    assert measure_sparsity(model)["sparsity"] == pytest.approx(ratio, abs=2e-4)
+
+
 def test_magnitude_needs_no_calibration():
     model = make_llama()
     prune_model(model, [], PruneConfig(prune_method="magnitude", sparsity_type="2:4"), progress=False)

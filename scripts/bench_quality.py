@@ -4,10 +4,10 @@
 Prunes SmolLM2-135M-Instruct with 32 x 512 WikiText-2 calibration (validation as the
 pool when there is no train split), seed 0, and reports perplexity on the first 64 test
 windows of 512 tokens: dense; three-tier 0.35/0.45/0.2, k = 15, for every combination of
-{wanda, sparsegpt} x {matrix, layer, model} x {owl off, on}, and {wanda, sparsegpt} with row
-scope; and unstructured Wanda and SparseGPT at the same overall sparsity. `--only` picks
-rows by name, including rows outside the default table (row scope with OWL, three-tier
-with magnitude intra-block choice, unstructured 0.5, 2:4 Wanda and magnitude). All configurations share one model load, one
+{wanda, sparsegpt} x {matrix, row, layer, model} x {owl off, on}; and unstructured Wanda and
+SparseGPT at the same overall sparsity. `--only` picks rows by name, including rows outside
+the default table (three-tier with magnitude intra-block choice, unstructured 0.5, 2:4
+Wanda and magnitude). All configurations share one model load, one
 set of calibration samples and one dense-model profile (model scope / OWL; its time is
 added to the prune time of every row that uses it); weights are restored between them.
 
@@ -47,16 +47,14 @@ RATIOS = (0.35, 0.45, 0.2)
 
 def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     configs: dict[str, PruneConfig | None] = {"dense": None}
-    extra: dict[str, PruneConfig] = {}
     for method, scope, owl in itertools.product(("wanda", "sparsegpt"), ("matrix", "row", "layer", "model"), (False, True)):
         name = f"three_tier {method} {scope}" + (" owl" if owl else "")
-        config = PruneConfig(prune_method=method, ratios=RATIOS, tier_scope=scope, owl=owl)
-        (extra if (scope, owl) == ("row", True) else configs)[name] = config
+        configs[name] = PruneConfig(prune_method=method, ratios=RATIOS, tier_scope=scope, owl=owl)
     sparsity = RATIOS[1] * 0.5 + RATIOS[2] * (1 - 15 / 256)
     for method in ("wanda", "sparsegpt"):
         configs[f"unstructured {method}"] = PruneConfig(prune_method=method, sparsity_type="unstructured", sparsity_ratio=sparsity)
     # the pruning issue's comparison rows (not in the default table; select them with --only)
-    extra |= {
+    extra = {
         "three_tier wanda matrix intra-magnitude": PruneConfig(ratios=RATIOS, intra_block_metric="magnitude"),
         "unstructured wanda 0.5": PruneConfig(sparsity_type="unstructured", sparsity_ratio=0.5),
         "2:4 wanda": PruneConfig(sparsity_type="2:4"),

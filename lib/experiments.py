@@ -17,6 +17,7 @@ Nothing here prints; `plot_results` writes the one figure it is asked for.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -246,7 +247,7 @@ def recorded_flags(out: str | Path, prefix: str, flags: tuple[str, ...]) -> str 
     picked = []
     for i, word in enumerate(words):
         if word in flags:
-            values = [w for w in words[i + 1:][:3] if not w.startswith("--")]
+            values = list(itertools.takewhile(lambda w: not w.startswith("--"), words[i + 1:]))  # none for a bare switch
             values = values[:3] if word == "--sparsity_ratios" else values[:1]
             picked.append(" ".join([word, *values]))
     return " ".join(picked)

@@ -75,10 +75,9 @@ def _row_path(rows_dir: Path, name: str) -> Path:
 
 def _cached_row(rows_dir: Path | None, name: str, settings: dict) -> dict | None:
     """A row saved by an earlier run with the same settings, else None."""
-    path = _row_path(rows_dir, name) if rows_dir else None
-    if path is None or not path.is_file():
+    if rows_dir is None or not _row_path(rows_dir, name).is_file():
         return None
-    saved = json.loads(path.read_text())
+    saved = json.loads(_row_path(rows_dir, name).read_text())
     return saved["row"] if saved.get("settings") == settings else None
 
 

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from conftest import REPO, SAMPLE_DATA
-from lib.experiments import data_label, load_rows, results_markdown
+from lib.experiments import data_label, load_rows, recorded_flags, results_markdown
+from lib.results import write_json
 
 SCRIPT = REPO / "scripts" / "run_task_experiments.sh"
 EXPERIMENTS = ("baseline", "exp1", "exp2", "exp3", "exp4", "exp5", "exp6")
@@ -308,11 +309,6 @@ def test_failed_step_stops_and_names_its_log(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "logs").iterdir()) == ["eval_dense.log"]  # nothing after it
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-
-
 def eval_report(ppl, exact, f1, strict, flexible, boolq, squad_nll, gsm8k_nll) -> dict:
     """The key layout of scripts/eval_tasks.py (lib/tasks.py), fractions in [0, 1]."""
     return {
@@ -356,3 +352,12 @@ def test_summary_from_hand_written_reports(tmp_path):
     write_json(out / "exp5" / "eval.json", {**eval_report(650.0, 0.125, 0.35, 0.0, 0.0, 0.4375, 2.25, 3.75),
                                            "settings": {"limit": {"squad": 200}, "seqlen": 256, "eval_windows": 8}})
     assert "different settings (limit)" in results_markdown(load_rows(out))
+
+
+def test_recorded_flags_take_only_their_own_values(tmp_path):
+    marker = tmp_path / "markers" / "ft_exp1.done"
+    marker.parent.mkdir()
+    marker.write_text("python ft.py --learning_rate 2e-5 --bf16 --warmup_ratio 0.1 --max_steps -1 --sparsity_ratios 0.35 0.45 0.2 --seed 0\n")
+    flags = ("--learning_rate", "--bf16", "--max_steps", "--sparsity_ratios")
+    assert recorded_flags(tmp_path, "ft_", flags) == "--learning_rate 2e-5 --bf16 --max_steps -1 --sparsity_ratios 0.35 0.45 0.2"
+    assert recorded_flags(tmp_path, "prune_", flags) is None

@@ -196,7 +196,8 @@ def check_training_args(training_args, model_args: ModelArguments) -> None:
 
 
 def finetune_output(training_args) -> Output:
-    return Output("--output_dir", training_args.output_dir, "finetune")
+    return Output("--output_dir", training_args.output_dir, "finetune",
+                  force="pass --overwrite_output_dir to write into it anyway (nothing is deleted)")
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -15,6 +15,14 @@ An output counts as this toolkit's own when it carries a marker: the file `MARKE
 directory, the key `MARKER_KEY` in a JSON report. Only such an output, an empty directory or a
 missing path is replaced; `overwrite=True` (the CLIs' `--overwrite`) replaces anything else.
 Temporaries are `.NAME.partial-PID` and `.NAME.old-PID` beside the target, the lock `.NAME.lock`.
+
+A CLI adds an output in two places (see main_block_three_tier.py):
+
+    outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model")]
+    with claim_outputs(outputs, inputs={"--model": args.model}, overwrite=args.overwrite):
+        ...  # load, prune, evaluate
+        with atomic_dir(args.save, "results", args.overwrite, "--save") as tmp:
+            write_json(tmp / "results.json", report)
 """
 
 from __future__ import annotations
@@ -45,12 +53,13 @@ class OutputError(ValueError):
 
 @dataclass(frozen=True)
 class Output:
-    """One path a CLI writes: `flag` names it in messages, `kind` goes into its marker."""
+    """One path a CLI writes: `flag` names it in messages, `kind` goes into its marker; `force` is how to override."""
 
     flag: str
     path: str | Path | None
     kind: str
     is_file: bool = False
+    force: str = "pass --overwrite to replace it"
 
 
 def marker(kind: str) -> dict[str, Any]:
@@ -68,6 +77,8 @@ def is_own_output(path: str | Path) -> bool:
     path = Path(path)
     if path.is_dir():
         return (path / MARKER_FILE).is_file()
+    if path.suffix != ".json":
+        return False
     try:
         return MARKER_KEY in json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError, TypeError):
@@ -82,7 +93,7 @@ def existing_problem(output: Output, path: Path) -> str | None:
     if output.is_file and path.is_dir():
         return f"{what} is a directory; name a file (e.g. {path / 'report.json'})"
     if not output.is_file and not path.is_dir():
-        return f"{what} is an existing file; choose another path, or pass --overwrite to replace it"
+        return f"{what} is an existing file; choose another path, or {output.force}"
     if is_own_output(path):
         return None
     if path.is_dir():
@@ -90,8 +101,8 @@ def existing_problem(output: Output, path: Path) -> str | None:
         if not entries:
             return None
         return (f"{what} holds {len(entries)} entries this toolkit did not write (e.g. {entries[0]!r}); "
-                "choose another path, or pass --overwrite to replace the whole directory")
-    return f"{what} is a file this toolkit did not write; choose another path, or pass --overwrite to replace it"
+                f"choose another path, or {output.force}")
+    return f"{what} is a file this toolkit did not write; choose another path, or {output.force}"
 
 
 def _overlap(a: Path, b: Path) -> str | None:
@@ -148,7 +159,7 @@ def remove_stale_temporaries(path: Path) -> None:
     its two renames: it is moved back to `path`. Call with the lock of `path` held.
     """
     prefix = f".{path.name}."
-    for temp in path.parent.glob(f".{glob_escape(path.name)}.*-*"):
+    for temp in path.parent.glob(f".{_glob_escape(path.name)}.*-*"):
         match = _TEMPORARY.search(temp.name)
         if not match or temp.name[: match.start() + 1] != prefix:
             continue
@@ -162,7 +173,7 @@ def remove_stale_temporaries(path: Path) -> None:
                 logger.info("removed %s (left by the process %d, which has ended)", temp, pid)
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 

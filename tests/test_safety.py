@@ -4,7 +4,6 @@ settings are refused, and the fine-tune CLIs end in one-line errors (tiny models
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -119,8 +118,10 @@ def test_finetune_output_dir_that_is_the_model_or_a_file_is_refused(tiny_llama_d
     foreign.mkdir()
     (foreign / "paper.tex").write_text("draft")
     before = listing(tmp_path)
-    for output_dir, message in ((model, "is the same path as --model_name_or_path"), (model / "ft", "is inside"),
-                                (a_file, "is an existing file"), (foreign, "did not write")):
+    refusals = {model: "is the same path as --model_name_or_path", model / "ft": "is inside",
+                a_file: "is an existing file",
+                foreign: "did not write (e.g. 'paper.tex'); choose another path, or pass --overwrite_output_dir"}
+    for output_dir, message in refusals.items():
         with pytest.raises(SystemExit) as exit_info:
             parse_args("squad", ["--model_name_or_path", str(model), "--output_dir", str(output_dir)])
         err = capsys.readouterr().err.strip()

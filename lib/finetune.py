@@ -191,6 +191,8 @@ def check_training_args(training_args, model_args: ModelArguments) -> None:
         raise ValueError(f"--learning_rate must be >= 0, got {training_args.learning_rate}")
     if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
         raise ValueError(f"--num_train_epochs must be positive (or --max_steps > 0), got {training_args.num_train_epochs}")
+    if Path(training_args.output_dir).is_file():
+        raise ValueError(f"--output_dir {training_args.output_dir} is a file; name a directory")
     check_outputs([finetune_output(training_args)], {"--model_name_or_path": model_args.model_name_or_path},
                   model_args.overwrite_output_dir)
 
@@ -590,8 +592,9 @@ def setup_logging(training_args) -> None:
 
 
 def fail(message: Any) -> NoReturn:
-    """Exit with a one-line error (the fine-tune CLIs' way of reporting bad input)."""
-    raise SystemExit(f"error: {' '.join(str(message).split())}")
+    """Exit with status 2 and a one-line error on stderr, like the other CLIs."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:

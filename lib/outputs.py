@@ -164,13 +164,17 @@ def remove_stale_temporaries(path: Path) -> None:
         if not match or temp.name[: match.start() + 1] != prefix:
             continue
         pid = int(match.group(2))
-        if pid == os.getpid() or not _pid_alive(pid):
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        try:
             if match.group(1) == "old" and not os.path.lexists(path):
                 temp.rename(path)
                 logger.warning("restored %s from %s (left by the interrupted process %d)", path, temp.name, pid)
             else:
                 _remove(temp)
                 logger.info("removed %s (left by the process %d, which has ended)", temp, pid)
+        except OSError as err:  # cleaning up is a courtesy: never a reason to fail the run
+            logger.warning("could not remove the stale %s: %s", temp, err)
 
 
 def _glob_escape(name: str) -> str:

@@ -119,7 +119,7 @@ def test_finetune_output_dir_that_is_the_model_or_a_file_is_refused(tiny_llama_d
     (foreign / "paper.tex").write_text("draft")
     before = listing(tmp_path)
     refusals = {model: "is the same path as --model_name_or_path", model / "ft": "is inside",
-                a_file: "is an existing file",
+                a_file: "is a file; name a directory",
                 foreign: "did not write (e.g. 'paper.tex'); choose another path, or pass --overwrite_output_dir"}
     for output_dir, message in refusals.items():
         with pytest.raises(SystemExit) as exit_info:
@@ -328,7 +328,7 @@ def finetune_argv(model_dir, data_dir, output_dir, *extra) -> list[str]:
             "--disable_tqdm", "true", "--dataloader_num_workers", "0", *extra]
 
 
-def test_finetune_malformed_data_file_is_one_line(tiny_llama_dir, tmp_path, monkeypatch):
+def test_finetune_malformed_data_file_is_one_line(tiny_llama_dir, tmp_path, monkeypatch, capsys):
     from lib.finetune import main
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
@@ -337,12 +337,11 @@ def test_finetune_malformed_data_file_is_one_line(tiny_llama_dir, tmp_path, monk
     (data / "gsm8k" / "train.jsonl").write_text('{"question": "1+1?", "answer": "2\\n#### 2"}\n{"question": \n')
     with pytest.raises(SystemExit) as exit_info:
         main("gsm8k", finetune_argv(tiny_llama_dir, data, tmp_path / "ft", "--max_steps", "1"))
-    message = str(exit_info.value.code)
-    assert message.startswith("error: ") and "train.jsonl:2: invalid JSON" in message and "\n" not in message
+    assert "train.jsonl:2: invalid JSON" in one_line_error(capsys, exit_info.value.code)
     assert not (tmp_path / "ft" / "model.safetensors").exists()
 
 
-def test_finetune_resume_skips_a_checkpoint_killed_while_written(tiny_llama_dir, tmp_path, monkeypatch, caplog):
+def test_finetune_resume_skips_a_checkpoint_killed_while_written(tiny_llama_dir, tmp_path, monkeypatch, caplog, capsys):
     from lib.finetune import main, resolve_resume
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
@@ -354,14 +353,17 @@ def test_finetune_resume_skips_a_checkpoint_killed_while_written(tiny_llama_dir,
     with caplog.at_level("WARNING"):
         assert resolve_resume("latest", str(output_dir)) == str(output_dir / "checkpoint-1")
     assert f"skipping the incomplete checkpoint {broken}: it has a missing, empty or truncated optimizer.pt" in caplog.text
+    capsys.readouterr()  # the first run's log
     with pytest.raises(SystemExit) as exit_info:
         main("gsm8k", finetune_argv(tiny_llama_dir, SAMPLE_DATA, output_dir, "--max_steps", "3",
                                     "--resume_from_checkpoint", str(broken)))
-    message = str(exit_info.value.code)
-    assert message == (f"error: --resume_from_checkpoint {broken} has a missing, empty or truncated optimizer.pt: pass "
-                       "a complete checkpoint, or `latest` for the latest complete one under --output_dir")
-    results = main("gsm8k", finetune_argv(tiny_llama_dir, SAMPLE_DATA, output_dir, "--max_steps", "3",
-                                          "--save_strategy", "no", "--resume_from_checkpoint", "latest"))
-    state = json.loads((output_dir / "trainer_state.json").read_text())
-    assert state["global_step"] == 3 and results["train"]["train_samples"] >= 1
+    assert one_line_error(capsys, exit_info.value.code) == (
+        f"error: --resume_from_checkpoint {broken} has a missing, empty or truncated optimizer.pt: pass "
+        "a complete checkpoint, or `latest` for the latest complete one under --output_dir")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        main("gsm8k", finetune_argv(tiny_llama_dir, SAMPLE_DATA, output_dir, "--max_steps", "3",
+                                    "--save_strategy", "no", "--resume_from_checkpoint", "latest"))
+    assert f"resuming from {output_dir / 'checkpoint-1'}, the latest complete checkpoint" in caplog.text
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
     assert (output_dir / MARKER_FILE).is_file() and not list(tmp_path.glob(".ft.*"))

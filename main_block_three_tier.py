@@ -22,10 +22,11 @@ import torch
 
 from lib.data import DATASET_NAMES, get_loaders, parse_mixture
 from lib.masks import TIER_NAMES
-from lib.models import DEFAULT_MODEL, ModelLoadError, effective_seqlen, load_model, model_label, save_model
+from lib.models import DEFAULT_MODEL, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label, save_model
 from lib.perplexity import perplexity
-from lib.prune import PRUNE_METHODS, SPARSITY_TYPES, TIER_SCOPES, PruneConfig, measure_sparsity, prune_model
-from lib.results import Timer, atomic_dir, environment_info, write_json
+from lib.outputs import Output, OutputError, atomic_dir, claim_outputs
+from lib.prune import PRUNE_METHODS, SPARSITY_TYPES, TIER_SCOPES, PruneConfig, check_block_fits, measure_sparsity, prune_model
+from lib.results import Timer, environment_info, write_json
 from lib.tier_io import TIER_MAP_FILE, save_tier_maps
 
 logger = logging.getLogger("main_block_three_tier")
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     p.add_argument("--save", default=None, help="results directory (results.json, log, tier maps, heat map)")
     p.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --save/--save_model replace an existing path this toolkit did not write (default: refuse)")
     p.add_argument("--eval_windows", type=int, default=None, help="evaluate perplexity on the first N windows (default all)")
     p.add_argument("--eval_batch_size", type=int, default=1)
     p.add_argument("--no_eval", action="store_true", help="skip the perplexity evaluation")
@@ -118,12 +121,21 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--nsamples must be positive, got {args.nsamples}")
     if args.eval_windows is not None and args.eval_windows <= 0:
         raise ValueError(f"--eval_windows must be positive, got {args.eval_windows}")
+    check_seqlen(args.seqlen)
     parse_mixture(args.calibration_dataset)  # fail before loading the model
+    outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model")]
+    with claim_outputs(outputs, inputs={"--model": args.model}, overwrite=args.overwrite):
+        return prune_and_save(args, config)
+
+
+def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
+    """Load, calibrate, prune, evaluate and write the outputs (claimed by `run`)."""
     set_seed(args.seed)
     timer = Timer()
     start = time.perf_counter()
     with timer("load"):
         model, tokenizer = load_model(args.model, args.dtype, args.device, args.device_map)
+    check_block_fits(model, config)  # before calibration data is even tokenized
     seqlen = effective_seqlen(model, args.seqlen)
     with timer("data"):
         trainloader, testenc = get_loaders(
@@ -158,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
     metadata = {"block_size": config.block_size, "ratios": list(config.ratios), "topk_per_block": config.topk_per_block,
                 "tier_scope": config.tier_scope, "owl": config.owl, "model": args.model}
     if args.save:
-        with atomic_dir(args.save) as out:
+        with atomic_dir(args.save, "results", args.overwrite, "--save") as out:
             write_json(out / "results.json", report)
             with open(out / f"log_{model_label(args.model)}.txt", "w") as f:
                 f.write("method\tactual_sparsity\tppl_test\n")
@@ -170,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
                 plot_tier_maps(result.tier_maps, out / "tier_map.png", title=f"{args.model} {report['method']}")
         logger.info("results written to %s", args.save)
     if args.save_model:
-        with atomic_dir(args.save_model) as out:
+        with atomic_dir(args.save_model, "model", args.overwrite, "--save_model") as out:
             save_model(model, tokenizer, out)
             if result.tier_maps:
                 save_tier_maps(out / TIER_MAP_FILE, result.tier_maps, metadata)
@@ -184,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ValueError, ModelLoadError, FileNotFoundError) as err:
+    except (ValueError, ModelLoadError, FileNotFoundError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

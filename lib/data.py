@@ -302,6 +302,10 @@ def _task_samples(
     examples, origin = task_examples(task, "train", data_dir)
     if not examples:
         raise DataError(f"the {task} train split ({origin}) holds no examples")
+    if packing == "none" and n > len(examples):  # repeating examples would weight some of them twice, silently
+        raise DataError(f"--calibration_packing none takes one {task} example per sample, and {n} samples need "
+                        f"{n} examples but the {task} train split has {len(examples)}: lower --nsamples to at "
+                        f"most {len(examples)} or use --calibration_packing concat")
     cache = _TOKEN_CACHE.setdefault((tok_key, origin, task), {})
     stream = _ExampleStream(lambda i: TASK_TEXT[task](examples[i]), len(examples), tokenizer, cache, seed)
     samples = []

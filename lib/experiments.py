@@ -64,6 +64,7 @@ class Row:
     metrics: dict[tuple[str, str], float] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    missing: bool = False  # an expected row whose eval.json is not there
 
 
 def data_label(name: str | None) -> str:
@@ -90,30 +91,14 @@ def _natural_key(name: str) -> tuple:
     return (0, 0, "") if name == "baseline" else (1, int(m.group()) if (m := re.search(r"\d+", name)) else 0, name)
 
 
+def _finetuned_label(name: str) -> str:
+    return "Baseline" if name == "baseline" else re.sub(r"^exp(\d+)$", r"Exp \1", name)
+
+
 def load_row(out: Path, eval_path: Path) -> Row:
     """The row of one eval.json under `out`, with what its location and the reports beside it say."""
+    row = describe_row(out, eval_path.parent)
     report = json.loads(eval_path.read_text())
-    parts = eval_path.parent.relative_to(out).parts
-    name = "/".join(parts) or "."
-    row = Row(name=name, kind="other", label=name)
-    if parts == ("dense",):
-        row.kind, row.label = "dense", "Dense (no pruning, no FT)"
-    elif len(parts) == 2 and parts[0] == "pruned":
-        row.kind = "pruned"
-        row.calibration, row.sparsity = _pruned_info(out, parts[1])
-        row.label = f"Pruned {data_label(row.calibration or parts[1])}, before FT"
-    elif len(parts) == 1:
-        finetune = _read(eval_path.parent / "model" / "finetune_results.json")
-        if finetune is not None:
-            row.kind = "finetuned"
-            row.label = "Baseline" if name == "baseline" else re.sub(r"^exp(\d+)$", r"Exp \1", name)
-            task = finetune["task"]
-            row.finetuning = finetune["data_args"].get("dataset_name", "wikitext2") if task == "lm" else task
-            tag = Path(finetune["model_name_or_path"]).parent.name
-            row.reference = f"pruned/{tag}"
-            row.calibration = _pruned_info(out, tag)[0]
-            sparsity = _read(eval_path.parent / "model" / "sparsity.json")
-            row.sparsity = sparsity["end"]["sparsity"] if sparsity else None
     for task, metrics in report.get("metrics", {}).items():
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
@@ -123,10 +108,47 @@ def load_row(out: Path, eval_path: Path) -> Row:
     return row
 
 
-def load_rows(out: str | Path) -> list[Row]:
-    """Every eval.json under `out` as a row: dense, pruned (in calibration order), fine-tuned (baseline, exp1, ...)."""
+def describe_row(out: Path, row_dir: Path) -> Row:
+    """A row without metrics: what the location `row_dir` under `out` and the reports there say."""
+    parts = row_dir.relative_to(out).parts
+    name = "/".join(parts) or "."
+    row = Row(name=name, kind="other", label=name)
+    if parts == ("dense",):
+        row.kind, row.label = "dense", "Dense (no pruning, no FT)"
+    elif len(parts) == 2 and parts[0] == "pruned":
+        row.kind = "pruned"
+        row.calibration, row.sparsity = _pruned_info(out, parts[1])
+        row.label = f"Pruned {data_label(row.calibration or parts[1])}, before FT"
+    elif len(parts) == 1:
+        finetune = _read(row_dir / "model" / "finetune_results.json")
+        if finetune is not None:
+            row.kind = "finetuned"
+            row.label = _finetuned_label(name)
+            task = finetune["task"]
+            row.finetuning = finetune["data_args"].get("dataset_name", "wikitext2") if task == "lm" else task
+            tag = Path(finetune["model_name_or_path"]).parent.name
+            row.reference = f"pruned/{tag}"
+            row.calibration = _pruned_info(out, tag)[0]
+            sparsity = _read(row_dir / "model" / "sparsity.json")
+            row.sparsity = sparsity["end"]["sparsity"] if sparsity else None
+        elif re.fullmatch(r"baseline|exp\d+", name):
+            row.kind, row.label = "finetuned", _finetuned_label(name)
+    return row
+
+
+def load_rows(out: str | Path, expected: list[str] = ()) -> list[Row]:
+    """Every eval.json under `out` as a row: dense, pruned (in calibration order), fine-tuned (baseline, exp1, ...).
+
+    `expected` names rows ("dense", "pruned/wikitext2", "exp1") that must appear: one without an
+    eval.json is a row with `missing` set and no metrics.
+    """
     out = Path(out)
     rows = [load_row(out, path) for path in out.rglob(EVAL_FILE) if "model" not in path.relative_to(out).parts]
+    found = {row.name for row in rows}
+    for name in expected:
+        if name not in found:
+            rows.append(describe_row(out, out / name))
+            rows[-1].missing = True
 
     def key(row: Row) -> tuple:
         calibration = row.calibration or ""
@@ -161,7 +183,8 @@ def results_table(rows: list[Row]) -> list[str]:
         sparsity = "not pruned" if row.kind == "dense" else ("—" if row.sparsity is None else f"{100 * row.sparsity:.2f}%")
         finetuning = "none" if row.kind in ("dense", "pruned") else data_label(row.finetuning)
         calibration = "none" if row.kind == "dense" else data_label(row.calibration)
-        lines.append([row.label, calibration, finetuning, sparsity]
+        label = f"{row.label} (**no data**)" if row.missing else row.label
+        lines.append([label, calibration, finetuning, sparsity]
                      + [format_value(row.metrics.get((task, key)), kind) for task, key, _, kind in metrics])
     return _markdown_table(header, lines)
 
@@ -197,6 +220,13 @@ def change_table(rows: list[Row]) -> list[str]:
 def settings_notes(rows: list[Row]) -> list[str]:
     """What the numbers rest on: examples per task, perplexity windows, generation lengths; mismatches flagged."""
     notes = []
+    missing = [row for row in rows if row.missing]
+    if missing:
+        notes.append("**No data** for " + ", ".join(f"{row.label} (no {row.name}/{EVAL_FILE})" for row in missing)
+                     + ": rerun scripts/run_task_experiments.sh with the same OUT to redo those steps.")
+    rows = [row for row in rows if not row.missing]
+    if not rows:
+        return notes
     first = rows[0]
     counts = first.counts
     parts = []

@@ -20,6 +20,7 @@ The entry points in `dense_ft/` are one line each: `main("squad")`,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,20 +30,20 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import torch
 from torch import nn
 
 from lib.models import (
     DEFAULT_MODEL,
-    ModelLoadError,
     decoder_linear_weights,
     load_model,
     load_tokenizer,
     measure_sparsity,
     resolve_model_path,
 )
+from lib.outputs import Output, OutputError, check_outputs, claim_outputs, write_marker
 from lib.prompts import gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
 from lib.results import environment_info, write_json
 from lib.tier_io import TIER_MAP_FILE, load_tier_maps
@@ -81,6 +82,11 @@ class ModelArguments:
         metadata={"help": "Keep the zero pattern of the decoder Linear weights (gradient masking + re-masking "
                   "after every optimizer step). --no_preserve_sparsity is plain Trainer fine-tuning, which "
                   "densifies a pruned model."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write into an --output_dir that holds files this toolkit did not write (default: refuse; "
+                  "nothing is deleted either way)."},
     )
     min_layer_sparsity: float = field(
         default=0.01,
@@ -169,6 +175,106 @@ def check_precision(bf16: bool, fp16: bool, use_cpu: bool) -> None:
     if bf16 and cuda and not torch.cuda.is_bf16_supported():
         raise ValueError(f"--bf16 needs an Ampere or newer GPU; {torch.cuda.get_device_name(0)} has no bfloat16 "
                          "support: use --fp16 instead")
+
+
+def check_training_args(training_args, model_args: ModelArguments) -> None:
+    """One-line ValueErrors for the TrainingArguments values this module relies on, and the --output_dir rule.
+
+    --output_dir must not be a file, the input model (or inside / around it), or a directory with
+    content this toolkit did not write (unless --overwrite_output_dir); an earlier fine-tune's
+    directory is fine (the Trainer resumes or rewrites its own files there).
+    """
+    for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training_args, flag) <= 0:
+            raise ValueError(f"--{flag} must be at least 1, got {getattr(training_args, flag)}")
+    if training_args.learning_rate < 0:
+        raise ValueError(f"--learning_rate must be >= 0, got {training_args.learning_rate}")
+    if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
+        raise ValueError(f"--num_train_epochs must be positive (or --max_steps > 0), got {training_args.num_train_epochs}")
+    if Path(training_args.output_dir).is_file():
+        raise ValueError(f"--output_dir {training_args.output_dir} is a file; name a directory")
+    check_outputs([finetune_output(training_args)], {"--model_name_or_path": model_args.model_name_or_path},
+                  model_args.overwrite_output_dir)
+
+
+def finetune_output(training_args) -> Output:
+    return Output("--output_dir", training_args.output_dir, "finetune",
+                  force="pass --overwrite_output_dir to write into it anyway (nothing is deleted)")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_STATE = "trainer_state.json"
+CHECKPOINT_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+CHECKPOINT_ZIPS = ("optimizer.pt", "scheduler.pt")  # torch.save zip archives the Trainer needs to resume exactly
+RESUME_LATEST = ("latest", "true", "True")
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the Trainer checkpoint directory `path` cannot be resumed from, or None when it is complete.
+
+    Checks what a kill during `_save_checkpoint` leaves broken, cheaply: trainer_state.json parses,
+    the weights file is non-empty with a readable safetensors header, optimizer.pt and
+    scheduler.pt are complete zip archives (torch.save's format; a truncated one has no end record).
+    """
+    import zipfile
+
+    if not path.is_dir():
+        return "is not a directory"
+    try:
+        json.loads((path / CHECKPOINT_STATE).read_text())
+    except (OSError, ValueError) as err:
+        return f"has no readable {CHECKPOINT_STATE} ({err.__class__.__name__})"
+    weights = next((path / name for name in CHECKPOINT_WEIGHTS if (path / name).is_file()), None)
+    if weights is None or weights.stat().st_size == 0:
+        return f"has no model weights ({' / '.join(CHECKPOINT_WEIGHTS)}) or an empty one"
+    if weights.name == "model.safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(weights, "pt") as f:
+                f.keys()
+        except Exception as err:  # safetensors raises its own error types for a truncated header
+            return f"has an unreadable {weights.name} ({err.__class__.__name__})"
+    for name in CHECKPOINT_ZIPS:
+        if not (path / name).is_file() or not zipfile.is_zipfile(path / name):
+            return f"has a missing, empty or truncated {name}"
+    return None
+
+
+def latest_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The highest-step complete `checkpoint-N` under `output_dir`; broken ones above it are logged and skipped."""
+    steps = sorted((int(p.name.split("-")[1]), p) for p in output_dir.glob("checkpoint-*")
+                   if p.name.split("-")[1].isdigit())
+    for _, path in reversed(steps):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("skipping the incomplete checkpoint %s: it %s", path, problem)
+    return None
+
+
+class ResumeError(ValueError):
+    """--resume_from_checkpoint names a checkpoint that cannot be resumed from."""
+
+
+def resolve_resume(value: str | None, output_dir: str) -> str | None:
+    """--resume_from_checkpoint: a checkpoint path (must be complete), or `latest` (the latest complete one
+    under --output_dir; none: start from scratch). Raises ValueError naming a broken explicit checkpoint."""
+    if value is None:
+        return None
+    if value in RESUME_LATEST:
+        latest = latest_complete_checkpoint(Path(output_dir))
+        if latest is None:
+            logger.info("no complete checkpoint under %s: training from the start", output_dir)
+            return None
+        logger.info("resuming from %s, the latest complete checkpoint", latest)
+        return str(latest)
+    problem = checkpoint_problem(Path(value))
+    if problem:
+        raise ResumeError(f"--resume_from_checkpoint {value} {problem}: pass a complete checkpoint, or "
+                         "`latest` for the latest complete one under --output_dir")
+    return value
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -464,7 +570,9 @@ def parse_args(task: str, argv: Sequence[str] | None = None):
         check_precision(bool(values.get("bf16")), bool(values.get("fp16")), bool(values.get("use_cpu")))
         if not torch.cuda.is_available():
             values["use_cpu"] = True  # without it the Trainer runs each torchrun process alone on a CPU machine
-        return parser.parse_dict(values)
+        model_args, data_args, training_args = parser.parse_dict(values)
+        check_training_args(training_args, model_args)
+        return model_args, data_args, training_args
     except ValueError as err:  # one line, without argparse's usage block (hundreds of Trainer flags)
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(err).split())}\n")
 
@@ -483,12 +591,42 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
-def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Fine-tune for `task` ("squad", "gsm8k" or "lm") from command-line arguments; return the results dict."""
-    from transformers import Trainer, set_seed
+def fail(message: Any) -> NoReturn:
+    """Exit with status 2 and a one-line error on stderr, like the other CLIs."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(2)
 
+
+def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Fine-tune for `task` ("squad", "gsm8k" or "lm") from command-line arguments; return the results dict.
+
+    Before any loading: --output_dir is checked (see `check_training_args`), locked against a second
+    run writing it and marked as this toolkit's, and --resume_from_checkpoint is resolved to a
+    complete checkpoint.
+    """
     model_args, data_args, training_args = parse_args(task, argv)
     setup_logging(training_args)
+    main_process = training_args.process_index == 0
+    claim = contextlib.nullcontext()
+    if main_process:
+        claim = claim_outputs([finetune_output(training_args)], {"--model_name_or_path": model_args.model_name_or_path},
+                              model_args.overwrite_output_dir)
+    try:
+        training_args.resume_from_checkpoint = resolve_resume(training_args.resume_from_checkpoint,
+                                                              training_args.output_dir)
+        with claim:
+            if main_process:
+                Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+                write_marker(training_args.output_dir, "finetune")
+            return train(task, model_args, data_args, training_args)
+    except (OutputError, ResumeError) as err:
+        fail(err)
+
+
+def train(task: str, model_args: ModelArguments, data_args: DataArguments, training_args) -> dict[str, Any]:
+    """Load the model and data, fine-tune with the sparsity mask, save the model and the reports."""
+    from transformers import Trainer, set_seed
+
     set_seed(training_args.seed)
     started = time.perf_counter()
 
@@ -499,14 +637,13 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
                                           device=str(training_args.device))
             if model_args.tokenizer_name:
                 tokenizer = load_tokenizer(model_args.tokenizer_name)
-        except ModelLoadError as err:
-            raise SystemExit(f"error: {err}") from None
-        train_set, eval_set = load_datasets(task, data_args, tokenizer, training_args.seed)
+            train_set, eval_set = load_datasets(task, data_args, tokenizer, training_args.seed)
+        except (ValueError, OSError) as err:  # ModelLoadError, DataError (malformed or missing data files)
+            fail(err)
     source_dir = Path(resolve_model_path(model_args.model_name_or_path))
     logger.info("%s: %d training and %d evaluation examples", task, len(train_set), len(eval_set))
     if not eval_set and training_args.eval_strategy != "no":
-        raise SystemExit(f"error: --eval_strategy {training_args.eval_strategy} needs evaluation data; "
-                         "drop --max_eval_samples 0")
+        fail(f"--eval_strategy {training_args.eval_strategy} needs evaluation data; drop --max_eval_samples 0")
 
     start = measure_sparsity(model)
     mask = record_mask(model, model_args, source_dir, start)

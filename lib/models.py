@@ -120,9 +120,16 @@ def resolve_model_path(name_or_path: str) -> str:
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {path} does not exist")
         return str(convert_gguf(path))
+    if not path.exists() and looks_local(name_or_path):
+        raise ModelLoadError(f"model path {name_or_path} does not exist")
     if path.exists() and not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json: pass a model directory, a .gguf file, a Hub id or {DEFAULT_MODEL!r}")
     return name_or_path
+
+
+def looks_local(name_or_path: str) -> bool:
+    """True for what can only be a local path (/x, ./x, ../x, ~/x, a/b/c); a Hub id is at most `org/name`."""
+    return name_or_path.startswith(("/", ".", "~")) or name_or_path.count(os.sep) > 1
 
 
 def load_tokenizer(name_or_path: str):
@@ -163,7 +170,8 @@ def load_model(
     except OSError as err:
         raise ModelLoadError(
             f"cannot load model {name_or_path!r} ({err.__class__.__name__}: {str(err).splitlines()[0]}); "
-            f"pass a local directory, a .gguf file or {DEFAULT_MODEL!r} when the Hub is unreachable"
+            + ("" if Path(name_or_path).exists() else "no local path of that name exists; ")
+            + f"pass a local directory, a .gguf file or {DEFAULT_MODEL!r} when the Hub is unreachable"
         ) from err
     check_supported(model)
     if device_map is None:
@@ -226,10 +234,15 @@ def model_device(model: nn.Module) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
+def check_seqlen(seqlen: int) -> None:
+    """A window must hold at least two tokens: one to predict from, one to predict."""
+    if seqlen < 2:
+        raise ValueError(f"--seqlen must be at least 2 tokens, got {seqlen}")
+
+
 def effective_seqlen(model: nn.Module, seqlen: int) -> int:
     """`seqlen` capped at the model's max_position_embeddings (never defaulted to it)."""
-    if seqlen <= 0:
-        raise ValueError(f"--seqlen must be positive, got {seqlen}")
+    check_seqlen(seqlen)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and seqlen > limit:
         logger.warning("--seqlen %d exceeds max_position_embeddings %d; using %d", seqlen, limit, limit)

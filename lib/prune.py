@@ -81,8 +81,9 @@ class PruneConfig:
         if self.sparsity_type == "three_tier":
             check_ratios(self.ratios)
             check_block_size(self.block_size)
-            if self.topk_per_block < 0:
-                raise ValueError(f"--topk_per_block must be >= 0, got {self.topk_per_block}")
+            if not 0 <= self.topk_per_block <= self.block_size**2:
+                raise ValueError(f"--topk_per_block must be in [0, {self.block_size**2}] (the block area "
+                                 f"{self.block_size}x{self.block_size}), got {self.topk_per_block}")
         elif self.sparsity_type == "unstructured" and not 0.0 <= self.sparsity_ratio < 1.0:
             raise ValueError(f"--sparsity_ratio must be in [0, 1), got {self.sparsity_ratio}")
         if self.owl and self.sparsity_type != "three_tier":
@@ -101,6 +102,23 @@ class PruneConfig:
     @property
     def needs_profile(self) -> bool:
         return self.sparsity_type == "three_tier" and (self.tier_scope == "model" or self.owl)
+
+
+def check_block_fits(model: nn.Module, config: PruneConfig) -> None:
+    """Raise ValueError naming the smallest decoder Linear when --block_size exceeds one of its sides.
+
+    A block wider than the matrix makes every block partial (a 1000-wide block on 576-wide matrices
+    ranks one block per matrix: all "top-k", 99.99% sparsity). Cheap: reads the weight shapes only.
+    """
+    if config.sparsity_type != "three_tier":
+        return
+    prefix = LAYER_PATHS[model.config.model_type]
+    shapes = {f"{prefix}.{i}.{name}": tuple(linear.weight.shape)
+              for i, layer in enumerate(get_decoder_layers(model)) for name, linear in find_linears(layer).items()}
+    name, shape = min(shapes.items(), key=lambda item: min(item[1]))
+    if config.block_size > min(shape):
+        raise ValueError(f"--block_size {config.block_size} exceeds the smallest side of {name} "
+                         f"({shape[0]} x {shape[1]}); use at most {min(shape) - min(shape) % 4}")
 
 
 @dataclass
@@ -306,6 +324,7 @@ def prune_model(
     profile: a `profile_model` result of the same dense model, samples, block size and
     owl_m, to reuse across configurations (model scope / OWL); computed here when None.
     """
+    check_block_fits(model, config)
     result = PruneResult()
     timer = Timer()
     layers = get_decoder_layers(model)

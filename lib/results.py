@@ -1,4 +1,4 @@
-"""The one results writer: atomic output directories, JSON files and run metadata."""
+"""JSON results files and run metadata; output paths and atomic directories are lib.outputs' (re-exported)."""
 
 from __future__ import annotations
 
@@ -7,37 +7,14 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from lib.outputs import atomic_dir  # noqa: F401 (the output rule lives in lib.outputs)
+
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory that replaces `path` only when the block succeeds.
-
-    An interrupted or failed run leaves `path` as it was (absent, or the previous
-    complete result) and removes the partial directory.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -45,8 +22,13 @@ def write_json(path: str | Path, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.write_text(json_text(data))
     tmp.rename(path)
+
+
+def json_text(data: Any) -> str:
+    """The JSON text every results file uses: indented, insertion order, tensors and paths converted."""
+    return json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 
 def _json_default(value: Any) -> Any:

@@ -39,6 +39,7 @@ from lib.data import get_loaders
 from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
 from lib.perplexity import perplexity
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
+from lib.outputs import Output, OutputError, check_outputs, write_output_json
 from lib.results import environment_info, write_json
 
 logger = logging.getLogger("bench_quality")
@@ -94,6 +95,11 @@ def main() -> int:
     parser.add_argument("--output", default=None, help="also write the table as JSON here")
     parser.add_argument("--rows_dir", default=None, help="save each finished row here and reuse rows saved with the same settings")
     args = parser.parse_args()
+    output = Output("--output", args.output, "bench_quality", is_file=True)
+    try:
+        check_outputs([output], {"--model": args.model})  # before hours of pruning, not after
+    except OutputError as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     configs = configurations(args.only)
     settings = {k: getattr(args, k) for k in ("model", "data_dir", "nsamples", "seqlen", "eval_windows", "seed")}
@@ -145,7 +151,8 @@ def main() -> int:
         ratio = f"{row['ppl_over_dense']:.2f}" if dense_ppl else "-"
         print(f"{name:<34}{row['sparsity']:>10.4f}{row['ppl']:>10.2f}{ratio:>11}{row['prune_s']:>9.1f}{row['eval_s']:>8.1f}", flush=True)
     if args.output:
-        write_json(args.output, {"settings": vars(args), "environment": environment_info(), "rows": list(rows.values())})
+        write_output_json(args.output, {"settings": vars(args), "environment": environment_info(),
+                                        "rows": list(rows.values())}, output.kind)
     return 0
 
 

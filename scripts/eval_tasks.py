@@ -25,8 +25,9 @@ if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `li
 import numpy as np
 import torch
 
-from lib.models import DEFAULT_MODEL, DTYPES, ModelLoadError, effective_seqlen, load_model, model_label
-from lib.results import environment_info, write_json
+from lib.models import DEFAULT_MODEL, DTYPES, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label
+from lib.outputs import Output, OutputError, claim_outputs, write_output_json
+from lib.results import environment_info
 from lib.tasks import EXAMPLE_TASKS, PERPLEXITY_TASKS, TASKS, BackendError, check_tasks, evaluate_tasks, require_lm_eval
 
 logger = logging.getLogger("eval_tasks")
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("ours", "lm-eval"), default="ours",
                    help="ours (offline, default) or lm-eval for squad/gsm8k/boolq (needs `pip install lm-eval` and its datasets)")
     p.add_argument("--output", default=None, help="report path (default: out/eval/<model>.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --output replace an existing file this toolkit did not write (default: refuse)")
     return p
 
 
@@ -98,8 +101,16 @@ def run(args: argparse.Namespace) -> Path:
         raise ValueError(f"--num_fewshot must be >= 0, got {args.num_fewshot}")
     if args.backend == "lm-eval" and set(args.tasks) & set(EXAMPLE_TASKS):
         require_lm_eval()
+    if set(args.tasks) & set(PERPLEXITY_TASKS):
+        check_seqlen(args.seqlen)
     output = Path(args.output) if args.output else Path("out") / "eval" / f"{model_label(args.model)}.json"
+    with claim_outputs([Output("--output", output, "eval_report", is_file=True)], inputs={"--model": args.model},
+                       overwrite=args.overwrite):
+        return evaluate_and_write(args, output, limit, max_new_tokens)
 
+
+def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_tokens) -> Path:
+    """Load the model, evaluate every task and write the report to `output` (claimed by `run`)."""
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -140,7 +151,7 @@ def run(args: argparse.Namespace) -> Path:
     }
     if args.log_samples:
         report["samples"] = result.get("samples", {})
-    write_json(output, report)
+    write_output_json(output, report, "eval_report", args.overwrite)
     logger.info("wrote %s (%.0f s)", output, seconds["total"])
     return output
 
@@ -150,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ValueError, ModelLoadError, FileNotFoundError, BackendError) as err:
+    except (ValueError, ModelLoadError, FileNotFoundError, BackendError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

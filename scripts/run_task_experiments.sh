@@ -30,10 +30,11 @@
 # (one pruned model per calibration data set, shared by the experiments that use it);
 # <exp>/{model/,eval.json}; logs/<step>.log; markers/<step>.done; results.md; results.png.
 #
-# Resuming: a step that finished has markers/<step>.done (its command) and is skipped on a
-# rerun; a finished step whose command has changed stops the run (use another $OUT, or delete
+# Resuming: a step that finished has markers/<step>.done (its command and its outputs) and is
+# skipped on a rerun while all its outputs are still there (else it runs again); a finished step whose command has changed stops the run (use another $OUT, or delete
 # that marker and those of the steps after it). An interrupted fine-tune resumes from its
-# latest complete checkpoint-* (--resume_from_checkpoint). A failed step stops the script with
+# latest complete checkpoint-* (--resume_from_checkpoint latest). results.md lists every expected
+# row, "no data" for one whose eval.json is missing. A failed step stops the script with
 # its exit status and names its log file.
 set -euo pipefail
 
@@ -169,6 +170,7 @@ MARKERS=$OUT/markers
 LOGS=$OUT/logs
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 RAN=0
+STEP_OUTPUTS=()  # set before run_step: the paths the step writes, listed in its marker
 
 # ------------------------------------------------------------------ steps
 
@@ -193,6 +195,12 @@ step_done() {  # step_done NAME SIGNATURE: 0 when finished with this command; a 
   [[ -f $marker ]] || return 1
   [[ $(head -n 1 "$marker") == "$2" ]] ||
     die "step $1 finished earlier with other settings ($marker). Use another OUT, or delete that marker and the markers of the steps after it to redo them"
+  local line
+  while IFS= read -r line; do  # a marker certifies outputs that are still there
+    [[ $line != "output "* || -e $OUT/${line#output } ]] && continue
+    echo "redo $1: its output $OUT/${line#output } is missing"
+    return 1
+  done <"$marker"
   echo "skip $1: done"
 }
 
@@ -221,7 +229,11 @@ step_run() {  # step_run NAME SIGNATURE COMMAND...: run with output to logs/NAME
   echo "$sig" >"$MARKERS/$name.started"
   local started=$SECONDS
   run_logged "$name" "$@"
-  printf '%s\nseconds %d\n' "$sig" $((SECONDS - started)) >"$MARKERS/$name.done"
+  {
+    printf '%s\nseconds %d\n' "$sig" $((SECONDS - started))
+    local path
+    for path in "${STEP_OUTPUTS[@]}"; do printf 'output %s\n' "${path#"$OUT"/}"; done
+  } >"$MARKERS/$name.done"
   rm -f "$MARKERS/$name.started"
   echo "done $name ($((SECONDS - started)) s)"
   RAN=$((RAN + 1))
@@ -240,6 +252,7 @@ evaluate() {  # evaluate NAME MODEL OUTPUT_JSON
   local limit_args=() token_args=()
   ((${#LIMITS[@]} == 0)) || limit_args=(--limit "${LIMITS[@]}")
   ((${#NEW_TOKENS[@]} == 0)) || token_args=(--max_new_tokens "${NEW_TOKENS[@]}")
+  STEP_OUTPUTS=("$3")
   run_step "$1" "$PYTHON" "$REPO/scripts/eval_tasks.py" --model "$2" --tasks "${TASKS[@]}" "${DATA_ARGS[@]}" \
     --seqlen "$EVAL_SEQLEN" ${EVAL_WINDOWS:+--eval_windows "$EVAL_WINDOWS"} "${limit_args[@]}" "${token_args[@]}" \
     --batch_size "$EVAL_BATCH_SIZE" --dtype "$EVAL_DTYPE" --seed "$SEED" --output "$3" "${EVAL_EXTRA[@]}"
@@ -249,6 +262,7 @@ prune() {  # prune CALIBRATION: one pruned model per calibration data set, then 
   local tag dir
   tag=$(calibration_tag "$1")
   dir=$OUT/pruned/$tag
+  STEP_OUTPUTS=("$dir/results/results.json" "$dir/model/config.json")
   run_step "prune_$tag" "$PYTHON" "$REPO/main_block_three_tier.py" --model "$MODEL" "${DATA_ARGS[@]}" \
     --calibration_dataset "$1" --nsamples "$NSAMPLES" --seqlen "$SEQLEN" --sparsity_ratios "${RATIOS[@]}" \
     --seed "$SEED" --no_eval --save "$dir/results" --save_model "$dir/model" "${PRUNE_EXTRA[@]}"
@@ -284,14 +298,15 @@ finetune() {  # finetune EXP
   [[ $FT_BF16 != 1 ]] || command+=(--bf16)
   command+=("${FT_EXTRA[@]}")
   sig=$(signature "${command[@]}")
+  STEP_OUTPUTS=("$dir/config.json" "$dir/finetune_results.json")
   if ! step_done "$name" "$sig"; then
     resume=()
     checkpoint=$(latest_checkpoint "$dir")
     if [[ -n $checkpoint ]]; then
       [[ ! -f $MARKERS/$name.started || $(head -n 1 "$MARKERS/$name.started") == "$sig" ]] ||
         die "$checkpoint comes from an interrupted $name with other settings ($MARKERS/$name.started); delete $dir to start it again"
-      echo "resume $name from $checkpoint"
-      resume=(--resume_from_checkpoint "$checkpoint")
+      echo "resume $name from the latest complete checkpoint in $dir"
+      resume=(--resume_from_checkpoint latest)
     fi
     step_run "$name" "$sig" "${command[@]}" "${resume[@]}"
     [[ $KEEP_CHECKPOINTS == 1 || -n $DRY_RUN ]] || rm -rf "$dir"/checkpoint-*
@@ -304,13 +319,16 @@ finetune() {  # finetune EXP
 echo "experiments: ${SELECTED[*]}; model $MODEL; OUT $OUT${PRESET:+; preset $PRESET}"
 evaluate eval_dense "$MODEL" "$OUT/dense/eval.json"
 declare -A PRUNED=()
+EXPECTED=(dense)  # the rows results.md must show, with or without data
 for exp in "${SELECTED[@]}"; do
   calibration=${CALIBRATION[$exp]}
   if [[ ! -v "PRUNED[$calibration]" ]]; then
     prune "$calibration"
     PRUNED[$calibration]=1
+    EXPECTED+=("pruned/$(calibration_tag "$calibration")")
   fi
   finetune "$exp"
+  EXPECTED+=("$exp")
 done
 
 [[ -z $DRY_RUN ]] || exit 0
@@ -318,6 +336,6 @@ if [[ -f $OUT/results.md && -f $OUT/results.png &&
       -z $(find "$MARKERS" -name '*.done' -newer "$OUT/results.md" -print -quit) ]]; then
   echo "skip summary: $OUT/results.md is newer than every step"
 else
-  run_logged summary "$PYTHON" "$REPO/scripts/summarize_experiments.py" --out "$OUT"
+  run_logged summary "$PYTHON" "$REPO/scripts/summarize_experiments.py" --out "$OUT" --expect "${EXPECTED[@]}"
 fi
 echo "finished: $RAN step(s) run; table $OUT/results.md, plot $OUT/results.png"

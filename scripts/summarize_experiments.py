@@ -26,10 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the OUT directory of scripts/run_task_experiments.sh")
+    parser.add_argument("--expect", nargs="*", default=[], metavar="ROW",
+                        help="rows that must appear (dense, pruned/<tag>, exp1, ...); one without eval.json shows as no data")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    rows = load_rows(out)
-    if not rows:
+    rows = load_rows(out, args.expect)
+    if all(row.missing for row in rows):
         print(f"error: no eval.json under {out}; run scripts/run_task_experiments.sh with OUT={out} first", file=sys.stderr)
         return 2
     plot_results(rows, out / "results.png")  # the figure first: results.md's time marks a finished summary

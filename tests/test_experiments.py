@@ -216,6 +216,31 @@ def test_rerun_does_no_work(matrix):
 
 
 @pytest.mark.slow
+def test_a_lost_output_is_redone_and_a_row_without_data_is_named(matrix, tmp_path):
+    from scripts.summarize_experiments import main as summarize
+
+    source, env, _, _ = matrix
+    out = tmp_path / "out"
+    shutil.copytree(source, out)
+    assert (out / "markers" / "eval_exp1.done").read_text().splitlines()[2:] == ["output exp1/eval.json"]
+    (out / "exp1" / "eval.json").unlink()  # lost after its step finished: the marker alone must not skip it
+    result = run_matrix({**env, "OUT": str(out)}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"redo eval_exp1: its output {out}/exp1/eval.json is missing" in result.stdout
+    assert re.findall(r"^done (\S+)", result.stdout, re.M) == ["eval_exp1"]
+    assert "| Exp 1 | WikiText2 | SQuAD |" in (out / "results.md").read_text()
+
+    (out / "exp1" / "eval.json").unlink()
+    (out / "pruned" / "squad" / "eval.json").unlink()
+    assert summarize(["--out", str(out), "--expect", "dense", "pruned/squad", "exp1", "exp2"]) == 0
+    table = (out / "results.md").read_text()
+    assert "| Exp 1 (**no data**) | WikiText2 | SQuAD | 4" in table  # sparsity from its fine-tune report
+    assert "| Pruned SQuAD, before FT (**no data**) | SQuAD | none |" in table
+    assert ("**No data** for Pruned SQuAD, before FT (no pruned/squad/eval.json), Exp 1 (no exp1/eval.json): "
+            "rerun scripts/run_task_experiments.sh") in table
+
+
+@pytest.mark.slow
 def test_changed_settings_stop_instead_of_mixing(matrix):
     out, env, _, _ = matrix
     result = run_matrix({**env, "EVAL_LIMITS": "3"}, "--dry_run", timeout=60)
@@ -248,9 +273,10 @@ def test_interrupted_finetune_resumes_from_its_last_checkpoint(matrix, tmp_path)
     (model_dir / "model.safetensors").unlink()
     result = run_matrix(env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"resume ft_exp2 from {model_dir}/checkpoint-1" in result.stdout
+    assert f"resume ft_exp2 from the latest complete checkpoint in {model_dir}" in result.stdout
     log = (out / "logs" / "ft_exp2.log").read_text()
-    assert f"--resume_from_checkpoint {model_dir}/checkpoint-1\n" in log and "global step 1" in log
+    assert "--resume_from_checkpoint latest\n" in log and "global step 1" in log
+    assert f"resuming from {model_dir}/checkpoint-1, the latest complete checkpoint" in log
     assert re.findall(r"^done (\S+)", result.stdout, re.M) == ["ft_exp2"]  # eval_exp2 is still done
     assert json.loads((model_dir / "trainer_state.json").read_text())["global_step"] == 2
     resumed = load_file(model_dir / "model.safetensors")

@@ -192,6 +192,11 @@ def test_matrix_writes_every_file_and_row(matrix):
     assert "--max_steps 2 --learning_rate 2e-5" in table and "| ft_exp6 |" in table
     for header in ("WikiText2 PPL", "SQuAD EM", "SQuAD F1", "GSM8K acc (strict)", "BoolQ acc", "SQuAD NLL", "GSM8K NLL"):
         assert header in table
+    assert_interval_cells(table, "## Change after fine-tuning", 7)
+    assert_interval_cells(table, "## Comparisons between experiments", 6)
+    verdicts = re.findall(r"^- (.*): \*\*(supported|contradicted|not established \(the interval covers 0\))\*\*$",
+                          table, re.M)
+    assert len(verdicts) == 15  # fine-tuning helps its task: one per fine-tuned row (7); calibration: 4 + 2 + 2
 
     rows = {row.name: row for row in load_rows(out)}
     assert len(rows) == 13
@@ -204,6 +209,22 @@ def test_matrix_writes_every_file_and_row(matrix):
         assert report["model"] == str(out / exp / "model") and set(report["metrics"]) == {"wikitext2", "squad", "gsm8k", "boolq"}
 
 
+def assert_interval_cells(table: str, section: str, n_lines: int) -> None:
+    """Every cell of a difference table is 'd [low, high]' with the mark exactly when the interval excludes 0."""
+    lines = [line for line in table.split(section)[1].split("\n## ")[0].splitlines() if line.startswith("| ")][1:]
+    assert len(lines) == n_lines
+    cells = [cell.strip() for line in lines for cell in line.strip("|").split("|")[2:]]
+    for cell in cells:
+        match = re.fullmatch(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]( \*)?", cell)
+        assert match, cell
+        low, high = float(match[2]), float(match[3])
+        assert low <= high, cell
+        if match[4]:  # marked: the interval excludes 0 (rounding may show an end as 0)
+            assert low >= 0 or high <= 0, cell
+        else:
+            assert low <= 0 <= high, cell
+
+
 @pytest.mark.slow
 def test_rerun_does_no_work(matrix):
     out, env, _, _ = matrix
@@ -214,6 +235,24 @@ def test_rerun_does_no_work(matrix):
     assert "skip summary" in result.stdout and not re.search(r"^(run|done|resume) ", result.stdout, re.M)
     assert "finished: 0 step(s) run" in result.stdout
     assert snapshot(out) == before  # no file written, touched or removed
+
+
+@pytest.mark.slow
+def test_more_seeds_reuse_the_finished_run(matrix, tmp_path):
+    """SEEDS="0 1" FT_SEEDS=0 on a finished single-seed OUT: only the seed-1 pruning and its evaluation run."""
+    source, env, _, _ = matrix
+    out = tmp_path / "out"
+    shutil.copytree(source, out)
+    result = run_matrix({**env, "OUT": str(out), "EXPS": "exp2", "SEEDS": "0 1", "FT_SEEDS": "0"}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.findall(r"^done (\S+)", result.stdout, re.M) == ["prune_squad_seed1", "eval_pruned_squad_seed1"]
+    assert (out / "pruned" / "squad_seed1" / "eval.json").is_file() and not (out / "exp2_seed1").exists()
+    assert "--seed 1 " in (out / "markers" / "prune_squad_seed1.done").read_text()
+    table = (out / "results.md").read_text()
+    assert "| Seeds |" in table and "calibration seeds resampled per row" in table
+    line = next(line for line in table.splitlines() if line.startswith("| Pruned SQuAD, before FT |"))
+    assert "| 0 1 |" in line and " ± " in line  # mean ± sd over the two seeds
+    assert re.search(r"^\| Exp 2 \| SQuAD \| SQuAD \| [\d.]+% \| 0 \| ", table, re.M)  # fine-tuned on seed 0 only
 
 
 @pytest.mark.slow
@@ -293,6 +332,18 @@ def test_presets_and_flags(tmp_path):
                        timeout=60).stdout
     assert "--model smollm2-135m" in smoke and "--nsamples 4 --seqlen 128" in smoke  # env and flag beat the preset
     assert smoke.count("would run prune_") == 5 and smoke.count("would run ft_") == 7
+    cpu = run_matrix(env, "--preset", "cpu", "--dry_run", timeout=60).stdout
+    assert "--nsamples 32 --seqlen 512" in cpu and "--seqlen 512 --eval_windows 64" in cpu
+    assert "--limit squad=200 gsm8k=100 boolq=500 --nll_limit squad=500 gsm8k=300" in cpu
+    assert cpu.count("would run prune_") == 15 and cpu.count("would run eval_pruned_") == 15  # 5 data sets x 3 seeds
+    assert cpu.count("would run ft_") == 7 and "would run prune_wikitext2-gsm8k_seed2:" in cpu  # fine-tunes: seed 0
+    assert re.search(r"would run prune_squad_seed1: .* --seed 1 .*--save \S+/pruned/squad_seed1/results", cpu)
+    all_seeds = run_matrix({**env, "FT_SEEDS": "0 1 2"}, "--preset", "cpu", "--exps", "exp1", "--dry_run", timeout=60).stdout
+    assert re.findall(r"^would run (ft_\S+):", all_seeds, re.M) == ["ft_exp1", "ft_exp1_seed1", "ft_exp1_seed2"]
+    assert re.search(r"would run ft_exp1_seed2: .*pruned/wikitext2_seed2/model .*--output_dir \S+/exp1_seed2/model .*--seed 2 ",
+                     all_seeds)
+    bad = run_matrix({**env, "SEEDS": "0 1", "FT_SEEDS": "2"}, "--dry_run", timeout=60)
+    assert bad.returncode == 2 and "FT_SEEDS seed 2 is not in SEEDS (0 1)" in bad.stderr
 
 
 @pytest.mark.slow

@@ -343,9 +343,16 @@ def _difference_table(pairs: list[tuple[Group, Group, list[str]]], first_header:
 
 
 def fine_tuning_pairs(groups: list[Group]) -> list[tuple[Group, Group]]:
-    """(fine-tuned group, the pruned group it started from) for every fine-tuned row whose reference is there."""
+    """(fine-tuned group, the pruned group it started from, restricted to the fine-tuned seeds) for every
+    fine-tuned row whose reference is there: with FT_SEEDS=0, seed 0's fine-tune minus seed 0's pruned model."""
     by_name = {g.name: g for g in groups}
-    return [(g, by_name[g.reference]) for g in groups if g.kind == "finetuned" and g.reference in by_name]
+    pairs = []
+    for group in groups:
+        if group.kind == "finetuned" and group.reference in by_name:
+            runs = [run for run in by_name[group.reference].runs if run.seed in group.seeds]
+            if runs:
+                pairs.append((group, Group(runs)))
+    return pairs
 
 
 def change_table(groups: list[Group]) -> list[str]:
@@ -461,6 +468,13 @@ def results_markdown(rows: list[Row], times: list[tuple[str, int]] = (), out: st
              "rows were evaluated on, paired by example id / PPL window"
              + (", calibration seeds resampled per row" if seeded else "")
              + f"]; `{MARK}` marks an interval that excludes 0. A difference without the mark is not established.", ""]
+    pruned_seeds = sorted({seed for g in groups if g.kind == "pruned" for seed in g.seeds})
+    finetuned_seeds = sorted({seed for g in groups if g.kind == "finetuned" for seed in g.seeds})
+    if finetuned_seeds and len(finetuned_seeds) < len(pruned_seeds):
+        lines += [f"Pruned rows: calibration seeds {' '.join(map(str, pruned_seeds))}; fine-tuned rows: seed "
+                  f"{' '.join(map(str, finetuned_seeds))} only (FT_SEEDS), so their spread over seeds is not measured: "
+                  "their intervals are paired over examples, and each fine-tune is compared with the pruned model "
+                  "of its own seed.", ""]
     lines += results_table(groups)
     change = change_table(groups)
     if change:

@@ -473,6 +473,17 @@ def test_summary_over_seeds(tmp_path):
     assert ppl_cell.startswith("-50.00 [") and not ppl_cell.endswith("*")  # the seed spread (+-100) covers -50
 
 
+def test_fine_tuned_seed_is_compared_with_its_own_pruned_seed(tmp_path):
+    write_matrix_reports(tmp_path)
+    write_matrix_reports(tmp_path, "_seed1", shift=100.0)
+    shutil.rmtree(tmp_path / "exp5_seed1")  # FT_SEEDS=0: pruned seeds 0 and 1, fine-tuned seed 0 only
+    table = results_markdown(load_rows(tmp_path))
+    assert "| Pruned WikiText2 + SQuAD, before FT | WikiText2 + SQuAD | none | 41.33% | 0 1 | 750.00 ± 70.71 |" in table
+    line = next(line for line in table.splitlines() if line.startswith("| Exp 5 | WikiText2 + SQuAD → SQuAD |"))
+    assert line.split("|")[3].strip().startswith("-50.00 [")  # 650 - 700 (seed 0), not 650 - 750 (both seeds)
+    assert "fine-tuned rows: seed 0 only (FT_SEEDS)" in table
+
+
 @pytest.mark.parametrize("result, sign, expected", [
     ({"difference": -1.0, "low": -1.5, "high": -0.5, "significant": True}, -1, "supported"),
     ({"difference": -1.0, "low": -1.5, "high": -0.5, "significant": True}, 1, "contradicted"),

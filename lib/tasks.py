@@ -19,7 +19,7 @@ weighs each example by its answer tokens (`per_example["answer_tokens"]`).
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from torch import nn
 
@@ -66,7 +66,7 @@ def with_stderr(metrics: dict, per_example: dict[str, dict[str, float]]) -> dict
     return out
 
 
-def _by_id(ids: Sequence[str], values: Sequence) -> dict[str, float]:
+def _by_id(ids: Sequence[str], values: Iterable) -> dict[str, float]:
     return {i: float(v) for i, v in zip(ids, values)}
 
 

@@ -335,9 +335,14 @@ def test_presets_and_flags(tmp_path):
     cpu = run_matrix(env, "--preset", "cpu", "--dry_run", timeout=60).stdout
     assert "--nsamples 32 --seqlen 512" in cpu and "--seqlen 512 --eval_windows 64" in cpu
     assert "--limit squad=200 gsm8k=100 boolq=500 --nll_limit squad=500 gsm8k=300" in cpu
-    assert cpu.count("would run prune_") == 15 and cpu.count("would run eval_pruned_") == 15  # 5 data sets x 3 seeds
-    assert cpu.count("would run ft_") == 7 and "would run prune_wikitext2-gsm8k_seed2:" in cpu  # fine-tunes: seed 0
+    assert re.findall(r"^would run (\S+):", cpu, re.M) == [  # exp1 and exp2, 3 pruned seeds, fine-tunes on seed 0
+        "eval_dense", "prune_wikitext2", "eval_pruned_wikitext2", "ft_exp1", "eval_exp1", "prune_wikitext2_seed1",
+        "eval_pruned_wikitext2_seed1", "prune_wikitext2_seed2", "eval_pruned_wikitext2_seed2", "prune_squad",
+        "eval_pruned_squad", "ft_exp2", "eval_exp2", "prune_squad_seed1", "eval_pruned_squad_seed1", "prune_squad_seed2",
+        "eval_pruned_squad_seed2"]
     assert re.search(r"would run prune_squad_seed1: .* --seed 1 .*--save \S+/pruned/squad_seed1/results", cpu)
+    everything = run_matrix(env, "--preset", "cpu", "--exps", " ".join(EXPERIMENTS), "--dry_run", timeout=60).stdout
+    assert everything.count("would run prune_") == 15 and everything.count("would run ft_") == 7  # 5 data sets x 3 seeds
     all_seeds = run_matrix({**env, "FT_SEEDS": "0 1 2"}, "--preset", "cpu", "--exps", "exp1", "--dry_run", timeout=60).stdout
     assert re.findall(r"^would run (ft_\S+):", all_seeds, re.M) == ["ft_exp1", "ft_exp1_seed1", "ft_exp1_seed2"]
     assert re.search(r"would run ft_exp1_seed2: .*pruned/wikitext2_seed2/model .*--output_dir \S+/exp1_seed2/model .*--seed 2 ",

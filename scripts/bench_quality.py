@@ -83,11 +83,14 @@ def _row_path(rows_dir: Path, name: str, seed: int) -> Path:
 
 
 def _cached_row(rows_dir: Path | None, name: str, seed: int, settings: dict) -> dict | None:
-    """A row saved by an earlier run with the same settings (seed included), else None."""
+    """A row saved by an earlier run with the same settings (seed included), else None.
+
+    Rows saved before --seeds (no per-window NLLs) are measured again.
+    """
     if rows_dir is None or not _row_path(rows_dir, name, seed).is_file():
         return None
     saved = json.loads(_row_path(rows_dir, name, seed).read_text())
-    return saved["row"] if saved.get("settings") == settings else None
+    return saved["row"] if saved.get("settings") == settings and "window_nll" in saved["row"] else None
 
 
 class Bench:

@@ -27,6 +27,7 @@ from lib.perplexity import perplexity
 from lib.outputs import Output, OutputError, atomic_dir, claim_outputs
 from lib.prune import PRUNE_METHODS, SPARSITY_TYPES, TIER_SCOPES, PruneConfig, check_block_fits, measure_sparsity, prune_model
 from lib.results import Timer, environment_info, write_json
+from lib.tasks import perplexity_report
 from lib.tier_io import TIER_MAP_FILE, save_tier_maps
 
 logger = logging.getLogger("main_block_three_tier")
@@ -104,7 +105,8 @@ def summary_table(result, sparsity: dict, ppl: dict | None, timings: dict) -> st
         lines += [f"{'blocks ' + t:<22}{n:>10}  ({n / n_blocks:.2%})" for t, n in tiers.items()]
     lines.append(f"{'sparsity (weights)':<22}{sparsity['sparsity']:.4%}")
     if ppl:
-        lines.append(f"{'perplexity':<22}{ppl['ppl']:.3f}  ({ppl['n_windows']} windows x {ppl['seqlen']} tokens)")
+        interval = f", 95% CI {ppl['ppl_ci95_low']:.3f}-{ppl['ppl_ci95_high']:.3f}" if ppl.get("ppl_ci95_low") else ""
+        lines.append(f"{'perplexity':<22}{ppl['ppl']:.3f}  ({ppl['n_windows']} windows x {ppl['seqlen']} tokens{interval})")
     lines.append(f"{'time':<22}" + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return "\n".join(lines)
 
@@ -150,6 +152,7 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
     if not args.no_eval:
         with timer("evaluation"):
             ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, args.eval_batch_size)
+        ppl.update(perplexity_report(ppl)["metrics"])  # + ppl_stderr, ppl_ci95_low/high, nll_stderr
         timings["evaluation"] = timer.seconds["evaluation"]
     timings["total"] = time.perf_counter() - start
     report = {

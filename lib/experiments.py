@@ -10,9 +10,17 @@ Layout read (written by the script):
     OUT/<exp>/model/sparsity.json            the sparsity after fine-tuning
     OUT/markers/<step>.done                  the step's command, then "seconds N"
 
-Every eval.json is a report of scripts/eval_tasks.py: {"metrics": {task: {...}}, "counts": {...},
-"settings": {...}}. Fractions stay in [0, 1] here; the table shows them as percentages.
-Nothing here prints; `plot_results` writes the one figure it is asked for.
+A calibration seed other than 0 is a suffix on the directory: OUT/pruned/<tag>_seed<N>/ and
+OUT/<exp>_seed<N>/. Every eval.json is a report of scripts/eval_tasks.py: {"metrics": {task:
+{...}}, "counts": {...}, "settings": {...}, "per_example": {task: {metric: {id: value}}}}.
+Fractions stay in [0, 1] here; the table shows them as percentages.
+
+Runs of the same row with different seeds form a `Group`: the tables show mean +- sd over its
+seeds. Every difference shown (fine-tuned - pruned, and the COMPARISONS between experiments)
+comes with a 95% paired-bootstrap interval over the examples both sides share
+(`lib.uncertainty.paired_bootstrap`: examples resampled by id, seeds resampled per side), and
+the EXPECTATIONS verdicts are read off those intervals. Nothing here prints; `plot_results`
+writes the one figure it is asked for.
 """
 
 from __future__ import annotations
@@ -25,7 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from lib.tasks import pairing
+from lib.uncertainty import mean_sd, paired_bootstrap
+
 EVAL_FILE = "eval.json"
+SEED_SUFFIX = re.compile(r"_seed(\d+)$")
+BOOTSTRAP_RESAMPLES = 2000
+MARK = "*"  # after a difference whose 95% interval excludes 0
 # (task, metric key in the eval report, column header, kind): kind "pct" shows 100 x value
 METRICS = (
     ("wikitext2", "ppl", "WikiText2 PPL ↓", "ppl"),
@@ -48,6 +64,34 @@ DATA_NAMES = {"wikitext2": "WikiText2", "c4": "C4", "squad": "SQuAD", "gsm8k": "
               "mixed": "mixed"}
 CALIBRATION_ORDER = ("wikitext2", "squad", "gsm8k", "wikitext2+squad", "wikitext2+gsm8k")
 KIND_ORDER = ("dense", "pruned", "finetuned", "other")
+# (A, B, what A - B asks): differences between experiments shown with their intervals
+COMPARISONS = (
+    ("exp2", "exp1", "SQuAD vs WikiText2 calibration, both fine-tuned on SQuAD"),
+    ("exp5", "exp1", "WikiText2 + SQuAD vs WikiText2 calibration, both fine-tuned on SQuAD"),
+    ("exp4", "exp3", "GSM8K vs WikiText2 calibration, both fine-tuned on GSM8K"),
+    ("exp6", "exp3", "WikiText2 + GSM8K vs WikiText2 calibration, both fine-tuned on GSM8K"),
+    ("pruned/squad", "pruned/wikitext2", "SQuAD vs WikiText2 calibration, before fine-tuning"),
+    ("pruned/gsm8k", "pruned/wikitext2", "GSM8K vs WikiText2 calibration, before fine-tuning"),
+)
+# (statement, A, B, task, metric, expected sign of A - B); A = "*<task>" means every row fine-tuned on
+# <task>, compared with the pruned model it started from
+EXPECTATIONS = (
+    ("fine-tuning on SQuAD lowers the SQuAD answer NLL", "*squad", None, "squad", "answer_nll", -1),
+    ("fine-tuning on GSM8K lowers the GSM8K answer NLL", "*gsm8k", None, "gsm8k", "answer_nll", -1),
+    ("fine-tuning on WikiText2 lowers WikiText2 perplexity", "*wikitext2", None, "wikitext2", "ppl", -1),
+    ("calibrating on SQuAD lowers the SQuAD answer NLL after SQuAD fine-tuning", "exp2", "exp1", "squad", "answer_nll", -1),
+    ("calibrating on WikiText2 + SQuAD lowers the SQuAD answer NLL after SQuAD fine-tuning", "exp5", "exp1", "squad",
+     "answer_nll", -1),
+    ("calibrating on GSM8K lowers the GSM8K answer NLL after GSM8K fine-tuning", "exp4", "exp3", "gsm8k", "answer_nll", -1),
+    ("calibrating on WikiText2 + GSM8K lowers the GSM8K answer NLL after GSM8K fine-tuning", "exp6", "exp3", "gsm8k",
+     "answer_nll", -1),
+    ("calibrating on SQuAD lowers the SQuAD answer NLL of the pruned model", "pruned/squad", "pruned/wikitext2", "squad",
+     "answer_nll", -1),
+    ("calibrating on GSM8K lowers the GSM8K answer NLL of the pruned model", "pruned/gsm8k", "pruned/wikitext2", "gsm8k",
+     "answer_nll", -1),
+    ("calibrating on SQuAD costs WikiText2 perplexity", "pruned/squad", "pruned/wikitext2", "wikitext2", "ppl", +1),
+    ("calibrating on GSM8K costs WikiText2 perplexity", "pruned/gsm8k", "pruned/wikitext2", "wikitext2", "ppl", +1),
+)
 
 
 @dataclass
@@ -65,6 +109,68 @@ class Row:
     counts: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     missing: bool = False  # an expected row whose eval.json is not there
+    per_example: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # {task: {metric: {id: value}}}
+    seed: int = 0
+    base: str = ""  # the name without its seed suffix: what the runs of one Group share
+
+
+@dataclass
+class Group:
+    """The runs of one row over calibration seeds (one run when there is one seed)."""
+
+    runs: list[Row]
+
+    @property
+    def kind(self) -> str:
+        return self.runs[0].kind
+
+    @property
+    def label(self) -> str:
+        return self.runs[0].label
+
+    @property
+    def calibration(self) -> str | None:
+        return self.runs[0].calibration
+
+    @property
+    def finetuning(self) -> str | None:
+        return self.runs[0].finetuning
+
+    @property
+    def name(self) -> str:
+        return self.runs[0].base
+
+    @property
+    def reference(self) -> str | None:
+        ref = self.runs[0].reference
+        return None if ref is None else split_seed(ref)[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.runs]
+
+    @property
+    def missing(self) -> bool:
+        return all(run.missing for run in self.runs)
+
+    @property
+    def sparsity(self) -> float | None:
+        values = [run.sparsity for run in self.runs if run.sparsity is not None]
+        return sum(values) / len(values) if values else None
+
+    def values(self, task: str, key: str) -> list[float]:
+        """The metric of every run that has it (one per seed)."""
+        return [run.metrics[(task, key)] for run in self.runs if (task, key) in run.metrics]
+
+    def mean(self, task: str, key: str) -> float | None:
+        values = self.values(task, key)
+        return sum(values) / len(values) if values else None
+
+
+def split_seed(name: str) -> tuple[str, int]:
+    """'pruned/squad_seed2' -> ('pruned/squad', 2); a name without the suffix is seed 0."""
+    match = SEED_SUFFIX.search(name)
+    return (name[: match.start()], int(match.group(1))) if match else (name, 0)
 
 
 def data_label(name: str | None) -> str:
@@ -105,6 +211,7 @@ def load_row(out: Path, eval_path: Path) -> Row:
                 row.metrics[(task, key)] = float(value)
     row.counts = report.get("counts", {})
     row.settings = report.get("settings", {})
+    row.per_example = report.get("per_example", {})
     return row
 
 
@@ -112,18 +219,19 @@ def describe_row(out: Path, row_dir: Path) -> Row:
     """A row without metrics: what the location `row_dir` under `out` and the reports there say."""
     parts = row_dir.relative_to(out).parts
     name = "/".join(parts) or "."
-    row = Row(name=name, kind="other", label=name)
+    base, seed = split_seed(name)
+    row = Row(name=name, kind="other", label=base, seed=seed, base=base)
     if parts == ("dense",):
         row.kind, row.label = "dense", "Dense (no pruning, no FT)"
     elif len(parts) == 2 and parts[0] == "pruned":
         row.kind = "pruned"
         row.calibration, row.sparsity = _pruned_info(out, parts[1])
-        row.label = f"Pruned {data_label(row.calibration or parts[1])}, before FT"
+        row.label = f"Pruned {data_label(row.calibration or split_seed(parts[1])[0])}, before FT"
     elif len(parts) == 1:
         finetune = _read(row_dir / "model" / "finetune_results.json")
         if finetune is not None:
             row.kind = "finetuned"
-            row.label = _finetuned_label(name)
+            row.label = _finetuned_label(base)
             task = finetune["task"]
             row.finetuning = finetune["data_args"].get("dataset_name", "wikitext2") if task == "lm" else task
             tag = Path(finetune["model_name_or_path"]).parent.name
@@ -131,8 +239,8 @@ def describe_row(out: Path, row_dir: Path) -> Row:
             row.calibration = _pruned_info(out, tag)[0]
             sparsity = _read(row_dir / "model" / "sparsity.json")
             row.sparsity = sparsity["end"]["sparsity"] if sparsity else None
-        elif re.fullmatch(r"baseline|exp\d+", name):
-            row.kind, row.label = "finetuned", _finetuned_label(name)
+        elif re.fullmatch(r"baseline|exp\d+", base):
+            row.kind, row.label = "finetuned", _finetuned_label(base)
     return row
 
 
@@ -153,10 +261,59 @@ def load_rows(out: str | Path, expected: list[str] = ()) -> list[Row]:
     def key(row: Row) -> tuple:
         calibration = row.calibration or ""
         calibration_rank = CALIBRATION_ORDER.index(calibration) if calibration in CALIBRATION_ORDER else len(CALIBRATION_ORDER)
-        second = _natural_key(row.name) if row.kind == "finetuned" else (calibration_rank, 0, row.name)
-        return (KIND_ORDER.index(row.kind), second)
+        second = _natural_key(row.base) if row.kind == "finetuned" else (calibration_rank, 0, row.base)
+        return (KIND_ORDER.index(row.kind), second, row.seed)
 
     return sorted(rows, key=key)
+
+
+def group_rows(rows: list[Row]) -> list[Group]:
+    """Runs that differ only in their seed, as one Group each (in the order of `rows`)."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.base, []).append(row)
+    return [Group(runs) for runs in groups.values()]
+
+
+def difference(a: Group, b: Group, task: str, key: str) -> dict | None:
+    """metric(a) - metric(b) with its 95% paired-bootstrap interval over their shared examples.
+
+    Returns {"difference", "low", "high", "n", "significant"}; without per-example values (reports
+    written before they were kept) only "difference" (low/high None); None when a side lacks the metric.
+    """
+    if not a.values(task, key) or not b.values(task, key):
+        return None
+    values_key, weights_key, is_exp = pairing(key)
+    runs_a = [run.per_example.get(task, {}).get(values_key) for run in a.runs]
+    runs_b = [run.per_example.get(task, {}).get(values_key) for run in b.runs]
+    point = a.mean(task, key) - b.mean(task, key)
+    if not all(runs_a) or not all(runs_b):
+        return {"difference": point, "low": None, "high": None, "n": None, "significant": False}
+    weights = a.runs[0].per_example[task].get(weights_key) if weights_key else None
+    return paired_bootstrap(runs_a, runs_b, weights=weights, transform=np.exp if is_exp else None,
+                            n_resamples=BOOTSTRAP_RESAMPLES)
+
+
+def format_difference(result: dict | None, kind: str) -> str:
+    """'+12.5 [+3.1, +21.9] *' (the mark when the interval excludes 0); '—' for no result."""
+    if result is None:
+        return "—"
+    text = format_value(result["difference"], kind, signed=True)
+    if result["low"] is None:
+        return text + " [no per-example values]"
+    text += f" [{format_value(result['low'], kind, signed=True)}, {format_value(result['high'], kind, signed=True)}]"
+    return text + (f" {MARK}" if result["significant"] else "")
+
+
+def format_group_value(group: Group, task: str, key: str, kind: str) -> str:
+    """One run: its value; several seeds: 'mean ± sd'."""
+    values = group.values(task, key)
+    if not values:
+        return "—"
+    mean, sd = mean_sd(values)
+    if sd is None:
+        return format_value(mean, kind)
+    return f"{format_value(mean, kind)} ± {format_value(sd, kind)}"
 
 
 def format_value(value: float | None, kind: str, signed: bool = False) -> str:
@@ -174,47 +331,96 @@ def _markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in lines]
 
 
-def results_table(rows: list[Row]) -> list[str]:
-    """The main table: one line per row, the metrics of METRICS that any row has."""
-    metrics = [m for m in METRICS if any((m[0], m[1]) in row.metrics for row in rows)]
-    header = ["Row", "Calibration", "Fine-tuning", "Sparsity"] + [m[2] for m in metrics]
+def _present(groups: list[Group], table: tuple) -> list[tuple]:
+    return [m for m in table if any(g.values(m[0], m[1]) for g in groups)]
+
+
+def results_table(groups: list[Group]) -> list[str]:
+    """The main table: one line per row (mean ± sd over seeds), the metrics of METRICS that any row has."""
+    metrics = _present(groups, METRICS)
+    seeded = any(len(g.runs) > 1 for g in groups)
+    header = ["Row", "Calibration", "Fine-tuning", "Sparsity"] + (["Seeds"] if seeded else []) + [m[2] for m in metrics]
     lines = []
-    for row in rows:
-        sparsity = "not pruned" if row.kind == "dense" else ("—" if row.sparsity is None else f"{100 * row.sparsity:.2f}%")
-        finetuning = "none" if row.kind in ("dense", "pruned") else data_label(row.finetuning)
-        calibration = "none" if row.kind == "dense" else data_label(row.calibration)
-        label = f"{row.label} (**no data**)" if row.missing else row.label
-        lines.append([label, calibration, finetuning, sparsity]
-                     + [format_value(row.metrics.get((task, key)), kind) for task, key, _, kind in metrics])
+    for group in groups:
+        sparsity = "not pruned" if group.kind == "dense" else ("—" if group.sparsity is None else f"{100 * group.sparsity:.2f}%")
+        finetuning = "none" if group.kind in ("dense", "pruned") else data_label(group.finetuning)
+        calibration = "none" if group.kind == "dense" else data_label(group.calibration)
+        seeds = [" ".join(map(str, group.seeds)) if group.kind != "dense" else "—"] if seeded else []
+        label = f"{group.label} (**no data**)" if group.missing else group.label
+        lines.append([label, calibration, finetuning, sparsity] + seeds
+                     + [format_group_value(group, task, key, kind) for task, key, _, kind in metrics])
     return _markdown_table(header, lines)
 
 
-def behaviour_table(rows: list[Row]) -> list[str]:
+def behaviour_table(groups: list[Group]) -> list[str]:
     """SQuAD scores split by answerable / unanswerable, the no-answer rate and BoolQ's yes rate, per row."""
-    metrics = [m for m in BEHAVIOUR if any((m[0], m[1]) in row.metrics for row in rows)]
+    metrics = _present(groups, BEHAVIOUR)
     if not metrics:
         return []
-    lines = [[row.label] + [format_value(row.metrics.get((task, key)), kind) for task, key, _, kind in metrics]
-             for row in rows]
+    lines = [[g.label] + [format_group_value(g, task, key, kind) for task, key, _, kind in metrics] for g in groups]
     return _markdown_table(["Row"] + [m[2] for m in metrics], lines)
 
 
-def change_table(rows: list[Row]) -> list[str]:
-    """Each fine-tuned row minus the pruned row it started from (empty when there is none)."""
-    by_name = {row.name: row for row in rows}
-    pairs = [(row, by_name[row.reference]) for row in rows if row.kind == "finetuned" and row.reference in by_name]
-    metrics = [m for m in METRICS if any((m[0], m[1]) in row.metrics for row, _ in pairs)]
-    if not pairs:
-        return []
-    header = ["Row", "Calibration → fine-tuning"] + ["Δ " + m[2] for m in metrics]
+def _difference_table(pairs: list[tuple[Group, Group, list[str]]], first_header: list[str]) -> list[str]:
+    """One line per (A, B, leading cells): A − B with its interval for every metric either side has."""
+    metrics = _present([g for a, b, _ in pairs for g in (a, b)], METRICS)
+    lines = [cells + [format_difference(difference(a, b, task, key), kind) for task, key, _, kind in metrics]
+             for a, b, cells in pairs]
+    return _markdown_table(first_header + ["Δ " + m[2] for m in metrics], lines)
+
+
+def fine_tuning_pairs(groups: list[Group]) -> list[tuple[Group, Group]]:
+    """(fine-tuned group, the pruned group it started from, restricted to the fine-tuned seeds) for every
+    fine-tuned row whose reference is there: with FT_SEEDS=0, seed 0's fine-tune minus seed 0's pruned model."""
+    by_name = {g.name: g for g in groups}
+    pairs = []
+    for group in groups:
+        if group.kind == "finetuned" and group.reference in by_name:
+            runs = [run for run in by_name[group.reference].runs if run.seed in group.seeds]
+            if runs:
+                pairs.append((group, Group(runs)))
+    return pairs
+
+
+def change_table(groups: list[Group]) -> list[str]:
+    """Each fine-tuned row minus the pruned row it started from, with 95% intervals (empty when there is none)."""
+    pairs = [(g, ref, [g.label, f"{data_label(g.calibration)} → {data_label(g.finetuning)}"])
+             for g, ref in fine_tuning_pairs(groups)]
+    return _difference_table(pairs, ["Row", "Calibration → fine-tuning"]) if pairs else []
+
+
+def comparison_table(groups: list[Group]) -> list[str]:
+    """The COMPARISONS whose two rows are present: A − B with 95% intervals."""
+    by_name = {g.name: g for g in groups}
+    pairs = [(by_name[a], by_name[b], [f"{by_name[a].label} − {by_name[b].label}", what])
+             for a, b, what in COMPARISONS if a in by_name and b in by_name]
+    return _difference_table(pairs, ["A − B", "Question"]) if pairs else []
+
+
+def verdict(result: dict | None, sign: int) -> str:
+    """'supported' / 'contradicted' (the interval excludes 0 on the expected / other side) / 'not established'."""
+    if result is None or result["low"] is None:
+        return "not established (no per-example values)" if result else "not measured"
+    if result["significant"]:
+        return "supported" if np.sign(result["difference"]) == sign else "contradicted"
+    return "not established (the interval covers 0)"
+
+
+def expectation_lines(groups: list[Group]) -> list[str]:
+    """One line per EXPECTATIONS entry whose rows are present, its verdict read off the 95% interval."""
+    by_name = {g.name: g for g in groups}
+    kinds = {(task, key): kind for task, key, _, kind in METRICS}
     lines = []
-    for row, ref in pairs:
-        deltas = []
-        for task, key, _, kind in metrics:
-            a, b = row.metrics.get((task, key)), ref.metrics.get((task, key))
-            deltas.append(format_value(None if a is None or b is None else a - b, kind, signed=True))
-        lines.append([row.label, f"{data_label(row.calibration)} → {data_label(row.finetuning)}"] + deltas)
-    return _markdown_table(header, lines)
+    for statement, a, b, task, key, sign in EXPECTATIONS:
+        if a.startswith("*"):
+            pairs = [(g, ref) for g, ref in fine_tuning_pairs(groups) if g.finetuning == a[1:]]
+        else:
+            pairs = [(by_name[a], by_name[b])] if a in by_name and b in by_name else []
+        for group_a, group_b in pairs:
+            result = difference(group_a, group_b, task, key)
+            shown = format_difference(result, kinds[(task, key)])
+            lines.append(f"{statement} ({group_a.label} − {group_b.label}: {shown}): **{verdict(result, sign)}**")
+    return lines
 
 
 def settings_notes(rows: list[Row]) -> list[str]:
@@ -284,16 +490,39 @@ def recorded_flags(out: str | Path, prefix: str, flags: tuple[str, ...]) -> str 
 
 
 def results_markdown(rows: list[Row], times: list[tuple[str, int]] = (), out: str | Path | None = None) -> str:
-    """results.md: the main table, the change after fine-tuning, evaluation notes and step times."""
+    """results.md: the main table, the changes with their intervals, the verdicts, notes and step times."""
+    groups = group_rows(rows)
+    seeded = any(len(g.runs) > 1 for g in groups)
     lines = ["# Experiment matrix: calibration data x fine-tuning data", "",
              "SQuAD EM/F1, GSM8K and BoolQ accuracy in %; PPL and task NLLs (mean negative log-likelihood per "
-             "token of the gold answer) lower is better. Sparsity: zero weights of the decoder Linear layers.", ""]
-    lines += results_table(rows)
-    change = change_table(rows)
+             "token of the gold answer) lower is better. Sparsity: zero weights of the decoder Linear layers."
+             + (" Rows with several calibration seeds show mean ± sd over the seeds (Seeds column)." if seeded else ""),
+             "",
+             f"Differences: A − B [95% paired-bootstrap interval: {BOOTSTRAP_RESAMPLES} resamples of the examples both "
+             "rows were evaluated on, paired by example id / PPL window"
+             + (", calibration seeds resampled per row" if seeded else "")
+             + f"]; `{MARK}` marks an interval that excludes 0. A difference without the mark is not established.", ""]
+    pruned_seeds = sorted({seed for g in groups if g.kind == "pruned" for seed in g.seeds})
+    finetuned_seeds = sorted({seed for g in groups if g.kind == "finetuned" for seed in g.seeds})
+    if finetuned_seeds and len(finetuned_seeds) < len(pruned_seeds):
+        lines += [f"Pruned rows: calibration seeds {' '.join(map(str, pruned_seeds))}; fine-tuned rows: seed "
+                  f"{' '.join(map(str, finetuned_seeds))} only (FT_SEEDS), so their spread over seeds is not measured: "
+                  "their intervals are paired over examples, and each fine-tune is compared with the pruned model "
+                  "of its own seed.", ""]
+    lines += results_table(groups)
+    change = change_table(groups)
     if change:
         lines += ["", "## Change after fine-tuning (fine-tuned − the same pruned model before fine-tuning)", ""]
         lines += change
-    behaviour = behaviour_table(rows)
+    comparison = comparison_table(groups)
+    if comparison:
+        lines += ["", "## Comparisons between experiments (A − B)", ""]
+        lines += comparison
+    expectations = expectation_lines(groups)
+    if expectations:
+        lines += ["", "## Which expectations the numbers support (generated from the 95% intervals above)", ""]
+        lines += [f"- {line}" for line in expectations]
+    behaviour = behaviour_table(groups)
     if behaviour:
         lines += ["", "## Answer behaviour (a model that always says \"no answer\" or \"yes\" scores without reading)",
                   ""]
@@ -312,22 +541,38 @@ def results_markdown(rows: list[Row], times: list[tuple[str, int]] = (), out: st
     return "\n".join(lines) + "\n"
 
 
+def error_bar(group: Group, task: str, key: str) -> tuple[float, float]:
+    """(below, above) the bar: ± sd over seeds for several seeds, else the 95% interval of the one run
+    (perplexity: its exp(nll ± 1.96 se) interval; other metrics ± 1.96 stderr); (nan, nan) when unknown."""
+    values = group.values(task, key)
+    mean, sd = mean_sd(values) if values else (float("nan"), None)
+    if len(values) > 1:
+        return sd, sd
+    metrics = group.runs[0].metrics
+    if key == "ppl" and (task, "ppl_ci95_low") in metrics:
+        return mean - metrics[(task, "ppl_ci95_low")], metrics[(task, "ppl_ci95_high")] - mean
+    stderr = metrics.get((task, key + "_stderr"), float("nan"))
+    return 1.96 * stderr, 1.96 * stderr
+
+
 def plot_results(rows: list[Row], path: str | Path) -> None:
     """Grouped bars per metric: each fine-tuned row next to its pruned model before fine-tuning; dense as a line.
 
-    With no fine-tuned rows, the pruned rows alone.
+    With no fine-tuned rows, the pruned rows alone. Error bars: ± sd over seeds for rows with several
+    seeds, else the one run's 95% interval (`error_bar`).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_name = {row.name: row for row in rows}
-    finetuned = [row for row in rows if row.kind == "finetuned"]
-    groups = [(row.label, by_name.get(row.reference), row) for row in finetuned] or \
-             [(row.label, None, row) for row in rows if row.kind == "pruned"]
-    dense = next((row for row in rows if row.kind == "dense"), None)
-    metrics = [m for m in METRICS if any((m[0], m[1]) in row.metrics for row in rows)]
+    all_groups = group_rows(rows)
+    by_name = {g.name: g for g in all_groups}
+    finetuned = [g for g in all_groups if g.kind == "finetuned"]
+    groups = [(g.label, by_name.get(g.reference), g) for g in finetuned] or \
+             [(g.label, None, g) for g in all_groups if g.kind == "pruned"]
+    dense = next((g for g in all_groups if g.kind == "dense"), None)
+    metrics = _present(all_groups, METRICS)
     cols = 4
     n_rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.4 * cols, 3.4 * n_rows), squeeze=False)
@@ -335,15 +580,24 @@ def plot_results(rows: list[Row], path: str | Path) -> None:
     width = 0.4
     for ax, (task, key, header, kind) in zip(axes.flat, metrics):
         scale = 100 if kind == "pct" else 1
-        before = [scale * ref.metrics.get((task, key), float("nan")) if ref else float("nan") for _, ref, _ in groups]
-        after = [scale * row.metrics.get((task, key), float("nan")) for _, _, row in groups]
+
+        def bars(members: list[Group | None]) -> tuple[list[float], list[list[float]]]:
+            heights = [scale * (g.mean(task, key) if g and g.mean(task, key) is not None else float("nan"))
+                       for g in members]
+            errors = [[scale * e for e in (error_bar(g, task, key) if g else (float("nan"),) * 2)] for g in members]
+            return heights, [list(side) for side in zip(*errors)]  # (2, n): below, above
+
+        bar_style = {"capsize": 2, "error_kw": {"elinewidth": 0.8}}
+        after, after_err = bars([g for _, _, g in groups])
         if finetuned:
-            ax.bar([i - width / 2 for i in x], before, width, color="#bdbdbd", label="pruned, before FT")
-            ax.bar([i + width / 2 for i in x], after, width, color="#1565c0", label="after FT")
+            before, before_err = bars([ref for _, ref, _ in groups])
+            ax.bar([i - width / 2 for i in x], before, width, yerr=before_err, color="#bdbdbd", label="pruned, before FT",
+                   **bar_style)
+            ax.bar([i + width / 2 for i in x], after, width, yerr=after_err, color="#1565c0", label="after FT", **bar_style)
         else:
-            ax.bar(list(x), after, width, color="#bdbdbd", label="pruned, before FT")
-        if dense is not None and (task, key) in dense.metrics:
-            ax.axhline(scale * dense.metrics[(task, key)], color="#c62828", linestyle="--", linewidth=1.2, label="dense")
+            ax.bar(list(x), after, width, yerr=after_err, color="#bdbdbd", label="pruned, before FT", **bar_style)
+        if dense is not None and dense.values(task, key):
+            ax.axhline(scale * dense.mean(task, key), color="#c62828", linestyle="--", linewidth=1.2, label="dense")
         ax.set_title(header + (" (%)" if kind == "pct" else ""), fontsize=9)
         ax.set_xticks(list(x))
         ax.set_xticklabels([label for label, _, _ in groups], rotation=45, ha="right", fontsize=7)
@@ -353,7 +607,8 @@ def plot_results(rows: list[Row], path: str | Path) -> None:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", fontsize=8)
-    fig.suptitle("Calibration data x fine-tuning data (labels: experiment rows)", fontsize=10)
+    fig.suptitle("Calibration data x fine-tuning data (labels: experiment rows; error bars: 95% interval of one run, "
+                 "± sd over seeds for seeded rows)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.92, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)

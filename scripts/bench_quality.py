@@ -2,7 +2,8 @@
 """Pruning quality of three-tier configurations on the default model, one table.
 
 Prunes SmolLM2-135M-Instruct with 32 x 512 WikiText-2 calibration (validation as the
-pool when there is no train split), seed 0, and reports perplexity on the first 64 test
+pool when there is no train split), once per calibration seed (`--seeds 0 1 2`; default 0),
+and reports perplexity on the first 64 test
 windows of 512 tokens: dense; three-tier 0.35/0.45/0.2, k = 15, for every combination of
 {wanda, sparsegpt} x {matrix, row, layer, model} x {owl off, on}; and unstructured Wanda and
 SparseGPT at the same overall sparsity. `--only` picks rows by name, including rows outside
@@ -11,9 +12,15 @@ Wanda and magnitude). All configurations share one model load, one
 set of calibration samples and one dense-model profile (model scope / OWL; its time is
 added to the prune time of every row that uses it); weights are restored between them.
 
-With `--rows_dir`, every finished row is saved there and reused by later runs with the same
-settings: an interrupted run resumes, and workers with disjoint `--only` lists can fill
-one table in parallel (one thread each), then a run without `--only` prints it.
+With several seeds each row shows the mean and sample sd (ddof 1) of PPL over the seeds and
+every seed's value, and pairs of rows (`--compare A B`; default: each OWL row against its
+row without OWL, each row-scope row against its matrix-scope row) are compared with Welch's
+t test over the per-seed perplexities: "exceeds the seed spread" when p < 0.05, else "not
+established". The dense row does not depend on the seed and is measured once.
+
+With `--rows_dir`, every finished (row, seed) is saved there and reused by later runs with the
+same settings: an interrupted run resumes, and workers with disjoint `--only` / `--seeds`
+lists can fill one table in parallel (one thread each), then a run with all of them prints it.
 
     python scripts/bench_quality.py --data_dir ../shared/data --output out/bench_quality.json
     OMP_NUM_THREADS=1 python scripts/bench_quality.py --data_dir ../shared/data --rows_dir out/rows --only dense ...
@@ -41,6 +48,7 @@ from lib.perplexity import perplexity
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
 from lib.outputs import Output, OutputError, check_outputs, write_output_json
 from lib.results import environment_info, write_json
+from lib.uncertainty import mean_sd, welch_t
 
 logger = logging.getLogger("bench_quality")
 RATIOS = (0.35, 0.45, 0.2)
@@ -70,16 +78,90 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     return {k: configs[k] for k in only}  # in the order given
 
 
-def _row_path(rows_dir: Path, name: str) -> Path:
-    return rows_dir / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".json")
+def _row_path(rows_dir: Path, name: str, seed: int) -> Path:
+    suffix = f"_seed{seed}" if seed else ""  # seed 0 keeps the name rows were saved under before --seeds
+    return rows_dir / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + suffix + ".json")
 
 
-def _cached_row(rows_dir: Path | None, name: str, settings: dict) -> dict | None:
-    """A row saved by an earlier run with the same settings, else None."""
-    if rows_dir is None or not _row_path(rows_dir, name).is_file():
+def _cached_row(rows_dir: Path | None, name: str, seed: int, settings: dict) -> dict | None:
+    """A row saved by an earlier run with the same settings (seed included), else None.
+
+    Rows saved before --seeds (no per-window NLLs) are measured again.
+    """
+    if rows_dir is None or not _row_path(rows_dir, name, seed).is_file():
         return None
-    saved = json.loads(_row_path(rows_dir, name).read_text())
-    return saved["row"] if saved.get("settings") == settings else None
+    saved = json.loads(_row_path(rows_dir, name, seed).read_text())
+    return saved["row"] if saved.get("settings") == settings and "window_nll" in saved["row"] else None
+
+
+class Bench:
+    """One model load and test text; calibration samples and dense-model profiles per seed."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.model, self.tokenizer = load_model(args.model, device=args.device)
+        self.seqlen = effective_seqlen(self.model, args.seqlen)
+        self.original = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.samples: dict[int, list] = {}
+        self.testenc = None
+        self.profiles: dict[tuple, tuple] = {}  # (seed, block size, owl_m, calibrated) -> (profile, seconds)
+
+    def calibration(self, seed: int) -> list:
+        if seed not in self.samples:
+            loader, self.testenc = get_loaders("wikitext2", self.args.nsamples, seed, self.seqlen, self.tokenizer,
+                                               self.args.data_dir)
+            self.samples[seed] = [inp for inp, _ in loader]
+        return self.samples[seed]
+
+    def measure_row(self, name: str, config: PruneConfig | None, seed: int) -> dict:
+        """Prune a fresh copy of the dense weights with `config` (None: dense) on seed `seed`'s calibration
+        samples and measure perplexity: {"configuration", "seed", "sparsity", "ppl", "window_nll", "prune_s", "eval_s"}."""
+        torch.manual_seed(seed)
+        samples = self.calibration(seed)
+        self.model.load_state_dict(self.original)
+        prune_s, profile = 0.0, None
+        if config is not None and config.needs_profile:
+            key = (seed, config.block_size, config.owl_m, config.needs_calibration)
+            if key not in self.profiles:
+                start = time.perf_counter()
+                self.profiles[key] = (profile_model(self.model, samples, config, progress=False), time.perf_counter() - start)
+            profile, prune_s = self.profiles[key]
+        start = time.perf_counter()
+        if config is not None:
+            prune_model(self.model, samples, config, progress=False, profile=profile)
+        prune_s += time.perf_counter() - start
+        start = time.perf_counter()
+        result = perplexity(self.model, self.testenc.input_ids, self.seqlen, self.args.eval_windows, progress=False)
+        return {"configuration": name, "seed": seed, "sparsity": measure_sparsity(self.model)["sparsity"],
+                "ppl": result["ppl"], "window_nll": result["window_nll"], "prune_s": prune_s,
+                "eval_s": time.perf_counter() - start}
+
+
+def summarize(name: str, runs: list[dict], dense_ppl: float | None) -> dict:
+    """One table row from its per-seed runs: mean ± sd of PPL over seeds and every seed's value."""
+    ppl, ppl_sd = mean_sd([run["ppl"] for run in runs])
+    row = {"configuration": name, "seeds": [run["seed"] for run in runs], "sparsity": runs[0]["sparsity"], "ppl": ppl,
+           "ppl_sd": ppl_sd, "ppl_per_seed": [run["ppl"] for run in runs],
+           "prune_s": mean_sd([run["prune_s"] for run in runs])[0], "eval_s": mean_sd([run["eval_s"] for run in runs])[0]}
+    row["ppl_over_dense"] = ppl / dense_ppl if dense_ppl else None
+    return row
+
+
+def default_comparisons(names: list[str]) -> list[tuple[str, str]]:
+    """(with OWL, without) and (row scope, matrix scope) for every such pair of rows in the table."""
+    pairs = [(name, name[: -len(" owl")]) for name in names if name.endswith(" owl")]
+    pairs += [(name, name.replace(" row", " matrix")) for name in names if " row" in name]
+    return [(a, b) for a, b in pairs if a in names and b in names]
+
+
+def compare(a: dict, b: dict) -> str:
+    """Whether PPL(a) - PPL(b) exceeds the seed spread: Welch's t test over the per-seed perplexities."""
+    test = welch_t(a["ppl_per_seed"], b["ppl_per_seed"])
+    head = f"{a['configuration']} - {b['configuration']}: {test['difference']:+.2f} PPL"
+    if test["p"] is None:
+        return head + "; one seed (or no spread): run --seeds 0 1 2 to compare against the seed spread"
+    verdict = "exceeds the seed spread" if test["p"] < 0.05 else "within the seed spread: not established"
+    return head + f"; Welch's t = {test['t']:.2f}, df = {test['df']:.1f}, p = {test['p']:.3f} over seeds: {verdict}"
 
 
 def main() -> int:
@@ -89,11 +171,15 @@ def main() -> int:
     parser.add_argument("--nsamples", type=int, default=32)
     parser.add_argument("--seqlen", type=int, default=512)
     parser.add_argument("--eval_windows", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                        help="calibration seeds: every row is pruned once per seed (default: 0)")
+    parser.add_argument("--seed", type=int, default=None, help="one calibration seed (same as --seeds SEED)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help='run only these rows, e.g. "dense" "three_tier wanda matrix"')
+    parser.add_argument("--compare", nargs=2, action="append", default=None, metavar=("A", "B"),
+                        help="compare two rows against the seed spread (repeatable; default: OWL vs no OWL, row vs matrix scope)")
     parser.add_argument("--output", default=None, help="also write the table as JSON here")
-    parser.add_argument("--rows_dir", default=None, help="save each finished row here and reuse rows saved with the same settings")
+    parser.add_argument("--rows_dir", default=None, help="save each finished (row, seed) here and reuse rows saved with the same settings")
     args = parser.parse_args()
     output = Output("--output", args.output, "bench_quality", is_file=True)
     try:
@@ -101,58 +187,50 @@ def main() -> int:
     except OutputError as err:
         parser.error(str(err))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    seeds = [args.seed] if args.seed is not None else list(dict.fromkeys(args.seeds))
     configs = configurations(args.only)
-    settings = {k: getattr(args, k) for k in ("model", "data_dir", "nsamples", "seqlen", "eval_windows", "seed")}
+    for pair in args.compare or []:
+        if any(name not in configs for name in pair):
+            raise SystemExit(f"error: --compare {pair[0]!r} {pair[1]!r}: both must be rows of the table ({', '.join(configs)})")
     rows_dir = Path(args.rows_dir) if args.rows_dir else None
     if rows_dir:
         rows_dir.mkdir(parents=True, exist_ok=True)
 
-    rows = {name: _cached_row(rows_dir, name, settings) for name in configs}
-    todo = [name for name, row in rows.items() if row is None]
-    model = tokenizer = testenc = samples = original = None
-    if todo:
-        torch.manual_seed(args.seed)
-        model, tokenizer = load_model(args.model, device=args.device)
-        seqlen = effective_seqlen(model, args.seqlen)
-        trainloader, testenc = get_loaders("wikitext2", args.nsamples, args.seed, seqlen, tokenizer, args.data_dir)
-        samples = [inp for inp, _ in trainloader]
-        original = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    profiles: dict[tuple, tuple] = {}  # (block size, owl_m, calibrated) -> (profile, seconds)
+    def settings(seed: int) -> dict:
+        return {**{k: getattr(args, k) for k in ("model", "data_dir", "nsamples", "seqlen", "eval_windows")}, "seed": seed}
 
-    header = f"{'configuration':<34}{'sparsity':>10}{'PPL':>10}{'PPL/dense':>11}{'prune s':>9}{'eval s':>8}"
-    print(header, flush=True)
-    dense_ppl = next((r["ppl"] for n, r in rows.items() if n == "dense" and r), None)
+    bench = None
+    runs: dict[str, list[dict]] = {}
     for name, config in configs.items():
-        row = rows[name]
-        if row is None:
-            model.load_state_dict(original)
-            prune_s = 0.0
-            profile = None
-            if config is not None and config.needs_profile:
-                key = (config.block_size, config.owl_m, config.needs_calibration)
-                if key not in profiles:
-                    start = time.perf_counter()
-                    profiles[key] = (profile_model(model, samples, config, progress=False), time.perf_counter() - start)
-                profile, prune_s = profiles[key]
-            start = time.perf_counter()
-            if config is not None:
-                prune_model(model, samples, config, progress=False, profile=profile)
-            prune_s += time.perf_counter() - start
-            start = time.perf_counter()
-            ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, progress=False)["ppl"]
-            eval_s = time.perf_counter() - start
-            row = {"configuration": name, "sparsity": measure_sparsity(model)["sparsity"], "ppl": ppl,
-                   "prune_s": prune_s, "eval_s": eval_s}
-            if rows_dir:
-                write_json(_row_path(rows_dir, name), {"settings": settings, "row": row})
-        dense_ppl = row["ppl"] if name == "dense" else dense_ppl
-        row["ppl_over_dense"] = row["ppl"] / dense_ppl if dense_ppl else None
-        rows[name] = row
+        runs[name] = []
+        for seed in seeds[:1] if config is None else seeds:  # the dense model does not depend on the seed
+            run = _cached_row(rows_dir, name, seed, settings(seed))
+            if run is None:
+                bench = bench or Bench(args)
+                run = bench.measure_row(name, config, seed)
+                if rows_dir:
+                    write_json(_row_path(rows_dir, name, seed), {"settings": settings(seed), "row": run})
+            runs[name].append(run)
+
+    dense_ppl = summarize("dense", runs["dense"], None)["ppl"] if "dense" in runs else None
+    rows = {name: summarize(name, name_runs, dense_ppl) for name, name_runs in runs.items()}
+    print(f"{'configuration':<34}{'sparsity':>10}{'PPL':>10}{'± sd':>9}{'PPL/dense':>11}{'prune s':>9}{'eval s':>8}  per seed",
+          flush=True)
+    for row in rows.values():
         ratio = f"{row['ppl_over_dense']:.2f}" if dense_ppl else "-"
-        print(f"{name:<34}{row['sparsity']:>10.4f}{row['ppl']:>10.2f}{ratio:>11}{row['prune_s']:>9.1f}{row['eval_s']:>8.1f}", flush=True)
+        sd = f"{row['ppl_sd']:.2f}" if row["ppl_sd"] is not None else "-"
+        per_seed = " ".join(f"{ppl:.2f}" for ppl in row["ppl_per_seed"])
+        print(f"{row['configuration']:<34}{row['sparsity']:>10.4f}{row['ppl']:>10.2f}{sd:>9}{ratio:>11}"
+              f"{row['prune_s']:>9.1f}{row['eval_s']:>8.1f}  {per_seed}", flush=True)
+    comparisons = [compare(rows[a], rows[b]) for a, b in (args.compare or default_comparisons(list(rows)))]
+    if comparisons:
+        print("\nComparisons (Welch's t test over the per-seed perplexities; p < 0.05 = exceeds the seed spread):")
+        for line in comparisons:
+            print("  " + line)
     if args.output:
-        write_output_json(args.output, {"settings": vars(args), "environment": environment_info(),
-                                        "rows": list(rows.values())}, output.kind)
+        write_output_json(args.output, {"settings": {**vars(args), "seeds": seeds}, "environment": environment_info(),
+                                        "rows": list(rows.values()), "runs": [run for name_runs in runs.values() for run in name_runs],
+                                        "comparisons": comparisons}, output.kind)
     return 0
 
 

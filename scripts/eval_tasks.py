@@ -5,9 +5,14 @@
         --tasks wikitext2 squad gsm8k boolq --data_dir ../shared/data \
         --limit 200 --output out/exp1/eval.json
 
---limit and --max_new_tokens take one number for every task or per-task values:
+--limit, --nll_limit and --max_new_tokens take one number for every task or per-task values:
 `--limit squad=200 gsm8k=50 boolq=500`. With no --model it evaluates the embedded
 default (SmolLM2-135M-Instruct).
+
+Every metric `m` comes with `m_stderr` (standard error of the mean over examples, ddof = 1),
+perplexity also with its 95% interval (`ppl_ci95_low`, `ppl_ci95_high`), and the report keeps
+`per_example: {task: {metric: {example id or window index: value}}}` so that two reports over
+the same examples can be compared with a paired bootstrap (scripts/summarize_experiments.py).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import torch
 from lib.models import DEFAULT_MODEL, DTYPES, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label
 from lib.outputs import Output, OutputError, claim_outputs, write_output_json
 from lib.results import environment_info
-from lib.tasks import EXAMPLE_TASKS, PERPLEXITY_TASKS, TASKS, BackendError, check_tasks, evaluate_tasks, require_lm_eval
+from lib.tasks import (
+    EXAMPLE_TASKS, PERPLEXITY_TASKS, TASKS, BackendError, check_nll_limit, check_tasks, evaluate_tasks, require_lm_eval,
+)
 
 logger = logging.getLogger("eval_tasks")
 
@@ -46,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
     p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N",
                    help="evaluate the first N examples of each example task, or per task: squad=200 gsm8k=50")
+    p.add_argument("--nll_limit", nargs="+", default=None, metavar="N|TASK=N",
+                   help="squad/gsm8k: the answer NLL (one forward pass per example) on the first N examples "
+                        "instead of --limit's, e.g. squad=500 gsm8k=300")
     p.add_argument("--batch_size", type=int, default=8, help="prompts per forward pass for generation and scoring")
     p.add_argument("--seqlen", type=int, default=2048, help="perplexity window length, capped at max_position_embeddings")
     p.add_argument("--eval_windows", type=int, default=None, help="perplexity over the first N windows only (default: all)")
@@ -93,6 +103,8 @@ def run(args: argparse.Namespace) -> Path:
     check_tasks(args.tasks)
     limit = parse_per_task(args.limit, "--limit")
     max_new_tokens = parse_per_task(args.max_new_tokens, "--max_new_tokens")
+    nll_limit = parse_per_task(args.nll_limit, "--nll_limit")
+    check_nll_limit(nll_limit)
     for flag in ("batch_size", "eval_windows"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -106,10 +118,10 @@ def run(args: argparse.Namespace) -> Path:
     output = Path(args.output) if args.output else Path("out") / "eval" / f"{model_label(args.model)}.json"
     with claim_outputs([Output("--output", output, "eval_report", is_file=True)], inputs={"--model": args.model},
                        overwrite=args.overwrite):
-        return evaluate_and_write(args, output, limit, max_new_tokens)
+        return evaluate_and_write(args, output, limit, max_new_tokens, nll_limit)
 
 
-def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_tokens) -> Path:
+def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_tokens, nll_limit) -> Path:
     """Load the model, evaluate every task and write the report to `output` (claimed by `run`)."""
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -123,7 +135,7 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
     result = evaluate_tasks(
         model, tokenizer, args.tasks, data_dir=args.data_dir, limit=limit, batch_size=args.batch_size,
         seqlen=seqlen or args.seqlen, eval_windows=args.eval_windows, num_fewshot=args.num_fewshot,
-        max_new_tokens=max_new_tokens, log_samples=args.log_samples, backend=args.backend,
+        max_new_tokens=max_new_tokens, log_samples=args.log_samples, backend=args.backend, nll_limit=nll_limit,
     )
     seconds.update(result["seconds"])
     seconds["total"] = time.perf_counter() - start
@@ -137,6 +149,7 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
         "settings": {
             "data_dir": args.data_dir,
             "limit": limit,
+            "nll_limit": nll_limit,
             "batch_size": args.batch_size,
             "seqlen": seqlen,
             "seqlen_requested": args.seqlen,
@@ -149,6 +162,7 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
         },
         "environment": environment_info(),
     }
+    report["per_example"] = result["per_example"]
     if args.log_samples:
         report["samples"] = result.get("samples", {})
     write_output_json(output, report, "eval_report", args.overwrite)

@@ -16,19 +16,29 @@
 #
 # Usage:
 #   bash scripts/run_task_experiments.sh --preset cpu-smoke --data_dir ../shared/data --out out/smoke
+#   bash scripts/run_task_experiments.sh --preset cpu --data_dir ../shared/data --out out/cpu
 #   bash scripts/run_task_experiments.sh --preset paper --data_dir ../shared/data --out out/paper
 #   EXPS="baseline exp1" NSAMPLES=16 bash scripts/run_task_experiments.sh --dry_run
+#   SEEDS="0 1 2" FT_SEEDS=0 bash scripts/run_task_experiments.sh ...   # 3 pruned models per calibration set
 #
-# Flags: --preset cpu-smoke|paper, --model M, --data_dir D, --out O, --exps "exp1 exp2",
-# --nsamples N, --seqlen N, --sparsity_ratios "R1 R2 R3", --max_steps N, --epochs N, --lr LR,
-# --eval_limits "squad=40 gsm8k=20", --dry_run (print the steps and their commands, run nothing).
+# Flags: --preset cpu-smoke|cpu|paper, --model M, --data_dir D, --out O, --exps "exp1 exp2",
+# --seeds "0 1 2", --ft_seeds "0", --nsamples N, --seqlen N, --sparsity_ratios "R1 R2 R3", --max_steps N,
+# --epochs N, --lr LR, --eval_limits "squad=40 gsm8k=20", --nll_limits "squad=500 gsm8k=300",
+# --dry_run (print the steps and their commands, run nothing).
+#
+# Calibration seeds: every seed in SEEDS gets its own pruned model per calibration data set, and
+# every seed in FT_SEEDS (default: all of SEEDS; a subset seeds only the pruned rows) its own
+# fine-tune of it (Trainer --seed too). Seed 0 keeps the plain names; seed N writes pruned/<tag>_seedN
+# and <exp>_seedN, so adding seeds to a finished single-seed run reuses it. results.md shows
+# mean ± sd over the seeds of each row and 95% paired-bootstrap intervals for every difference.
 # Every setting is also an environment variable (listed by --help). Precedence: flag > environment >
 # preset > default. Without a preset the protocol is the design notes' (nsamples 128, seqlen
 # 2048, 3 epochs, lr 2e-5, batch 4 x accumulation 4, full evaluation) on $MODEL.
 #
 # Layout of $OUT: dense/eval.json; pruned/<calibration>/{results/,model/,eval.json}
 # (one pruned model per calibration data set, shared by the experiments that use it);
-# <exp>/{model/,eval.json}; logs/<step>.log; markers/<step>.done; results.md; results.png.
+# <exp>/{model/,eval.json}; logs/<step>.log; markers/<step>.done; results.md; results.png
+# (seed N != 0: pruned/<calibration>_seedN/ and <exp>_seedN/, steps named ..._seedN).
 #
 # Resuming: a step that finished has markers/<step>.done (its command and its outputs) and is
 # skipped on a rerun while all its outputs are still there (else it runs again); a finished step whose command has changed stops the run (use another $OUT, or delete
@@ -61,6 +71,9 @@ while (($#)); do
     --data_dir) DATA_DIR=${2:?}; shift ;;
     --out) OUT=${2:?}; shift ;;
     --exps) EXPS=${2:?}; shift ;;
+    --seeds) SEEDS=${2:?}; shift ;;
+    --ft_seeds) FT_SEEDS=${2:?}; shift ;;
+    --nll_limits) EVAL_NLL_LIMITS=${2:?}; shift ;;
     --nsamples) NSAMPLES=${2:?}; shift ;;
     --seqlen) SEQLEN=${2:?}; shift ;;
     --sparsity_ratios) SPARSITY_RATIOS=${2:?}; shift ;;
@@ -98,6 +111,33 @@ case $PRESET in
     # a forward pass ~6x slower
     export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
     ;;
+  cpu)  # the default model with sizes that can show real effects (issue 11): answer NLL on 500 SQuAD /
+    # 300 GSM8K examples, generation on 200 / 100, BoolQ 500, PPL 64 x 512, 3 calibration seeds (pruned
+    # rows; fine-tunes on seed 0, compared by paired intervals). One evaluation at these sizes costs
+    # ~21 CPU-minutes (measured on a subset, one thread), so the preset runs the SQuAD question (exp1,
+    # exp2: 9 evaluations, est. 2.5-3.5 h on 2 cores); --exps "exp1 exp2 exp3 exp4" adds GSM8K later
+    # (resumes). FT_MAX_STEPS 60 is provisional (see the README).
+    EXPS=${EXPS:-exp1 exp2}
+    NSAMPLES=${NSAMPLES:-32}
+    SEQLEN=${SEQLEN:-512}
+    SEEDS=${SEEDS:-0 1 2}
+    FT_SEEDS=${FT_SEEDS:-0}
+    FT_MAX_STEPS=${FT_MAX_STEPS:-60}
+    FT_LR=${FT_LR:-1e-4}
+    FT_BATCH_SIZE=${FT_BATCH_SIZE:-4}
+    FT_GRAD_ACCUM=${FT_GRAD_ACCUM:-1}
+    FT_MAX_LENGTH=${FT_MAX_LENGTH:-384}
+    FT_BLOCK_SIZE=${FT_BLOCK_SIZE:-256}
+    FT_SAVE_STEPS=${FT_SAVE_STEPS:-20}
+    FT_LOGGING_STEPS=${FT_LOGGING_STEPS:-10}
+    EVAL_WINDOWS=${EVAL_WINDOWS:-64}
+    EVAL_SEQLEN=${EVAL_SEQLEN:-512}
+    EVAL_LIMITS=${EVAL_LIMITS:-"squad=200 gsm8k=100 boolq=500"}
+    EVAL_NLL_LIMITS=${EVAL_NLL_LIMITS:-"squad=500 gsm8k=300"}
+    EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-"squad=16 gsm8k=48"}
+    EVAL_BATCH_SIZE=${EVAL_BATCH_SIZE:-16}
+    export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+    ;;
   paper)  # the design notes: Llama-2-7b, nsamples 128, seqlen 2048, 3 epochs, lr 2e-5, bf16, full eval
     MODEL=${MODEL:-meta-llama/Llama-2-7b-hf}
     NSAMPLES=${NSAMPLES:-128}
@@ -108,7 +148,7 @@ case $PRESET in
     FT_ARGS=${FT_ARGS:---gradient_checkpointing}
     EVAL_DTYPE=${EVAL_DTYPE:-bfloat16}
     ;;
-  *) die "unknown preset '$PRESET'; use cpu-smoke or paper" ;;
+  *) die "unknown preset '$PRESET'; use cpu-smoke, cpu or paper" ;;
 esac
 
 PYTHON=${PYTHON:-python}
@@ -116,7 +156,9 @@ MODEL=${MODEL:-smollm2-135m}
 DATA_DIR=${DATA_DIR:-}                      # empty: the CLIs' default (env WANDA_DATA_DIR, else the Hub)
 OUT=${OUT:-out/task_experiments}
 EXPS=${EXPS:-${EXPERIMENTS[*]}}
-SEED=${SEED:-0}
+SEED=${SEED:-0}                             # evaluation seed (generation is greedy) and SEEDS' default
+SEEDS=${SEEDS:-$SEED}                       # calibration seeds: one pruned model per calibration set and seed
+FT_SEEDS=${FT_SEEDS:-$SEEDS}                # the seeds whose pruned models are fine-tuned (a subset of SEEDS)
 # pruning
 SPARSITY_RATIOS=${SPARSITY_RATIOS:-0.35 0.45 0.2}
 NSAMPLES=${NSAMPLES:-128}
@@ -142,6 +184,7 @@ KEEP_CHECKPOINTS=${KEEP_CHECKPOINTS:-0}     # 0: delete checkpoint-* once a fine
 # evaluation
 EVAL_TASKS=${EVAL_TASKS:-wikitext2 squad gsm8k boolq}
 EVAL_LIMITS=${EVAL_LIMITS:-}                # e.g. "squad=200 gsm8k=50 boolq=500"; empty: everything
+EVAL_NLL_LIMITS=${EVAL_NLL_LIMITS:-}        # answer NLL on more examples than generation, e.g. "squad=500 gsm8k=300"
 EVAL_WINDOWS=${EVAL_WINDOWS:-}              # perplexity windows; empty: all
 EVAL_SEQLEN=${EVAL_SEQLEN:-$SEQLEN}
 EVAL_BATCH_SIZE=${EVAL_BATCH_SIZE:-8}
@@ -156,11 +199,21 @@ read -ra SELECTED <<<"$EXPS"
 for exp in "${SELECTED[@]}"; do
   [[ -v "CALIBRATION[$exp]" ]] || die "unknown experiment '$exp' in EXPS; choose from: ${EXPERIMENTS[*]}"
 done
+read -ra SEED_LIST <<<"$SEEDS"
+read -ra FT_SEED_LIST <<<"$FT_SEEDS"
+((${#SEED_LIST[@]})) || die "SEEDS is empty; give one or more integers, e.g. SEEDS=\"0 1 2\""
+for seed in "${SEED_LIST[@]}" "${FT_SEED_LIST[@]}"; do
+  [[ $seed =~ ^[0-9]+$ ]] || die "seed '$seed' in SEEDS / FT_SEEDS is not a non-negative integer"
+done
+for seed in "${FT_SEED_LIST[@]}"; do
+  [[ " ${SEED_LIST[*]} " == *" $seed "* ]] || die "FT_SEEDS seed $seed is not in SEEDS ($SEEDS); fine-tuning needs its pruned model"
+done
 read -ra LAUNCHER <<<"$FT_LAUNCHER"
 read -ra PRUNE_EXTRA <<<"$PRUNE_ARGS"
 read -ra FT_EXTRA <<<"$FT_ARGS"
 read -ra TASKS <<<"$EVAL_TASKS"
 read -ra LIMITS <<<"$EVAL_LIMITS"
+read -ra NLL_LIMITS <<<"$EVAL_NLL_LIMITS"
 read -ra NEW_TOKENS <<<"$EVAL_MAX_NEW_TOKENS"
 read -ra EVAL_EXTRA <<<"$EVAL_ARGS"
 DATA_ARGS=()
@@ -247,10 +300,12 @@ run_step() {  # run_step NAME COMMAND...
 }
 
 calibration_tag() { local tag=${1//+/-}; echo "${tag//[:,]/_}"; }
+seed_suffix() { ((10#$1 == 0)) || echo "_seed$1"; }  # seed 0 keeps the plain names
 
 evaluate() {  # evaluate NAME MODEL OUTPUT_JSON
   local limit_args=() token_args=()
   ((${#LIMITS[@]} == 0)) || limit_args=(--limit "${LIMITS[@]}")
+  ((${#NLL_LIMITS[@]} == 0)) || limit_args+=(--nll_limit "${NLL_LIMITS[@]}")
   ((${#NEW_TOKENS[@]} == 0)) || token_args=(--max_new_tokens "${NEW_TOKENS[@]}")
   STEP_OUTPUTS=("$3")
   run_step "$1" "$PYTHON" "$REPO/scripts/eval_tasks.py" --model "$2" --tasks "${TASKS[@]}" "${DATA_ARGS[@]}" \
@@ -258,14 +313,14 @@ evaluate() {  # evaluate NAME MODEL OUTPUT_JSON
     --batch_size "$EVAL_BATCH_SIZE" --dtype "$EVAL_DTYPE" --seed "$SEED" --output "$3" "${EVAL_EXTRA[@]}"
 }
 
-prune() {  # prune CALIBRATION: one pruned model per calibration data set, then its reference evaluation
+prune() {  # prune CALIBRATION SEED: one pruned model per calibration data set and seed, then its evaluation
   local tag dir
-  tag=$(calibration_tag "$1")
+  tag=$(calibration_tag "$1")$(seed_suffix "$2")
   dir=$OUT/pruned/$tag
   STEP_OUTPUTS=("$dir/results/results.json" "$dir/model/config.json")
   run_step "prune_$tag" "$PYTHON" "$REPO/main_block_three_tier.py" --model "$MODEL" "${DATA_ARGS[@]}" \
     --calibration_dataset "$1" --nsamples "$NSAMPLES" --seqlen "$SEQLEN" --sparsity_ratios "${RATIOS[@]}" \
-    --seed "$SEED" --no_eval --save "$dir/results" --save_model "$dir/model" "${PRUNE_EXTRA[@]}"
+    --seed "$2" --no_eval --save "$dir/results" --save_model "$dir/model" "${PRUNE_EXTRA[@]}"
   evaluate "eval_pruned_$tag" "$dir/model" "$dir/eval.json"
 }
 
@@ -280,9 +335,11 @@ latest_checkpoint() {  # the highest checkpoint-N under $1 whose trainer_state.j
   echo "$best"
 }
 
-finetune() {  # finetune EXP
-  local exp=$1 data=${FINETUNE[$1]} tag dir name=ft_$1 sig resume checkpoint
-  tag=$(calibration_tag "${CALIBRATION[$1]}")
+finetune() {  # finetune EXP SEED
+  local suffix exp data=${FINETUNE[$1]} tag dir name sig resume checkpoint
+  suffix=$(seed_suffix "$2")
+  exp=$1$suffix name=ft_$1$suffix
+  tag=$(calibration_tag "${CALIBRATION[$1]}")$suffix
   dir=$OUT/$exp/model
   local task_args=(--max_length "$FT_MAX_LENGTH") script=finetune_$data
   if [[ $data == wikitext2 ]]; then
@@ -294,7 +351,7 @@ finetune() {  # finetune EXP
     --learning_rate "$FT_LR" --per_device_train_batch_size "$FT_BATCH_SIZE" --gradient_accumulation_steps "$FT_GRAD_ACCUM"
     ${FT_MAX_TRAIN_SAMPLES:+--max_train_samples "$FT_MAX_TRAIN_SAMPLES"} --max_eval_samples "$FT_EVAL_SAMPLES"
     --save_strategy steps --save_steps "$FT_SAVE_STEPS" --save_total_limit "$FT_SAVE_TOTAL_LIMIT" --logging_steps "$FT_LOGGING_STEPS"
-    --seed "$SEED" --report_to none --disable_tqdm true)
+    --seed "$2" --report_to none --disable_tqdm true)
   [[ $FT_BF16 != 1 ]] || command+=(--bf16)
   command+=("${FT_EXTRA[@]}")
   sig=$(signature "${command[@]}")
@@ -316,19 +373,23 @@ finetune() {  # finetune EXP
 
 # ------------------------------------------------------------------ the matrix
 
-echo "experiments: ${SELECTED[*]}; model $MODEL; OUT $OUT${PRESET:+; preset $PRESET}"
+echo "experiments: ${SELECTED[*]}; seeds ${SEED_LIST[*]} (fine-tuned: ${FT_SEED_LIST[*]}); model $MODEL; OUT $OUT${PRESET:+; preset $PRESET}"
 evaluate eval_dense "$MODEL" "$OUT/dense/eval.json"
 declare -A PRUNED=()
 EXPECTED=(dense)  # the rows results.md must show, with or without data
 for exp in "${SELECTED[@]}"; do
   calibration=${CALIBRATION[$exp]}
-  if [[ ! -v "PRUNED[$calibration]" ]]; then
-    prune "$calibration"
-    PRUNED[$calibration]=1
-    EXPECTED+=("pruned/$(calibration_tag "$calibration")")
-  fi
-  finetune "$exp"
-  EXPECTED+=("$exp")
+  for seed in "${SEED_LIST[@]}"; do
+    if [[ ! -v "PRUNED[$calibration $seed]" ]]; then
+      prune "$calibration" "$seed"
+      PRUNED[$calibration $seed]=1
+      EXPECTED+=("pruned/$(calibration_tag "$calibration")$(seed_suffix "$seed")")
+    fi
+    if [[ " ${FT_SEED_LIST[*]} " == *" $seed "* ]]; then
+      finetune "$exp" "$seed"
+      EXPECTED+=("$exp$(seed_suffix "$seed")")
+    fi
+  done
 done
 
 [[ -z $DRY_RUN ]] || exit 0

@@ -4,7 +4,9 @@
     python scripts/summarize_experiments.py --out out/task_experiments
 
 Rows: the dense model, each pruned model before fine-tuning, Baseline and Exp 1-6 (see
-scripts/run_task_experiments.sh for the layout of OUT and lib/experiments.py for the columns).
+scripts/run_task_experiments.sh for the layout of OUT and lib/experiments.py for the columns),
+mean ± sd over calibration seeds; every difference with its 95% paired-bootstrap interval, and
+the verdicts on the expectations generated from those intervals.
 """
 
 from __future__ import annotations

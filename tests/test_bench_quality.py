@@ -5,17 +5,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SAMPLE_DATA
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_quality.py"
 ROWS = ["dense", "three_tier wanda model owl", "three_tier sparsegpt row"]
 
 
-def bench(model_dir, rows_dir, output, *rows):
+def bench(model_dir, rows_dir, output, *rows, seeds=()):
     args = [sys.executable, str(SCRIPT), "--model", str(model_dir), "--data_dir", str(SAMPLE_DATA), "--nsamples", "4",
             "--seqlen", "64", "--eval_windows", "2", "--device", "cpu", "--rows_dir", str(rows_dir), "--output", str(output)]
     if rows:
         args += ["--only", *rows]
+    if seeds:
+        args += ["--seeds", *map(str, seeds)]
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout.splitlines()
 
 
@@ -48,3 +52,26 @@ def test_rows_saved_with_other_settings_are_not_reused(tiny_llama_dir, tmp_path)
     path.write_text(json.dumps(saved))
     bench(tiny_llama_dir, rows_dir, tmp_path / "b.json", "dense")
     assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["ppl"] > 1.0
+
+
+@pytest.mark.slow
+def test_seeds_give_mean_sd_per_seed_values_and_a_welch_comparison(tiny_llama_dir, tmp_path):
+    rows_dir = tmp_path / "rows"
+    names = ["dense", "three_tier wanda matrix", "three_tier wanda matrix owl"]
+    bench(tiny_llama_dir, rows_dir, tmp_path / "s0.json", *names[:2], seeds=[0])  # a first worker: seed 0
+    lines = bench(tiny_llama_dir, rows_dir, tmp_path / "all.json", *names, seeds=[0, 1, 2])
+    report = json.loads((tmp_path / "all.json").read_text())
+    dense, matrix, owl = report["rows"]
+    assert dense["seeds"] == [0] and matrix["seeds"] == [0, 1, 2]  # the dense model does not depend on the seed
+    assert len(list(rows_dir.glob("*.json"))) == 1 + 3 + 3  # one file per (row, seed)
+    first = json.loads((tmp_path / "s0.json").read_text())["rows"][1]
+    assert matrix["ppl_per_seed"][0] == first["ppl"]  # seed 0 reused from the first worker
+    assert len(set(matrix["ppl_per_seed"])) == 3  # other calibration samples, other masks
+    mean = sum(matrix["ppl_per_seed"]) / 3
+    sd = (sum((p - mean) ** 2 for p in matrix["ppl_per_seed"]) / 2) ** 0.5  # ddof 1
+    assert matrix["ppl"] == pytest.approx(mean) and matrix["ppl_sd"] == pytest.approx(sd)
+    assert all(len(run["window_nll"]) == 2 for run in report["runs"])
+    comparison = next(line for line in lines if "three_tier wanda matrix owl - three_tier wanda matrix:" in line)
+    assert "Welch's t = " in comparison and "df = " in comparison and ("exceeds the seed spread" in comparison
+                                                                       or "not established" in comparison)
+    assert report["comparisons"] == [comparison.strip()]

@@ -10,6 +10,7 @@ exit status). The failure test runs the real interpreter.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ import pytest
 import torch
 
 from conftest import REPO, SAMPLE_DATA
-from lib.experiments import data_label, load_rows, recorded_flags, results_markdown
+from lib.experiments import data_label, load_rows, recorded_flags, results_markdown, verdict
 from lib.results import write_json
 
 SCRIPT = REPO / "scripts" / "run_task_experiments.sh"
@@ -191,6 +192,11 @@ def test_matrix_writes_every_file_and_row(matrix):
     assert "--max_steps 2 --learning_rate 2e-5" in table and "| ft_exp6 |" in table
     for header in ("WikiText2 PPL", "SQuAD EM", "SQuAD F1", "GSM8K acc (strict)", "BoolQ acc", "SQuAD NLL", "GSM8K NLL"):
         assert header in table
+    assert_interval_cells(table, "## Change after fine-tuning", 7)
+    assert_interval_cells(table, "## Comparisons between experiments", 6)
+    verdicts = re.findall(r"^- (.*): \*\*(supported|contradicted|not established \(the interval covers 0\))\*\*$",
+                          table, re.M)
+    assert len(verdicts) == 15  # fine-tuning helps its task: one per fine-tuned row (7); calibration: 4 + 2 + 2
 
     rows = {row.name: row for row in load_rows(out)}
     assert len(rows) == 13
@@ -201,6 +207,22 @@ def test_matrix_writes_every_file_and_row(matrix):
         assert 0.3 < reference.sparsity < 0.5 and row.sparsity == pytest.approx(reference.sparsity, abs=1e-12)
         report = json.loads((out / exp / "eval.json").read_text())
         assert report["model"] == str(out / exp / "model") and set(report["metrics"]) == {"wikitext2", "squad", "gsm8k", "boolq"}
+
+
+def assert_interval_cells(table: str, section: str, n_lines: int) -> None:
+    """Every cell of a difference table is 'd [low, high]' with the mark exactly when the interval excludes 0."""
+    lines = [line for line in table.split(section)[1].split("\n## ")[0].splitlines() if line.startswith("| ")][1:]
+    assert len(lines) == n_lines
+    cells = [cell.strip() for line in lines for cell in line.strip("|").split("|")[2:]]
+    for cell in cells:
+        match = re.fullmatch(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]( \*)?", cell)
+        assert match, cell
+        low, high = float(match[2]), float(match[3])
+        assert low <= high, cell
+        if match[4]:  # marked: the interval excludes 0 (rounding may show an end as 0)
+            assert low >= 0 or high <= 0, cell
+        else:
+            assert low <= 0 <= high, cell
 
 
 @pytest.mark.slow
@@ -238,6 +260,24 @@ def test_a_lost_output_is_redone_and_a_row_without_data_is_named(matrix, tmp_pat
     assert "| Pruned SQuAD, before FT (**no data**) | SQuAD | none |" in table
     assert ("**No data** for Pruned SQuAD, before FT (no pruned/squad/eval.json), Exp 1 (no exp1/eval.json): "
             "rerun scripts/run_task_experiments.sh") in table
+
+
+@pytest.mark.slow
+def test_more_seeds_reuse_the_finished_run(matrix, tmp_path):
+    """SEEDS="0 1" FT_SEEDS=0 on a finished single-seed OUT: only the seed-1 pruning and its evaluation run."""
+    source, env, _, _ = matrix
+    out = tmp_path / "out"
+    shutil.copytree(source, out)
+    result = run_matrix({**env, "OUT": str(out), "EXPS": "exp2", "SEEDS": "0 1", "FT_SEEDS": "0"}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.findall(r"^done (\S+)", result.stdout, re.M) == ["prune_squad_seed1", "eval_pruned_squad_seed1"]
+    assert (out / "pruned" / "squad_seed1" / "eval.json").is_file() and not (out / "exp2_seed1").exists()
+    assert "--seed 1 " in (out / "markers" / "prune_squad_seed1.done").read_text()
+    table = (out / "results.md").read_text()
+    assert "| Seeds |" in table and "calibration seeds resampled per row" in table
+    line = next(line for line in table.splitlines() if line.startswith("| Pruned SQuAD, before FT |"))
+    assert "| 0 1 |" in line and " ± " in line  # mean ± sd over the two seeds
+    assert re.search(r"^\| Exp 2 \| SQuAD \| SQuAD \| [\d.]+% \| 0 \| ", table, re.M)  # fine-tuned on seed 0 only
 
 
 @pytest.mark.slow
@@ -318,6 +358,23 @@ def test_presets_and_flags(tmp_path):
                        timeout=60).stdout
     assert "--model smollm2-135m" in smoke and "--nsamples 4 --seqlen 128" in smoke  # env and flag beat the preset
     assert smoke.count("would run prune_") == 5 and smoke.count("would run ft_") == 7
+    cpu = run_matrix(env, "--preset", "cpu", "--dry_run", timeout=60).stdout
+    assert "--nsamples 32 --seqlen 512" in cpu and "--seqlen 512 --eval_windows 64" in cpu
+    assert "--limit squad=200 gsm8k=100 boolq=500 --nll_limit squad=500 gsm8k=300" in cpu
+    assert re.findall(r"^would run (\S+):", cpu, re.M) == [  # exp1 and exp2, 3 pruned seeds, fine-tunes on seed 0
+        "eval_dense", "prune_wikitext2", "eval_pruned_wikitext2", "ft_exp1", "eval_exp1", "prune_wikitext2_seed1",
+        "eval_pruned_wikitext2_seed1", "prune_wikitext2_seed2", "eval_pruned_wikitext2_seed2", "prune_squad",
+        "eval_pruned_squad", "ft_exp2", "eval_exp2", "prune_squad_seed1", "eval_pruned_squad_seed1", "prune_squad_seed2",
+        "eval_pruned_squad_seed2"]
+    assert re.search(r"would run prune_squad_seed1: .* --seed 1 .*--save \S+/pruned/squad_seed1/results", cpu)
+    everything = run_matrix(env, "--preset", "cpu", "--exps", " ".join(EXPERIMENTS), "--dry_run", timeout=60).stdout
+    assert everything.count("would run prune_") == 15 and everything.count("would run ft_") == 7  # 5 data sets x 3 seeds
+    all_seeds = run_matrix({**env, "FT_SEEDS": "0 1 2"}, "--preset", "cpu", "--exps", "exp1", "--dry_run", timeout=60).stdout
+    assert re.findall(r"^would run (ft_\S+):", all_seeds, re.M) == ["ft_exp1", "ft_exp1_seed1", "ft_exp1_seed2"]
+    assert re.search(r"would run ft_exp1_seed2: .*pruned/wikitext2_seed2/model .*--output_dir \S+/exp1_seed2/model .*--seed 2 ",
+                     all_seeds)
+    bad = run_matrix({**env, "SEEDS": "0 1", "FT_SEEDS": "2"}, "--dry_run", timeout=60)
+    assert bad.returncode == 2 and "FT_SEEDS seed 2 is not in SEEDS (0 1)" in bad.stderr
 
 
 @pytest.mark.slow
@@ -335,49 +392,138 @@ def test_failed_step_stops_and_names_its_log(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "logs").iterdir()) == ["eval_dense.log"]  # nothing after it
 
 
-def eval_report(ppl, exact, f1, strict, flexible, boolq, squad_nll, gsm8k_nll) -> dict:
-    """The key layout of scripts/eval_tasks.py (lib/tasks.py), fractions in [0, 1]."""
+ALTERNATE = [0.5, -0.5] * 4  # window NLL offsets with mean 0
+
+
+def eval_report(ppl: float, per_example: dict[str, dict[str, list[float]]], limit: int = 32) -> dict:
+    """The key layout of scripts/eval_tasks.py (lib/tasks.py): metrics are the means of the per-example lists
+    (ids "0", "1", ...), perplexity exp(mean) of log(ppl) + ALTERNATE window NLLs, fractions in [0, 1]."""
+    per_example = {"wikitext2": {"nll": [math.log(ppl) + d for d in ALTERNATE]}, **per_example}
+    per_example["squad"]["answer_tokens"] = [3.0] * len(per_example["squad"]["answer_nll"])
+    metrics = {task: {key: sum(v) / len(v) for key, v in values.items() if key != "answer_tokens"}
+               for task, values in per_example.items()}
+    metrics["wikitext2"] = {"ppl": ppl, "nll": math.log(ppl)}
+    metrics["squad"].update(HasAns_f1=metrics["squad"]["f1"] / 2, NoAns_exact=1.0, no_answer_rate=0.5)
+    metrics["boolq"].update(majority_rate=0.625, yes_rate=0.5)
     return {
-        "model": "m", "tasks": ["wikitext2", "squad", "gsm8k", "boolq"],
-        "metrics": {"wikitext2": {"ppl": ppl, "nll": 3.0}, "squad": {"exact": exact, "f1": f1, "answer_nll": squad_nll,
-                                                                   "HasAns_f1": f1 / 2, "NoAns_exact": 1.0,
-                                                                   "no_answer_rate": 0.5},
-                    "gsm8k": {"strict_accuracy": strict, "flexible_accuracy": flexible, "answer_nll": gsm8k_nll},
-                    "boolq": {"accuracy": boolq, "majority_rate": 0.625, "yes_rate": 0.5}},
+        "model": "m", "tasks": ["wikitext2", "squad", "gsm8k", "boolq"], "metrics": metrics,
+        "per_example": {task: {key: {str(i): v for i, v in enumerate(values)} for key, values in task_values.items()}
+                        for task, task_values in per_example.items()},
         "counts": {"wikitext2": {"n_windows": 8, "n_tokens": 2040, "seqlen": 256}, "squad": {"total": 32},
                    "gsm8k": {"total": 16}, "boolq": {"total": 64}},
-        "settings": {"limit": {"squad": 32}, "seqlen": 256, "eval_windows": 8, "max_new_tokens": None},
+        "settings": {"limit": {"squad": limit}, "seqlen": 256, "eval_windows": 8, "max_new_tokens": None},
     }
 
 
-def test_summary_from_hand_written_reports(tmp_path):
-    """Rows, labels, percentages and the fine-tuned minus before-fine-tuning differences, worked by hand."""
-    out = tmp_path
-    write_json(out / "dense" / "eval.json", eval_report(40.0, 0.25, 0.3, 0.0, 0.0625, 0.3, 4.0, 1.4))
-    write_json(out / "pruned" / "wikitext2-squad" / "eval.json", eval_report(700.0, 0.0, 0.1, 0.0, 0.0, 0.5, 6.5, 3.5))
-    write_json(out / "pruned" / "wikitext2-squad" / "results" / "results.json",
+def hits(n: int, right: range | list[int]) -> list[float]:
+    return [float(i in right) for i in range(n)]
+
+
+def report_values(exact, f1, flexible, boolq, squad_nll, gsm8k_nll) -> dict:
+    return {"squad": {"exact": exact, "f1": f1, "answer_nll": squad_nll},
+            "gsm8k": {"strict_accuracy": [0.0] * 16, "flexible_accuracy": flexible, "answer_nll": gsm8k_nll},
+            "boolq": {"accuracy": boolq}}
+
+
+DENSE = report_values(hits(32, range(8)), [0.3] * 32, hits(16, [0]), hits(64, range(20)), [4.0] * 32, [1.4] * 16)
+PRUNED = report_values([0.0] * 32, [0.1] * 32, [0.0] * 16, hits(64, range(32)),
+                       [6.5 + d for d in [0.3, -0.3] * 16], [3.5 + d for d in [0.2, -0.2] * 8])
+# exp5 - pruned: EM +4 of 32 (+12.5), F1 +0.25 on every example, BoolQ 6 right -> wrong and 2 wrong -> right
+# (-6.25: inside the noise), SQuAD NLL -4.25 on every example, GSM8K NLL +0.25 on average but +-3 per example
+EXP5 = report_values(hits(32, range(4)), [0.35] * 32, [0.0] * 16, hits(64, [*range(6, 32), 32, 33]),
+                     [2.25 + d for d in [0.3, -0.3] * 16], [3.75 + d for d in [-1.5, 1.5] * 8])
+
+
+def write_matrix_reports(out: Path, seed_suffix: str = "", shift: float = 0.0) -> None:
+    """dense, pruned/wikitext2-squad and exp5 (fine-tuned on SQuAD from it) as the script lays them out."""
+    tag = "wikitext2-squad" + seed_suffix
+    write_json(out / "dense" / "eval.json", eval_report(40.0, DENSE))
+    write_json(out / "pruned" / tag / "eval.json", eval_report(700.0 + shift, PRUNED))
+    write_json(out / "pruned" / tag / "results" / "results.json",
                {"args": {"calibration_dataset": "wikitext2+squad"}, "sparsity": {"sparsity": 0.41333}})
-    write_json(out / "exp5" / "eval.json", eval_report(650.0, 0.125, 0.35, 0.0, 0.0, 0.4375, 2.25, 3.75))
-    write_json(out / "exp5" / "model" / "finetune_results.json",
-               {"task": "squad", "data_args": {"data_dir": "d"}, "model_name_or_path": f"{out}/pruned/wikitext2-squad/model"})
-    write_json(out / "exp5" / "model" / "sparsity.json", {"end": {"sparsity": 0.41333}})
+    write_json(out / f"exp5{seed_suffix}" / "eval.json", eval_report(650.0 + shift, EXP5))
+    write_json(out / f"exp5{seed_suffix}" / "model" / "finetune_results.json",
+               {"task": "squad", "data_args": {"data_dir": "d"}, "model_name_or_path": f"{out}/pruned/{tag}/model"})
+    write_json(out / f"exp5{seed_suffix}" / "model" / "sparsity.json", {"end": {"sparsity": 0.41333}})
+
+
+def test_summary_from_hand_written_reports(tmp_path):
+    """Rows, labels, percentages, the fine-tuned minus before-fine-tuning differences and their marks, by hand."""
+    out = tmp_path
+    write_matrix_reports(out)
     write_json(out / "exp5" / "model" / "checkpoint-4" / "eval.json", {})  # never a row: inside a model dir
     rows = load_rows(out)
     assert [row.name for row in rows] == ["dense", "pruned/wikitext2-squad", "exp5"]
     assert rows[2].reference == "pruned/wikitext2-squad" and rows[2].calibration == "wikitext2+squad"
     table = results_markdown(rows)
-    assert "| Dense (no pruning, no FT) | none | none | not pruned | 40.00 | 25.0 | 30.0 | 0.0 | 6.2 | 30.0 | 4.000 | 1.400 |" in table
+    assert "| Dense (no pruning, no FT) | none | none | not pruned | 40.00 | 25.0 | 30.0 | 0.0 | 6.2 | 31.2 | 4.000 | 1.400 |" in table
     assert "| Pruned WikiText2 + SQuAD, before FT | WikiText2 + SQuAD | none | 41.33% | 700.00 |" in table
     assert "| Exp 5 | WikiText2 + SQuAD | SQuAD | 41.33% | 650.00 | 12.5 | 35.0 |" in table
-    # exp5 - its pruned model: PPL -50, EM +12.5, F1 +25, BoolQ -6.25, SQuAD NLL -4.25, GSM8K NLL +0.25
-    assert ("| Exp 5 | WikiText2 + SQuAD → SQuAD | -50.00 | +12.5 | +25.0 | +0.0 | +0.0 | -6.2 | -4.250 | +0.250 |"
-            in table)
+    assert "Seeds" not in table and "±" not in table  # one seed: plain values
+    # exp5 - its pruned model, each with its 95% paired-bootstrap interval; * where it excludes 0. PPL: the same
+    # window offsets on both sides, so every window gets better; F1 and SQuAD NLL move every example alike;
+    # EM +12.5 from 4 of 32 examples (all moving up); BoolQ -6.25 from 6 down and 2 up of 64 (the interval covers 0);
+    # GSM8K NLL +0.25 with per-example differences of +3.25 / -2.75 (covers 0); strict accuracy 0 everywhere.
+    line = next(line for line in table.splitlines() if line.startswith("| Exp 5 | WikiText2 + SQuAD → SQuAD |"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")][2:]
+    assert cells[0].startswith("-50.00 [-") and cells[0].endswith("] *")
+    low, high = (float(x) for x in cells[0][cells[0].index("[") + 1:-3].split(","))
+    assert low < -50 < high < 0  # the PPL level moves with the resampled windows, the sign does not
+    assert cells[1].startswith("+12.5 [+") and cells[1].endswith("] *")
+    assert cells[2] == "+25.0 [+25.0, +25.0] *"
+    assert cells[3] == "+0.0 [+0.0, +0.0]" and cells[4] == "+0.0 [+0.0, +0.0]"  # no difference, no mark
+    assert cells[5].startswith("-6.2 [-") and not cells[5].endswith("*")
+    low, high = (float(x) for x in cells[5][cells[5].index("[") + 1:-1].split(","))
+    assert low < 0 < high
+    assert cells[6] == "-4.250 [-4.250, -4.250] *"
+    assert cells[7].startswith("+0.250 [-") and not cells[7].endswith("*")
+    assert ("- fine-tuning on SQuAD lowers the SQuAD answer NLL (Exp 5 − Pruned WikiText2 + SQuAD, before FT: "
+            "-4.250 [-4.250, -4.250] *): **supported**") in table
     assert "SQuAD n = 32, GSM8K n = 16, BoolQ n = 64" in table and "majority-class rate on these examples: 62.5%" in table
     assert "| Exp 5 | 17.5 | 100.0 | 50.0 | 50.0 |" in table  # answer behaviour: HasAns F1, NoAns EM, rates
     assert "Warning" not in table
-    write_json(out / "exp5" / "eval.json", {**eval_report(650.0, 0.125, 0.35, 0.0, 0.0, 0.4375, 2.25, 3.75),
-                                           "settings": {"limit": {"squad": 200}, "seqlen": 256, "eval_windows": 8}})
+    write_json(out / "exp5" / "eval.json", eval_report(650.0, EXP5, limit=200))
     assert "different settings (limit)" in results_markdown(load_rows(out))
+
+
+def test_summary_over_seeds(tmp_path):
+    write_matrix_reports(tmp_path)
+    write_matrix_reports(tmp_path, "_seed1", shift=100.0)  # the second seed: PPL 800 and 750
+    rows = load_rows(tmp_path)
+    assert [(row.name, row.base, row.seed) for row in rows] == [
+        ("dense", "dense", 0), ("pruned/wikitext2-squad", "pruned/wikitext2-squad", 0),
+        ("pruned/wikitext2-squad_seed1", "pruned/wikitext2-squad", 1), ("exp5", "exp5", 0), ("exp5_seed1", "exp5", 1)]
+    table = results_markdown(rows)
+    assert "| Sparsity | Seeds | WikiText2 PPL" in table
+    # mean +- sd (ddof 1) over seeds: 650 and 750 -> 700.00 +- 70.71
+    assert "| Exp 5 | WikiText2 + SQuAD | SQuAD | 41.33% | 0 1 | 700.00 ± 70.71 | 12.5 ± 0.0 |" in table
+    assert "| Dense (no pruning, no FT) | none | none | not pruned | — | 40.00 |" in table
+    assert "calibration seeds resampled per row" in table
+    line = next(line for line in table.splitlines() if line.startswith("| Exp 5 | WikiText2 + SQuAD → SQuAD |"))
+    ppl_cell = line.split("|")[3].strip()
+    assert ppl_cell.startswith("-50.00 [") and not ppl_cell.endswith("*")  # the seed spread (+-100) covers -50
+
+
+def test_fine_tuned_seed_is_compared_with_its_own_pruned_seed(tmp_path):
+    write_matrix_reports(tmp_path)
+    write_matrix_reports(tmp_path, "_seed1", shift=100.0)
+    shutil.rmtree(tmp_path / "exp5_seed1")  # FT_SEEDS=0: pruned seeds 0 and 1, fine-tuned seed 0 only
+    table = results_markdown(load_rows(tmp_path))
+    assert "| Pruned WikiText2 + SQuAD, before FT | WikiText2 + SQuAD | none | 41.33% | 0 1 | 750.00 ± 70.71 |" in table
+    line = next(line for line in table.splitlines() if line.startswith("| Exp 5 | WikiText2 + SQuAD → SQuAD |"))
+    assert line.split("|")[3].strip().startswith("-50.00 [")  # 650 - 700 (seed 0), not 650 - 750 (both seeds)
+    assert "fine-tuned rows: seed 0 only (FT_SEEDS)" in table
+
+
+@pytest.mark.parametrize("result, sign, expected", [
+    ({"difference": -1.0, "low": -1.5, "high": -0.5, "significant": True}, -1, "supported"),
+    ({"difference": -1.0, "low": -1.5, "high": -0.5, "significant": True}, 1, "contradicted"),
+    ({"difference": -1.0, "low": -2.5, "high": 0.5, "significant": False}, -1, "not established (the interval covers 0)"),
+    ({"difference": -1.0, "low": None, "high": None, "significant": False}, -1, "not established (no per-example values)"),
+    (None, -1, "not measured"),
+])
+def test_verdicts_come_from_the_interval(result, sign, expected):
+    assert verdict(result, sign) == expected
 
 
 def test_recorded_flags_take_only_their_own_values(tmp_path):

@@ -14,8 +14,12 @@ from torch import nn
 from conftest import REPO, make_llama, make_opt
 from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
 from lib.prompts import NO_ANSWER, boolq_prompt
+from lib.perplexity import perplexity
+from lib.uncertainty import mean_stderr
 from lib.tasks import (
     answer_nll,
+    evaluate_tasks,
+    perplexity_report,
     check_tasks,
     evaluate_boolq,
     evaluate_gsm8k,
@@ -159,7 +163,10 @@ def test_boolq_single_token_choices_use_one_forward(tiny_llama, tokenizer, monke
         result = evaluate_boolq(tiny_llama, tokenizer, BOOLQ, batch_size=3, progress=False)
     finally:
         handle.remove()
-    assert result["metrics"] == {"accuracy": 0.25, "majority_rate": 0.75, "yes_rate": 1.0}
+    # labels [T, F, F, F], always yes: accuracy [1, 0, 0, 0] has sd 0.5 (ddof 1), se 0.5 / sqrt(4)
+    assert result["metrics"] == {"accuracy": 0.25, "accuracy_stderr": pytest.approx(0.25), "majority_rate": 0.75,
+                                 "majority_rate_stderr": pytest.approx(0.25), "yes_rate": 1.0, "yes_rate_stderr": 0.0}
+    assert result["per_example"]["accuracy"] == {"0": 1.0, "1": 0.0, "2": 0.0, "3": 0.0}
 
 
 def test_boolq_prompt_layout():
@@ -187,6 +194,16 @@ def test_squad_abstaining_model_gets_exactly_the_no_answer_share(tiny_llama, tok
     assert metrics["HasAns_exact"] == 0.0 and metrics["NoAns_exact"] == 1.0 and metrics["NoAns_f1"] == 1.0
     assert metrics["no_answer_rate"] == 1.0
     assert metrics["answer_nll"] > 0 and counts["answer_tokens"] >= 3
+    # exact [0, 1, 0]: mean 1/3, variance (1/9 + 4/9 + 1/9) / 2 = 1/3, se sqrt(1/3) / sqrt(3) = 1/3
+    assert metrics["exact_stderr"] == pytest.approx(1 / 3) and metrics["no_answer_rate_stderr"] == 0.0
+    assert metrics["HasAns_exact_stderr"] == 0.0 and metrics["NoAns_exact_stderr"] is None  # one NoAns example
+    per_example = result["per_example"]
+    assert per_example["exact"] == {"a": 0.0, "b": 1.0, "c": 0.0} and per_example["HasAns_f1"] == {"a": 0.0, "c": 0.0}
+    tokens, nll = per_example["answer_tokens"], per_example["answer_nll"]
+    assert sum(tokens.values()) == counts["answer_tokens"]
+    assert sum(nll[i] * tokens[i] for i in nll) / counts["answer_tokens"] == pytest.approx(metrics["answer_nll"])
+    assert metrics["answer_nll_stderr"] == pytest.approx(mean_stderr(list(nll.values()), list(tokens.values())))
+    assert list(metrics)[:2] == ["exact", "exact_stderr"]  # each stderr right beside its metric
     assert [s["prediction"] for s in result["samples"]] == ["", "", ""]
 
 
@@ -237,6 +254,43 @@ def test_gsm8k_forced_answer_is_strictly_correct(tiny_llama, tokenizer):
         handle.remove()
     assert result["samples"][0]["prediction"].strip() == "#### 4"
     assert result["metrics"]["strict_accuracy"] == 1.0 and result["metrics"]["flexible_accuracy"] == 1.0
+
+
+def test_nll_limit_scores_more_examples_than_generation(tiny_llama, tokenizer, tmp_path):
+    data = write_task_data(tmp_path / "data")
+    report = evaluate_tasks(tiny_llama, tokenizer, ["squad", "gsm8k"], data_dir=data, limit=1, nll_limit={"squad": 3},
+                            max_new_tokens=2, progress=False)
+    squad, gsm8k = report["per_example"]["squad"], report["per_example"]["gsm8k"]
+    assert report["counts"]["squad"]["total"] == 1 and report["counts"]["squad"]["answer_total"] == 3
+    assert list(squad["exact"]) == ["a"] and list(squad["answer_nll"]) == ["a", "b", "c"]
+    assert list(gsm8k["strict_accuracy"]) == ["0"] and list(gsm8k["answer_nll"]) == ["0"]  # no nll_limit for gsm8k
+    with pytest.raises(ValueError, match="--nll_limit applies to squad and gsm8k only"):
+        evaluate_tasks(tiny_llama, tokenizer, ["boolq"], data_dir=data, nll_limit={"boolq": 3}, progress=False)
+
+
+# ---------------------------------------------------------------- perplexity
+
+
+def test_perplexity_report_by_hand():
+    result = {"ppl": math.exp(2.0), "nll": 2.0, "seqlen": 8, "n_windows": 3, "n_tokens": 21, "window_nll": [1.0, 2.0, 3.0]}
+    report = perplexity_report(result)
+    metrics, se = report["metrics"], 1 / math.sqrt(3)  # window NLLs [1, 2, 3]: sd 1
+    assert metrics["nll_stderr"] == pytest.approx(se)
+    assert metrics["ppl_stderr"] == pytest.approx(math.exp(2.0) * se)
+    assert metrics["ppl_ci95_low"] == pytest.approx(math.exp(2 - 1.959964 * se))
+    assert metrics["ppl_ci95_high"] == pytest.approx(math.exp(2 + 1.959964 * se))
+    assert report["per_example"] == {"nll": {"0": 1.0, "1": 2.0, "2": 3.0}}
+
+
+def test_window_nll_is_each_windows_mean_token_nll(tiny_llama):
+    ids = torch.randint(0, 400, (1, 3 * 16 + 5))
+    result = perplexity(tiny_llama, ids, 16, batch_size=2, progress=False)
+    assert len(result["window_nll"]) == 3
+    assert sum(result["window_nll"]) / 3 == pytest.approx(result["nll"])
+    with torch.no_grad():
+        logits = tiny_llama(ids[:, 16:32]).logits[0]  # the second window alone
+    expected = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 17:32]).item()
+    assert result["window_nll"][1] == pytest.approx(expected, rel=1e-5)
 
 
 # ---------------------------------------------------------------- dispatcher helpers
@@ -317,6 +371,10 @@ def test_cli_end_to_end_writes_one_report(tiny_llama_dir, tmp_path):
     assert len(report["samples"]["boolq"]) == 3
     assert set(report["seconds"]) >= {"load_model", "wikitext2", "squad", "gsm8k", "boolq", "total"}
     assert report["settings"]["limit"] == {"squad": 2, "boolq": 3}
+    for task, metrics in report["metrics"].items():  # a stderr beside every metric, per-example values kept
+        assert all(key + "_stderr" in metrics for key in metrics if not key.endswith(("_stderr", "_ci95_low", "_ci95_high")))
+    assert list(report["per_example"]["wikitext2"]["nll"]) == ["0", "1"]
+    assert list(report["per_example"]["squad"]["exact"]) == ["a", "b"]
     assert report["environment"]["torch"] == torch.__version__
 
 

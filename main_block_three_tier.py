@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> dict:
         "perplexity": ppl,
         "layer_ratios": [list(r) for r in result.layer_ratios],
         "outlier_ratios": result.outlier_ratios,
+        "unpruned": result.unpruned,
         "matrices": result.matrices,
         "timings": timings,
     }

@@ -26,13 +26,13 @@ def final_norm(model):
 def test_driver_with_nothing_pruned_reproduces_forward(arch):
     model = MAKERS[arch]()
     ids = [torch.randint(4, 400, (1, 20)), torch.randint(4, 400, (1, 20)), torch.randint(4, 400, (1, 13))]
-    batches = capture_layer_inputs(model, ids, batch_size=2)
-    assert [b[0].shape[:2] for b in batches] == [(2, 20), (1, 13)]
-    for layer in get_decoder_layers(model):
-        batches = run_layer(layer, batches)
+    hidden, layer_args = capture_layer_inputs(model, ids, batch_size=2)
+    assert [h.shape[:2] for h in hidden] == [(2, 20), (1, 13)]
+    for i, layer in enumerate(get_decoder_layers(model)):
+        hidden = run_layer(layer, layer_args.batches(i, hidden))
     with torch.no_grad():
         norm = final_norm(model)
-        ours = torch.cat([model.lm_head(norm(b[0]))[:, :13] for b in batches])
+        ours = torch.cat([model.lm_head(norm(h))[:, :13] for h in hidden])
         ref = torch.cat([model(torch.cat(ids[:2])).logits[:, :13], model(ids[2]).logits])
     assert torch.allclose(ours, ref, atol=1e-5)
 

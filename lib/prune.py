@@ -78,6 +78,7 @@ class PruneConfig:
     owl_m: float = 5.0
     percdamp: float = 0.01
     calib_batch_size: int = 8
+    profile_nsamples: int | None = None
 
     def __post_init__(self) -> None:
         self.ratios = tuple(float(r) for r in self.ratios)
@@ -98,6 +99,8 @@ class PruneConfig:
             raise ValueError(f"--sparsity_ratio must be in [0, 1), got {self.sparsity_ratio}")
         if self.owl and self.sparsity_type != "three_tier":
             raise ValueError("--owl applies to --sparsity_type three_tier only")
+        if self.profile_nsamples is not None and self.profile_nsamples <= 0:
+            raise ValueError(f"--profile_nsamples must be positive, got {self.profile_nsamples}")
         if self.calib_batch_size <= 0:
             raise ValueError(f"--calib_batch_size must be positive, got {self.calib_batch_size}")
         if self.percdamp <= 0:
@@ -270,17 +273,21 @@ def _layer_device(layer: nn.Module) -> torch.device:
 def run_layer(layer: nn.Module, batches: list[LayerInput]) -> list[torch.Tensor]:
     """Forward every batch through one decoder layer; returns the output hidden states [B, T, H] per batch."""
     device = _layer_device(layer)
-    outputs = []
-    for hidden, args, kwargs in batches:
-        out = layer(hidden.to(device), *_to_device(args, device), **_to_device(kwargs, device))
-        out = out[0] if isinstance(out, (tuple, list)) else out
-        if not isinstance(out, torch.Tensor) or out.shape != hidden.shape:
-            raise ValueError(
-                f"{type(layer).__name__} returned {type(out).__name__} "
-                f"{tuple(getattr(out, 'shape', ()))}, not hidden states of shape {tuple(hidden.shape)}"
-            )
-        outputs.append(out)
-    return outputs
+    return [
+        _hidden_output(layer, layer(hidden.to(device), *_to_device(args, device), **_to_device(kwargs, device)), hidden)
+        for hidden, args, kwargs in batches
+    ]
+
+
+def _hidden_output(layer: nn.Module, out: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """The hidden states [B, T, H] in a decoder layer's output (a tensor, or the first element of a tuple)."""
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(out, torch.Tensor) or out.shape != hidden.shape:
+        raise ValueError(
+            f"{type(layer).__name__} returned {type(out).__name__} "
+            f"{tuple(getattr(out, 'shape', ()))}, not hidden states of shape {tuple(hidden.shape)}"
+        )
+    return out
 
 
 @torch.no_grad()
@@ -349,6 +356,8 @@ def profile_layers(
     """One pass over the dense model: block mean scores of every Linear and each layer's outlier ratio.
 
     captured: `capture_layer_inputs` of the calibration samples (None for magnitude pruning).
+    Each layer runs once per batch: the forward that accumulates its statistics also yields
+    the next layer's inputs (dense weights, so no second forward is needed).
     """
     block_scores, outliers = [], []
     hidden, layer_args = captured if captured is not None else ([], None)
@@ -359,8 +368,13 @@ def profile_layers(
         stats = None
         if config.needs_calibration:
             batches = layer_args.batches(i, hidden)
-            stats = collect_stats(layer, batches, ActNormStats)
-            hidden = run_layer(layer, batches)
+            outputs = []
+            handle = layer.register_forward_hook(lambda module, args, out: outputs.append(out))
+            try:
+                stats = collect_stats(layer, batches, ActNormStats)
+            finally:
+                handle.remove()
+            hidden = [_hidden_output(layer, out, h) for out, h in zip(outputs, hidden, strict=True)]
         scores = _scores(linears, stats, config.prune_method)
         block_scores.append({n: block_mean_scores(s, config.block_size).cpu() for n, s in scores.items()})
         outliers.append(allocation.outlier_ratio(list(scores.values()), config.owl_m))
@@ -393,7 +407,11 @@ Profile = tuple[list[dict[str, torch.Tensor]], list[float]]
 
 
 def profile_model(model: nn.Module, samples: list[torch.Tensor], config: PruneConfig, progress: bool = True) -> Profile:
-    """Block mean scores and outlier ratios of the dense model (see `profile_layers`)."""
+    """Block mean scores and outlier ratios of the dense model (see `profile_layers`).
+
+    Uses the first `config.profile_nsamples` samples (all when None).
+    """
+    samples = samples[: config.profile_nsamples]
     captured = capture_layer_inputs(model, samples, config.calib_batch_size) if config.needs_calibration else None
     return profile_layers(model, captured, config, progress)
 

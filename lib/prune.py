@@ -206,9 +206,10 @@ def capture_layer_inputs(model: nn.Module, samples: list[torch.Tensor], batch_si
 
     samples: list of [1, L] input ids (L may vary; equal lengths are batched together).
     Returns the first layer's hidden states [B, L, H] per batch and every layer's arguments.
-    Each layer's `forward` is replaced, for the duration of one model call per batch, by a
-    recorder that keeps its arguments and returns the hidden states unchanged; the last
-    recorder stops the model before the final norm and head. The arguments do not depend on
+    During the capture each layer's `forward` is replaced (and restored afterwards) by a
+    recorder that keeps its arguments and returns the hidden states unchanged; one model
+    call per batch runs the embeddings, masks and rotary embeddings but no layer, and the
+    last recorder stops it before the final norm and head. The arguments do not depend on
     the hidden states, so what layer i receives here is what it receives in a real forward.
     Raises ValueError when the model does not feed each layer's output to the next layer
     unchanged (the layer-wise driver could not reproduce its forward).

@@ -108,7 +108,12 @@ def test_driver_with_nothing_pruned_matches_the_forward(arch, monkeypatch):
     reference = [reference_outputs(model, b) for b in batch_ids]
     propagated = []
     real_run_layer = lib.prune.run_layer
-    monkeypatch.setattr(lib.prune, "run_layer", lambda layer, batches: propagated.append(real_run_layer(layer, batches)) or propagated[-1])
+
+    def recording_run_layer(layer, batches):
+        propagated.append(real_run_layer(layer, batches))
+        return propagated[-1]
+
+    monkeypatch.setattr(lib.prune, "run_layer", recording_run_layer)
     before = {n: p.clone() for n, p in model.named_parameters()}
     prune_model(model, ids, PruneConfig(ratios=(1, 0, 0), calib_batch_size=2), progress=False)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), "ratios 1 0 0 prune nothing"

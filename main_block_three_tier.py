@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owl", action="store_true", help="outlier-weighted layer-wise tier shares (OWL)")
     p.add_argument("--owl_lambda", type=float, default=0.08)
     p.add_argument("--owl_m", type=float, default=5.0)
-    p.add_argument("--profile_nsamples", type=int, default=None,
-                   help="calibration samples (the first N) for the dense-model profile of --owl and --tier_scope model (default all)")
+    p.add_argument("--profile_nsamples", type=int, default=4,
+                   help="calibration samples (the first N) for the dense-model profile of --owl and --tier_scope model "
+                        "(default 4; give --nsamples' value for the full profile)")
     p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT Hessian damping")
     p.add_argument("--calib_batch_size", type=int, default=8, help="calibration samples per layer forward")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")

@@ -126,7 +126,7 @@ def test_profile_takes_one_forward_and_equals_stats_then_outputs(monkeypatch):
     from lib.masks import block_mean_scores, wanda_score
     from lib.stats import ActNormStats
 
-    model, ids, config = make_llama(), samples(), PruneConfig(owl=True, calib_batch_size=4)
+    model, ids, config = make_llama(), samples(), PruneConfig(owl=True, calib_batch_size=4, profile_nsamples=None)
     hidden, layer_args = capture_layer_inputs(model, ids, 4)
     expected = []
     for i, layer in enumerate(get_decoder_layers(model)):
@@ -144,7 +144,7 @@ def test_profile_takes_one_forward_and_equals_stats_then_outputs(monkeypatch):
 
 
 def test_profile_nsamples_uses_the_first_samples():
-    config = PruneConfig(owl=True)
+    config = PruneConfig(owl=True, profile_nsamples=None)
     subset = profile_model(make_llama(), samples(), PruneConfig(owl=True, profile_nsamples=3), progress=False)
     reference = profile_model(make_llama(), samples()[:3], config, progress=False)
     full = profile_model(make_llama(), samples(), config, progress=False)

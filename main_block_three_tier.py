@@ -27,6 +27,7 @@ from lib.perplexity import perplexity
 from lib.prune import PRUNE_METHODS, SPARSITY_TYPES, TIER_SCOPES, PruneConfig, measure_sparsity, prune_model
 from lib.results import Timer, atomic_dir, environment_info, write_json
 from lib.tier_io import TIER_MAP_FILE, save_tier_maps
+from lib.tiered_io import save_compressed
 
 logger = logging.getLogger("main_block_three_tier")
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     p.add_argument("--save", default=None, help="results directory (results.json, log, tier maps, heat map)")
     p.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
+    p.add_argument("--save_compressed", default=None, help="directory for the pruned model in the compact tiered format (README: Tiered checkpoint)")
     p.add_argument("--eval_windows", type=int, default=None, help="evaluate perplexity on the first N windows (default all)")
     p.add_argument("--eval_batch_size", type=int, default=1)
     p.add_argument("--no_eval", action="store_true", help="skip the perplexity evaluation")
@@ -175,6 +177,10 @@ def run(args: argparse.Namespace) -> dict:
             if result.tier_maps:
                 save_tier_maps(out / TIER_MAP_FILE, result.tier_maps, metadata)
         logger.info("pruned model written to %s", args.save_model)
+    if args.save_compressed:
+        with atomic_dir(args.save_compressed) as out:
+            save_compressed(model, tokenizer, out, result.tier_maps, config.block_size, config.topk_per_block, tier_metadata=metadata)
+        logger.info("compressed model written to %s", args.save_compressed)
     logger.info("summary:%s", summary_table(result, sparsity, ppl, timings))
     return report
 

@@ -35,6 +35,7 @@ if __package__ in (None, ""):
 
 import torch
 
+from lib.cost import checkpoint_cost
 from lib.data import get_loaders
 from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
 from lib.perplexity import perplexity
@@ -59,6 +60,10 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
         "unstructured wanda 0.5": PruneConfig(sparsity_type="unstructured", sparsity_ratio=0.5),
         "2:4 wanda": PruneConfig(sparsity_type="2:4"),
         "2:4 magnitude": PruneConfig(sparsity_type="2:4", prune_method="magnitude"),
+        "4:8 wanda": PruneConfig(sparsity_type="4:8"),
+        # other tier shares along the cost axis (the frontier plot)
+        "three_tier sparsegpt row 0.5/0.4/0.1": PruneConfig(prune_method="sparsegpt", ratios=(0.5, 0.4, 0.1), tier_scope="row"),
+        "three_tier sparsegpt row 0.2/0.5/0.3": PruneConfig(prune_method="sparsegpt", ratios=(0.2, 0.5, 0.3), tier_scope="row"),
     }
     if not only:
         return configs
@@ -129,14 +134,14 @@ def main() -> int:
                     profiles[key] = (profile_model(model, samples, config, progress=False), time.perf_counter() - start)
                 profile, prune_s = profiles[key]
             start = time.perf_counter()
-            if config is not None:
-                prune_model(model, samples, config, progress=False, profile=profile)
+            tier_maps = prune_model(model, samples, config, progress=False, profile=profile).tier_maps if config else {}
             prune_s += time.perf_counter() - start
             start = time.perf_counter()
             ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, progress=False)["ppl"]
             eval_s = time.perf_counter() - start
             row = {"configuration": name, "sparsity": measure_sparsity(model)["sparsity"], "ppl": ppl,
-                   "prune_s": prune_s, "eval_s": eval_s}
+                   "prune_s": prune_s, "eval_s": eval_s,
+                   **checkpoint_cost(model, tier_maps, *((config.block_size, config.topk_per_block) if config else ()))}
             if rows_dir:
                 write_json(_row_path(rows_dir, name), {"settings": settings, "row": row})
         dense_ppl = row["ppl"] if name == "dense" else dense_ppl

@@ -90,3 +90,9 @@ def checkpoint_cost(model: nn.Module, tier_maps: dict[str, torch.Tensor], block_
         path = save_compressed(model, None, Path(tmp), tier_maps, block_size, topk_per_block)
         stored = path.stat().st_size
     return {"stored_bytes": stored, **model_cost(model, tier_maps, block_size, topk_per_block)}
+
+
+def pareto_front(costs: list[float], losses: list[float]) -> list[bool]:
+    """True where no other point has cost <= and loss <= with one of them strictly smaller (lower is better for both)."""
+    points = list(zip(costs, losses))
+    return [not any(c <= cost and l <= loss and (c, l) != (cost, loss) for c, l in points) for cost, loss in points]

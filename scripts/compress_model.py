@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="output directory (must not exist)")
     parser.add_argument("--encoding", choices=ENCODINGS, default="tiered", help="tiered (default), or bitmask for every sparse matrix (the reference)")
     parser.add_argument("--block_size", type=int, default=None, help="tile size for matrices without a tier map (default: the tier map's, else 16)")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="store the values in this dtype (default: the model's own); zeros stay zeros")
     parser.add_argument("--verify", action="store_true", help="reload the output and check it equals the input")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -54,13 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     if tier_maps and args.block_size and args.block_size != metadata.get("block_size"):
         print(f"error: --block_size {args.block_size} differs from the tier map's {metadata.get('block_size')}; drop the flag", file=sys.stderr)
         return 2
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto" if args.dtype == "auto" else getattr(torch, args.dtype)).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     with atomic_dir(out) as tmp:
         save_compressed(model, tokenizer, tmp, tier_maps, block_size, metadata.get("topk_per_block", 15), args.encoding, metadata or None)
-    dense = sum(p.stat().st_size for p in model_dir.glob("*.safetensors") if p.name != TIER_MAP_FILE)
+    dense = sum(t.nbytes for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
     compressed = (out / COMPRESSED_FILE).stat().st_size
-    logger.info("%s: %d bytes (%s), dense safetensors %d bytes, ratio %.3f", out / COMPRESSED_FILE, compressed, args.encoding, dense, compressed / dense)
+    logger.info("%s: %d bytes (%s, %s); the dense tensors: %d bytes; ratio %.3f",
+                out / COMPRESSED_FILE, compressed, args.encoding, str(model.dtype)[6:], dense, compressed / dense)
     if args.verify:
         reloaded = load_tiered_model(out).state_dict()
         bad = [k for k, v in model.state_dict().items() if not torch.equal(v, reloaded[k])]

@@ -137,3 +137,17 @@ def test_compress_model_script(tmp_path):
     assert "verified" in run.stderr and (tmp_path / "out" / COMPRESSED_FILE).stat().st_size < (tmp_path / "pruned" / "model.safetensors").stat().st_size
     again = subprocess.run([sys.executable, str(script), str(tmp_path / "pruned"), str(tmp_path / "out")], capture_output=True, text=True)
     assert again.returncode == 2 and again.stderr.startswith("error:") and len(again.stderr.splitlines()) == 1
+
+
+def test_cli_save_compressed_matches_save_model(tiny_llama_dir, tmp_path):
+    import main_block_three_tier as cli
+    from conftest import SAMPLE_DATA
+    from transformers import AutoModelForCausalLM
+
+    args = ["--model", str(tiny_llama_dir), "--data_dir", str(SAMPLE_DATA), "--nsamples", "2", "--seqlen", "32", "--device", "cpu",
+            "--no_eval", "--save_model", str(tmp_path / "model"), "--save_compressed", str(tmp_path / "tiered")]
+    assert cli.main(args) == 0
+    expected = state_bits(AutoModelForCausalLM.from_pretrained(tmp_path / "model"))
+    got = state_bits(load_tiered_model(tmp_path / "tiered"))
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+    assert (tmp_path / "tiered" / "tier_map.safetensors").is_file() and (tmp_path / "tiered" / "tokenizer.json").is_file()

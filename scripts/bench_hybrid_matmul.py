@@ -99,11 +99,11 @@ def cuda_columns(prepared, inputs, dense_ms: float, repeats: int, device: torch.
     reason = next((p for p in paths if isinstance(p, str)), None)
     if reason:
         return f"  ({reason})"
-    uniform = [torch.sparse.to_sparse_semi_structured(w * nm_keep(w.abs().float(), 2, 4)) for w, _, _ in prepared]
     try:
+        uniform = [torch.sparse.to_sparse_semi_structured(w * nm_keep(w.abs().float(), 2, 4)) for w, _, _ in prepared]
         split = median_ms(lambda: [F.linear(x, s) + F.linear(x, r) for x, (s, r) in zip(inputs, paths)], repeats, device)
         two_four = median_ms(lambda: [F.linear(x, s) for x, s in zip(inputs, uniform)], repeats, device)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         return f"  (semi-structured matmul failed: {str(err).splitlines()[0]})"
     return f"{split:>12.3f}{split / dense_ms:>8.2f}{two_four:>12.3f}{two_four / dense_ms:>8.2f}"
 

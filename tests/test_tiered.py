@@ -151,3 +151,12 @@ def test_cli_save_compressed_matches_save_model(tiny_llama_dir, tmp_path):
     got = state_bits(load_tiered_model(tmp_path / "tiered"))
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
     assert (tmp_path / "tiered" / "tier_map.safetensors").is_file() and (tmp_path / "tiered" / "tokenizer.json").is_file()
+
+
+def test_large_tiles_use_int16_positions():
+    torch.manual_seed(2)
+    weight = torch.randn(30, 50)
+    keep, tier_map = three_tier_mask(weight, None, (0.2, 0.4, 0.4), 20, 300)
+    encoded = encode_tiered(weight * keep, tier_map, 20, 300)
+    assert encoded["topk_positions"].dtype == torch.int16 and int(encoded["topk_positions"].max()) > 255
+    assert torch.equal(bits(decode_tiered(encoded, (30, 50), 20)), bits(weight * keep))

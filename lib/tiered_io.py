@@ -124,7 +124,11 @@ def is_compressed_dir(path: str | Path) -> bool:
 
 
 def load_tiered_model(path: str | Path, device: str | torch.device = "cpu"):
-    """A compressed directory -> an AutoModelForCausalLM (eval mode) with the exact pruned weights."""
+    """A compressed directory -> an AutoModelForCausalLM (eval mode) with the exact pruned weights.
+
+    The model is built from config.json on the CPU (randomly initialized, then overwritten), so
+    it needs host memory for the dense model; then moved to `device`.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
@@ -134,8 +138,9 @@ def load_tiered_model(path: str | Path, device: str | torch.device = "cpu"):
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, metadata["dtype"]))
     result = model.load_state_dict(state_dict, strict=False)
-    loaded = {t.data_ptr() for name, t in model.state_dict().items() if name in state_dict}
-    untied = [name for name in result.missing_keys if model.state_dict()[name].data_ptr() not in loaded]
+    tensors = model.state_dict()
+    loaded = {t.data_ptr() for name, t in tensors.items() if name in state_dict}
+    untied = [name for name in result.missing_keys if tensors[name].data_ptr() not in loaded]  # tied weights are filled
     if untied or result.unexpected_keys:
         raise ValueError(f"{path}: tensors missing {untied[:5]} / unexpected {result.unexpected_keys[:5]} for this config")
     return model.to(device).eval()

@@ -65,10 +65,11 @@ def plot_frontier(rows: list[dict], axes_keys: list[tuple[str, str, float]], fro
         on = fronts[key]
         ax.scatter([x for x, f in zip(xs, on) if not f], [y for y, f in zip(ys, on) if not f], color="#9e9e9e", zorder=2)
         front = sorted((x, y) for x, y, f in zip(xs, ys, on) if f)
-        ax.plot(*zip(*front), "-o", color="#c62828", zorder=3, label="Pareto frontier")
+        ax.plot(*zip(*front), "-o", drawstyle="steps-post", color="#c62828", zorder=3, label="Pareto frontier")
         for x, y, row in zip(xs, ys, rows):
             ax.annotate(row["configuration"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
         ax.set_yscale("log")
+        ax.margins(x=0.15)
         ax.set_xlabel(label)
         ax.set_ylabel("WikiText-2 perplexity (log)")
         ax.grid(alpha=0.3)

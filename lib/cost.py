@@ -92,7 +92,15 @@ def checkpoint_cost(model: nn.Module, tier_maps: dict[str, torch.Tensor], block_
     return {"stored_bytes": stored, **model_cost(model, tier_maps, block_size, topk_per_block)}
 
 
-def pareto_front(costs: list[float], losses: list[float]) -> list[bool]:
-    """True where no other point has cost <= and loss <= with one of them strictly smaller (lower is better for both)."""
+def pareto_front(costs: list[float], losses: list[float], rel_tol: float = 1e-3) -> list[bool]:
+    """True where no other point is at least as good on both (lower is better) and better on one.
+
+    Costs within `rel_tol` of each other count as equal, so a few bytes of difference (e.g. a
+    handful of extra exact zeros) do not keep a worse-quality point on the frontier.
+    """
     points = list(zip(costs, losses))
-    return [not any(c <= cost and l <= loss and (c, l) != (cost, loss) for c, l in points) for cost, loss in points]
+
+    def dominates(q: tuple[float, float], p: tuple[float, float]) -> bool:
+        return q[0] <= p[0] * (1 + rel_tol) and q[1] <= p[1] and (q[1] < p[1] or q[0] < p[0] * (1 - rel_tol))
+
+    return [not any(dominates(q, p) for q in points if q is not p) for p in points]

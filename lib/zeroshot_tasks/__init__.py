@@ -2,3 +2,5 @@
 
 A new task is one module here (a `ZeroShotTask` passed to `lib.zeroshot.register`) and one import line below.
 """
+
+from lib.zeroshot_tasks import boolq  # noqa: F401, I001

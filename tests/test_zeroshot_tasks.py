@@ -1,0 +1,27 @@
+"""Each zero-shot task's spec reproduces lm-evaluation-harness 0.4's text; sample_data rows parse."""
+
+from __future__ import annotations
+
+from conftest import SAMPLE_DATA
+from lib.zeroshot import get_task, load_records, parse_records
+
+
+def parse(name: str, record: dict):
+    return get_task(name).parse(record)
+
+
+def sample_questions(name: str):
+    """The task's sample_data rows parsed; at least 5 of them."""
+    task = get_task(name)
+    questions = parse_records(task, load_records(task, SAMPLE_DATA))
+    assert len(questions) >= 5
+    return questions
+
+
+def test_boolq_prompt_and_choices():
+    q = parse("boolq", {"passage": "Foxes are quick.", "question": "is the fox quick", "answer": True})
+    assert q.contexts == ("Foxes are quick.\nQuestion: is the fox quick?\nAnswer:",) * 2
+    assert q.continuations == (" no", " yes") and q.gold == 1
+    assert parse("boolq", {"passage": "p", "question": "q", "answer": False}).gold == 0
+    questions = sample_questions("boolq")
+    assert {q.gold for q in questions} == {0, 1}

@@ -25,3 +25,11 @@ def test_boolq_prompt_and_choices():
     assert parse("boolq", {"passage": "p", "question": "q", "answer": False}).gold == 0
     questions = sample_questions("boolq")
     assert {q.gold for q in questions} == {0, 1}
+
+
+def test_rte_prompt_and_choices():
+    q = parse("rte", {"sentence1": "A dog barked.", "sentence2": "An animal made a sound.", "label": 0, "idx": 7})
+    assert q.contexts == ("A dog barked.\nQuestion: An animal made a sound. True or False?\nAnswer:",) * 2
+    assert q.continuations == (" True", " False") and q.gold == 0  # label 0 = entailment = True
+    assert parse("rte", {"sentence1": "s", "sentence2": "t", "label": 1}).gold == 1
+    assert {q.gold for q in sample_questions("rte")} == {0, 1}

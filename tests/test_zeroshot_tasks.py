@@ -33,3 +33,18 @@ def test_rte_prompt_and_choices():
     assert q.continuations == (" True", " False") and q.gold == 0  # label 0 = entailment = True
     assert parse("rte", {"sentence1": "s", "sentence2": "t", "label": 1}).gold == 1
     assert {q.gold for q in sample_questions("rte")} == {0, 1}
+
+
+def test_hellaswag_preprocessing():
+    record = {
+        "activity_label": "Home and Garden", "ctx_a": "[header] How to repot a plant [title] Pick a pot. [step] Wider is better.",
+        "ctx_b": "the pot", "endings": ["[title] Water it.  [step] Then wait.", " plain ending ", "c", "d"], "label": "1",
+    }
+    q = parse("hellaswag", record)
+    # " [title]" -> ". ", other [tags] dropped, double spaces made single, ctx_b capitalized, text stripped
+    assert q.contexts[0] == "Home and Garden: How to repot a plant. Pick a pot. Wider is better. The pot"
+    # lm-eval's order of steps: strip first, so a leading "[title]" leaves a space; one pass of "  " -> " "
+    assert q.choices == (" Water it.  Then wait.", "plain ending", "c", "d")
+    assert q.continuations[1] == " plain ending" and q.gold == 1
+    assert parse("hellaswag", {**record, "ctx_b": "BMX riders"}).contexts[0].endswith("Wider is better. Bmx riders")  # str.capitalize
+    assert [q.gold for q in sample_questions("hellaswag")] == [0, 1, 0, 2, 3]

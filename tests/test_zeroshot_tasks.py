@@ -48,3 +48,12 @@ def test_hellaswag_preprocessing():
     assert q.continuations[1] == " plain ending" and q.gold == 1
     assert parse("hellaswag", {**record, "ctx_b": "BMX riders"}).contexts[0].endswith("Wider is better. Bmx riders")  # str.capitalize
     assert [q.gold for q in sample_questions("hellaswag")] == [0, 1, 0, 2, 3]
+
+
+def test_winogrande_partial_evaluation():
+    q = parse("winogrande", {"sentence": "The cup fell off the shelf because the _ was tilted.", "option1": "cup",
+                             "option2": "shelf", "answer": "2"})
+    assert q.contexts == ("The cup fell off the shelf because the cup", "The cup fell off the shelf because the shelf")
+    assert q.continuations == (" was tilted.", " was tilted.")  # shared continuation after each filled-in context
+    assert q.choices == q.contexts and q.gold == 1
+    assert [q.gold for q in sample_questions("winogrande")] == [0, 1, 1, 0, 0, 0]

@@ -57,3 +57,12 @@ def test_winogrande_partial_evaluation():
     assert q.continuations == (" was tilted.", " was tilted.")  # shared continuation after each filled-in context
     assert q.choices == q.contexts and q.gold == 1
     assert [q.gold for q in sample_questions("winogrande")] == [0, 1, 1, 0, 0, 0]
+
+
+def test_arc_easy_prompt_and_numeric_labels():
+    record = {"id": "x", "question": "Which is a liquid?", "choices": {"text": ["ice", "water", "steam"], "label": ["1", "2", "3"]},
+              "answerKey": "2"}
+    q = parse("arc_easy", record)
+    assert q.contexts == ("Question: Which is a liquid?\nAnswer:",) * 3
+    assert q.continuations == (" ice", " water", " steam") and q.gold == 1
+    assert [q.gold for q in sample_questions("arc_easy")] == [0, 1, 2, 3, 1]

@@ -66,3 +66,10 @@ def test_arc_easy_prompt_and_numeric_labels():
     assert q.contexts == ("Question: Which is a liquid?\nAnswer:",) * 3
     assert q.continuations == (" ice", " water", " steam") and q.gold == 1
     assert [q.gold for q in sample_questions("arc_easy")] == [0, 1, 2, 3, 1]
+
+
+def test_arc_challenge_uses_the_arc_prompt_on_its_own_rows():
+    assert get_task("arc_challenge").hub == ("allenai/ai2_arc", "ARC-Challenge", "validation")
+    q = sample_questions("arc_challenge")[2]
+    assert q.contexts[0] == "Question: Why does the Moon appear to change shape during a month?\nAnswer:"
+    assert q.gold == 1 and len(q.choices) == 4

@@ -73,3 +73,10 @@ def test_arc_challenge_uses_the_arc_prompt_on_its_own_rows():
     q = sample_questions("arc_challenge")[2]
     assert q.contexts[0] == "Question: Why does the Moon appear to change shape during a month?\nAnswer:"
     assert q.gold == 1 and len(q.choices) == 4
+
+
+def test_openbookqa_bare_stem_and_padded_answer_key():
+    q = parse("openbookqa", {"id": "1", "question_stem": "A magnet will stick to", "choices": {"text": ["wood", "iron"], "label": ["A", "B"]},
+                             "answerKey": " B"})
+    assert q.contexts == ("A magnet will stick to",) * 2 and q.continuations == (" wood", " iron") and q.gold == 1
+    assert [q.gold for q in sample_questions("openbookqa")] == [1, 0, 2, 3, 0]

@@ -80,3 +80,10 @@ def test_openbookqa_bare_stem_and_padded_answer_key():
                              "answerKey": " B"})
     assert q.contexts == ("A magnet will stick to",) * 2 and q.continuations == (" wood", " iron") and q.gold == 1
     assert [q.gold for q in sample_questions("openbookqa")] == [1, 0, 2, 3, 0]
+
+
+def test_piqa_prompt_and_choices():
+    q = parse("piqa", {"goal": "To open a jar,", "sol1": "twist the lid.", "sol2": "sing to it.", "label": 0})
+    assert q.contexts == ("Question: To open a jar,\nAnswer:",) * 2
+    assert q.continuations == (" twist the lid.", " sing to it.") and q.gold == 0
+    assert {q.gold for q in sample_questions("piqa")} == {0, 1}

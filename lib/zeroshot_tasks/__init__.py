@@ -3,4 +3,4 @@
 A new task is one module here (a `ZeroShotTask` passed to `lib.zeroshot.register`) and one import line below.
 """
 
-from lib.zeroshot_tasks import boolq, rte, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa  # noqa: F401, I001
+from lib.zeroshot_tasks import boolq, rte, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, piqa  # noqa: F401, I001

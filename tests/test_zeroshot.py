@@ -154,3 +154,38 @@ def test_suite_through_evaluate_tasks_reports_each_task_and_the_mean(toy_registr
     assert report["counts"]["zeroshot"] == {"toy": 2}
     assert metrics["mean_acc"] == metrics["toy_acc"] and metrics["mean_acc_norm"] == metrics["toy_acc_norm"]
     assert [s["id"] for s in report["samples"]["zeroshot"]["toy"]] == ["a", "b"]
+
+
+def test_eval_tasks_cli_runs_the_suite_on_sample_data(tiny_llama_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    output = tmp_path / "eval.json"
+    cmd = [sys.executable, "scripts/eval_tasks.py", "--model", str(tiny_llama_dir), "--device", "cpu", "--tasks", "zeroshot",
+           "--data_dir", "sample_data", "--limit", "zeroshot=3", "--batch_size", "4", "--output", str(output)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "WANDA_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(output.read_text())
+    names = list(zeroshot.registry())
+    assert names == ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "piqa"]
+    assert report["counts"]["zeroshot"] == dict.fromkeys(names, 3)
+    metrics = report["metrics"]["zeroshot"]
+    assert metrics["mean_acc"] == pytest.approx(sum(metrics[f"{n}_acc"] for n in names) / len(names))
+    assert all(0 <= metrics[f"{n}_acc_norm"] <= 1 and f"{n}_acc_norm_stderr" in metrics for n in names)
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name, rows", [("boolq", 3270), ("rte", 277), ("hellaswag", 10042), ("winogrande", 1267),
+                                        ("arc_easy", 570), ("arc_challenge", 299), ("openbookqa", 500), ("piqa", 1838)])
+def test_every_shared_data_row_parses(name, rows):
+    from conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not here")
+    task = get_task(name)
+    questions = parse_records(task, load_records(task, SHARED_DATA))
+    assert len(questions) == rows
+    assert all(len(set(q.contexts)) == (2 if name == "winogrande" else 1) for q in questions)

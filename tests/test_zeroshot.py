@@ -189,3 +189,18 @@ def test_every_shared_data_row_parses(name, rows):
     questions = parse_records(task, load_records(task, SHARED_DATA))
     assert len(questions) == rows
     assert all(len(set(q.contexts)) == (2 if name == "winogrande" else 1) for q in questions)
+
+
+def test_suite_boolq_equals_the_toolkit_boolq_task(tokenizer):
+    """Same prompt, same " no"/" yes" continuations: `--tasks boolq` accuracy == the suite's boolq acc."""
+    from conftest import SAMPLE_DATA
+    from lib.data import load_task_examples
+    from lib.tasks import evaluate_boolq
+
+    model = make_llama()
+    task = get_task("boolq")
+    ours = evaluate_task(model, tokenizer, task, load_records(task, SAMPLE_DATA), progress=False)
+    toolkit = evaluate_boolq(model, tokenizer, load_task_examples("boolq", "eval", SAMPLE_DATA), progress=False, log_samples=True)
+    assert ours["metrics"]["acc"] == pytest.approx(toolkit["metrics"]["accuracy"])
+    for sample, reference in zip(ours["samples"], toolkit["samples"]):
+        assert sample["loglik"] == pytest.approx([reference["logprob_no"], reference["logprob_yes"]], abs=1e-4)

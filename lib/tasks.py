@@ -30,11 +30,12 @@ from lib.perplexity import perplexity
 from lib.prompts import BOOLQ_CHOICES, boolq_prompt, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
 from lib.results import Timer
 from lib.uncertainty import mean_stderr, ppl_interval
+from lib.zeroshot import SUITE, evaluate_suite
 
 logger = logging.getLogger(__name__)
 
 PERPLEXITY_TASKS = ("wikitext2", "c4")
-EXAMPLE_TASKS = ("squad", "gsm8k", "boolq")
+EXAMPLE_TASKS = ("squad", "gsm8k", "boolq", SUITE)  # SUITE = "zeroshot": lib.zeroshot's multiple-choice tasks
 TASKS = PERPLEXITY_TASKS + EXAMPLE_TASKS
 SQUAD_MAX_NEW_TOKENS = 32
 SQUAD_STOP = ("\n",)
@@ -371,6 +372,9 @@ def evaluate_tasks(
         with timer(task):
             if task in PERPLEXITY_TASKS:
                 result = evaluate_perplexity(model, tokenizer, task, seqlen, data_dir, eval_windows, progress)
+            elif task == SUITE:  # always our scorer; scripts/compare_lm_eval.py checks it against lm-eval
+                result = evaluate_suite(model, tokenizer, data_dir=data_dir, limit=task_limit(limit, task),
+                                        batch_size=batch_size, progress=progress)
             elif backend == "lm-eval":
                 result = evaluate_lm_eval(model, tokenizer, task, task_limit(limit, task), batch_size, num_fewshot)
             else:

@@ -8,6 +8,7 @@ before the phase they bound, so the ratios hold on a machine whose speed drifts:
   driver has to compute every layer's inputs and outputs once each);
 - perplexity over --eval_windows windows against one forward over the same windows in
   batches of --eval_batch_size.
+Wall and process CPU time are both printed (CPU time is steadier on a shared machine).
 Each prune starts from the dense weights. Also prints each prune's split (calibration
 forwards, mask math, profile) and the peak resident memory.
 
@@ -40,15 +41,29 @@ PRUNES = {
 PHASES = (*PRUNES, "perplexity")
 
 
+class Clock:
+    """Wall and process CPU seconds of a block: `with Clock() as c: ...; c.wall, c.cpu`.
+
+    CPU time (all threads of this process) is the steadier measure on a shared machine.
+    """
+
+    def __enter__(self) -> "Clock":
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
 @torch.no_grad()
-def bare_forwards(model, batches: list[torch.Tensor], passes: int) -> float:
-    """Seconds for `passes` plain forwards of the whole model over `batches` ([B, T] ids each)."""
+def bare_forwards(model, batches: list[torch.Tensor], passes: int) -> Clock:
+    """`passes` plain forwards of the whole model over `batches` ([B, T] ids each), timed."""
     device = model_device(model)
-    start = time.perf_counter()
-    for _ in range(passes):
-        for ids in batches:
-            model(ids.to(device), use_cache=False)
-    return time.perf_counter() - start
+    with Clock() as clock:
+        for _ in range(passes):
+            for ids in batches:
+                model(ids.to(device), use_cache=False)
+    return clock
 
 
 def main() -> int:
@@ -72,26 +87,25 @@ def main() -> int:
     dense = {k: v.clone() for k, v in model.state_dict().items()}
     print(f"{args.model}: {len(samples)} x {seqlen} calibration, {args.eval_windows} x {seqlen} evaluation, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'phase':<18}{'seconds':>9}{'floor s':>9}{'ratio':>7}  details")
+    print(f"{'phase':<18}{'wall s':>8}{'floor':>8}{'ratio':>7}{'cpu s':>8}{'floor':>8}{'ratio':>7}  details")
     for phase in args.phases:
         model.load_state_dict(dense)
         if phase == "perplexity":
             n_windows = min(args.eval_windows, testenc.input_ids.shape[1] // seqlen)
             windows = testenc.input_ids[0, : n_windows * seqlen].view(n_windows, seqlen)
             floor = bare_forwards(model, list(windows.split(args.eval_batch_size)), passes=1)
-            start = time.perf_counter()
-            ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, args.eval_batch_size, progress=False)
-            seconds = time.perf_counter() - start
+            with Clock() as clock:
+                ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, args.eval_batch_size, progress=False)
             details = f"dense PPL {ppl['ppl']:.6f} over {ppl['n_windows']} windows"
         else:
             floor = bare_forwards(model, calib_batches, passes=2)
             config = PruneConfig(calib_batch_size=args.calib_batch_size, **PRUNES[phase])
-            start = time.perf_counter()
-            result = prune_model(model, samples, config, progress=False)
-            seconds = time.perf_counter() - start
+            with Clock() as clock:
+                result = prune_model(model, samples, config, progress=False)
             split = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
             details = f"sparsity {measure_sparsity(model)['sparsity']:.4f}; {split}"
-        print(f"{phase:<18}{seconds:>9.1f}{floor:>9.1f}{seconds / floor:>7.2f}  {details}", flush=True)
+        print(f"{phase:<18}{clock.wall:>8.1f}{floor.wall:>8.1f}{clock.wall / floor.wall:>7.2f}"
+              f"{clock.cpu:>8.1f}{floor.cpu:>8.1f}{clock.cpu / floor.cpu:>7.2f}  {details}", flush=True)
     if torch.cuda.is_available() and str(model_device(model)).startswith("cuda"):
         print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(f"peak resident memory (process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")

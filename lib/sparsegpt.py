@@ -7,9 +7,9 @@ others column by column and pushes each column's error onto the columns not yet
 processed (Frantar & Alistarh, 2023). Shapes: weight [O, I], hessian [I, I].
 
 Updates are applied lazily at three levels, which changes only the order of float
-additions: within a group of at most GROUP columns column by column, onto the rest of
-the lazy block once per group (one [O, g] x [g, B] product), onto the columns after the
-block once per block. Rows never interact except through `select`, so Linears that read
+additions: within a group of at most GROUP columns by a few whole-group sweeps, onto the
+rest of the lazy block once per group (one [O, g] x [g, B] product), onto the columns
+after the block once per block. Rows never interact except through `select`, so Linears that read
 the same input can be solved together as one stacked weight.
 """
 
@@ -24,7 +24,7 @@ ChunkSelector = Callable[[torch.Tensor, int], torch.Tensor]
 # (U [I, I] upper Cholesky factor of the damped inverse Hessian, dead bool [I])
 HessianFactor = tuple[torch.Tensor, torch.Tensor]
 
-GROUP = 16  # columns solved one by one before their product with the rest of the block
+GROUP = 16  # columns solved together before their product with the rest of the block
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float) -> HessianFactor:

@@ -446,7 +446,7 @@ class SparsityMask:
     def apply(self, model: nn.Module) -> None:
         """Set every pruned weight to exactly zero, in place."""
         for name, param in self._params(model).items():
-            param.mul_(self.keep[name].to(param.device))
+            param.masked_fill_(~self.keep[name].to(param.device), 0)
 
     @torch.no_grad()
     def unchanged(self, model: nn.Module) -> bool:

@@ -372,7 +372,7 @@ def _prune_linear(module: nn.Linear, score: torch.Tensor, config: PruneConfig, t
         keep = three_tier_keep(intra, tier_map, config.block_size, config.topk_per_block)
     else:
         keep = _chunk_selector(config, None)[0](score, 0)
-    module.weight.data.mul_(keep)
+    module.weight.data.masked_fill_(~keep, 0)  # +0.0, never -0.0: zeros stay bit-identical through any format
 
 
 def _sparsegpt_prune(

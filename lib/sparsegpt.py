@@ -59,7 +59,7 @@ def _solve_group(w: torch.Tensor, keep: torch.Tensor, u: torch.Tensor) -> torch.
     err = w.div(diag).masked_fill_(keep, 0)  # exact for each row's first pruned column
     for _ in range(w.shape[1] - int(keep.sum(1).min()) - 1):
         err = torch.addmm(w, err, strict, alpha=-1).div_(diag).masked_fill_(keep, 0)
-    w.addmm_(err, strict, alpha=-1).mul_(keep)
+    w.addmm_(err, strict, alpha=-1).masked_fill_(~keep, 0)
     return err
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from lib.cli import OneLineParser, run_or_fail, seed_everything, setup_logging
 from lib.data import DATASET_NAMES, get_loaders, parse_mixture
 from lib.masks import TIER_NAMES
 from lib.models import DEFAULT_MODEL, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label, save_model
@@ -34,7 +33,7 @@ logger = logging.getLogger("main_block_three_tier")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
     p.add_argument("--seed", type=int, default=0, help="seed for calibration sampling and torch")
     p.add_argument("--nsamples", type=int, default=128, help="number of calibration samples")
@@ -84,12 +83,6 @@ def resolve_ratios(args: argparse.Namespace) -> tuple[float, float, float]:
     return tuple(args.sparsity_ratios) if args.sparsity_ratios is not None else (0.35, 0.45, 0.2)
 
 
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def method_label(config: PruneConfig) -> str:
     label = f"{config.prune_method}_{config.sparsity_type}"
     if config.sparsity_type == "three_tier":
@@ -132,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
     """Load, calibrate, prune, evaluate and write the outputs (claimed by `run`)."""
-    set_seed(args.seed)
+    seed_everything(args.seed)
     timer = Timer()
     start = time.perf_counter()
     with timer("load"):
@@ -195,14 +188,9 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, ModelLoadError, FileNotFoundError, OutputError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_or_fail(run, args, errors=(ValueError, ModelLoadError, FileNotFoundError, OutputError))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Sequence
 
 from torch import nn
 
+from lib.cli import fail
+from lib.cli import setup_logging as setup_cli_logging
 from lib.checkpoints import ResumeError, resolve_resume
 from lib.finetune_args import DataArguments, ModelArguments, finetune_output, parse_args
 from lib.finetune_data import PadCollator, load_datasets
@@ -77,8 +79,7 @@ def sparsity_report(start: dict, end: dict, mask: SparsityMask | None, unchanged
 def setup_logging(training_args) -> None:
     import transformers
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    setup_cli_logging(logging.WARNING, stream=sys.stdout)
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
@@ -86,12 +87,6 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
-
-
-def fail(message: Any) -> NoReturn:
-    """Exit with status 2 and a one-line error on stderr, like the other CLIs."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:

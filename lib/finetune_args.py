@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from lib.cli import EXIT_USAGE, one_line
 from lib.models import DEFAULT_MODEL
 from lib.outputs import Output, check_outputs
 
@@ -179,5 +180,5 @@ def parse_args(task: str, argv: Sequence[str] | None = None):
         check_training_args(training_args, model_args)
         return model_args, data_args, training_args
     except ValueError as err:  # one line, without argparse's usage block (hundreds of Trainer flags)
-        parser.exit(2, f"{parser.prog}: error: {' '.join(str(err).split())}\n")
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {one_line(err)}\n")
 

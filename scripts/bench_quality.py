@@ -42,6 +42,7 @@ if __package__ in (None, ""):
 
 import torch
 
+from lib.cli import OneLineParser, fail, setup_logging
 from lib.data import get_loaders
 from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
 from lib.perplexity import perplexity
@@ -74,7 +75,7 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     configs.update(extra)
     unknown = [o for o in only if o not in configs]
     if unknown:
-        raise SystemExit(f"error: unknown configuration(s) {unknown}; choose from: {', '.join(configs)}")
+        fail(f"unknown configuration(s) {unknown}; choose from: {', '.join(configs)}")
     return {k: configs[k] for k in only}  # in the order given
 
 
@@ -165,7 +166,7 @@ def compare(a: dict, b: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--nsamples", type=int, default=32)
@@ -186,12 +187,12 @@ def main() -> int:
         check_outputs([output], {"--model": args.model})  # before hours of pruning, not after
     except OutputError as err:
         parser.error(str(err))
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     seeds = [args.seed] if args.seed is not None else list(dict.fromkeys(args.seeds))
     configs = configurations(args.only)
     for pair in args.compare or []:
         if any(name not in configs for name in pair):
-            raise SystemExit(f"error: --compare {pair[0]!r} {pair[1]!r}: both must be rows of the table ({', '.join(configs)})")
+            fail(f"--compare {pair[0]!r} {pair[1]!r}: both must be rows of the table ({', '.join(configs)})")
     rows_dir = Path(args.rows_dir) if args.rows_dir else None
     if rows_dir:
         rows_dir.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owl", action="store_true", help="outlier-weighted layer-wise tier shares (OWL)")
     p.add_argument("--owl_lambda", type=float, default=0.08)
     p.add_argument("--owl_m", type=float, default=5.0)
+    p.add_argument("--profile_nsamples", type=int, default=4,
+                   help="calibration samples (the first N) for the dense-model profile of --owl and --tier_scope model "
+                        "(default 4; give --nsamples' value for the full profile)")
     p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT Hessian damping")
     p.add_argument("--calib_batch_size", type=int, default=8, help="calibration samples per layer forward")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
@@ -111,6 +114,7 @@ def run(args: argparse.Namespace) -> dict:
         ratios=ratios, block_size=args.block_size, topk_per_block=args.topk_per_block,
         intra_block_metric=args.intra_block_metric, tier_scope=args.tier_scope, owl=args.owl,
         owl_lambda=args.owl_lambda, owl_m=args.owl_m, percdamp=args.percdamp, calib_batch_size=args.calib_batch_size,
+        profile_nsamples=args.profile_nsamples,
     )
     if args.nsamples <= 0:
         raise ValueError(f"--nsamples must be positive, got {args.nsamples}")
@@ -160,6 +164,7 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
         "perplexity": ppl,
         "layer_ratios": [list(r) for r in result.layer_ratios],
         "outlier_ratios": result.outlier_ratios,
+        "unpruned": result.unpruned,
         "matrices": result.matrices,
         "timings": timings,
     }

@@ -1,13 +1,16 @@
 """The one layer-wise pruning driver, shared by every method and sparsity type.
 
-Flow (Wanda / SparseGPT): capture the first decoder layer's inputs and keyword
-arguments once; then for each layer: stream the calibration batches through it with
-hooks on its Linear modules to accumulate statistics, compute every Linear's mask
-(and, for SparseGPT, reconstructed weights), apply it, and recompute the layer's
-outputs with the pruned weights as the next layer's inputs.
+Flow (Wanda / SparseGPT): capture, per calibration batch, the first decoder layer's
+hidden states and, for *every* layer, the other arguments the model passes to it
+(attention mask and rotary embeddings of the layer's own type: sliding-window and global
+layers get different ones); then for each layer: stream the calibration batches through
+it with its own arguments and hooks on its Linear modules to accumulate statistics,
+compute every Linear's mask (and, for SparseGPT, reconstructed weights), apply it, and
+recompute the layer's outputs with the pruned weights as the next layer's inputs.
 
-Memory: the calibration activations twice (inputs and outputs of the current layer)
-plus one layer's statistics.
+Memory: the calibration activations twice (inputs and outputs of the current layer),
+one layer's statistics, and the per-layer arguments, each distinct tensor stored once
+(one mask / rotary pair per layer type and batch shape).
 """
 
 from __future__ import annotations
@@ -35,7 +38,15 @@ from lib.masks import (
     unstructured_keep,
     wanda_score,
 )
-from lib.models import LAYER_PATHS, find_linears, get_decoder_layers, measure_sparsity, model_device  # noqa: F401 (re-export)
+from lib.models import (  # noqa: F401 (measure_sparsity: re-export)
+    decoder_layers_path,
+    decoder_linears,
+    find_linears,
+    get_decoder_layers,
+    measure_sparsity,
+    model_device,
+    unpruned_weights,
+)
 from lib.results import Timer
 from lib.sparsegpt import sparsegpt_reconstruct
 from lib.stats import ActNormStats, HessianStats
@@ -46,7 +57,7 @@ SPARSITY_TYPES = ("three_tier", "unstructured", "2:4", "4:8")
 PRUNE_METHODS = ("wanda", "magnitude", "sparsegpt")
 TIER_SCOPES = ("matrix", "row", "layer", "model")
 
-# One calibration batch as the first decoder layer receives it: (hidden [B, T, H], extra positional args, kwargs)
+# One calibration batch as a decoder layer receives it: (hidden [B, T, H], extra positional args, kwargs)
 LayerInput = tuple[torch.Tensor, tuple, dict[str, Any]]
 
 
@@ -67,6 +78,7 @@ class PruneConfig:
     owl_m: float = 5.0
     percdamp: float = 0.01
     calib_batch_size: int = 8
+    profile_nsamples: int | None = 4  # first N calibration samples for the profile; None: all (see README)
 
     def __post_init__(self) -> None:
         self.ratios = tuple(float(r) for r in self.ratios)
@@ -88,6 +100,8 @@ class PruneConfig:
             raise ValueError(f"--sparsity_ratio must be in [0, 1), got {self.sparsity_ratio}")
         if self.owl and self.sparsity_type != "three_tier":
             raise ValueError("--owl applies to --sparsity_type three_tier only")
+        if self.profile_nsamples is not None and self.profile_nsamples <= 0:
+            raise ValueError(f"--profile_nsamples must be positive, got {self.profile_nsamples}")
         if self.calib_batch_size <= 0:
             raise ValueError(f"--calib_batch_size must be positive, got {self.calib_batch_size}")
         if self.percdamp <= 0:
@@ -130,6 +144,7 @@ class PruneResult:
     layer_ratios: list[tuple[float, float, float]] = field(default_factory=list)
     outlier_ratios: list[float] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    unpruned: dict = field(default_factory=dict)
 
 
 class _StopForward(Exception):
@@ -157,36 +172,116 @@ def _length_batches(samples: list[torch.Tensor], batch_size: int) -> list[torch.
     return batches
 
 
+class _TensorPool:
+    """Stores each distinct tensor value once: layers of one type and batches of one shape share masks."""
+
+    def __init__(self) -> None:
+        self.kept: list[torch.Tensor] = []
+        self.seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (object, kept); cleared per batch
+
+    def intern(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            if id(obj) in self.seen:
+                return self.seen[id(obj)][1]
+            kept = next(
+                (t for t in self.kept if t.shape == obj.shape and t.dtype == obj.dtype and t.device == obj.device
+                 and torch.equal(t, obj)),
+                None,
+            )
+            if kept is None:
+                self.kept.append(obj)
+                kept = obj
+            self.seen[id(obj)] = (obj, kept)
+            return kept
+        if isinstance(obj, (tuple, list)):
+            return type(obj)(self.intern(o) for o in obj)
+        if isinstance(obj, dict):
+            return {k: self.intern(v) for k, v in obj.items()}
+        return obj
+
+
+@dataclass
+class LayerArgs:
+    """What the model passes to each decoder layer besides the hidden states, per calibration batch.
+
+    per_layer[i][b]: (positional args after the hidden states, kwargs) of layer i for batch b;
+    equal tensors are one object (see `_TensorPool`).
+    """
+
+    per_layer: list[list[tuple[tuple, dict[str, Any]]]]
+
+    def batches(self, index: int, hidden: list[torch.Tensor]) -> list[LayerInput]:
+        """Layer `index`'s calibration batches: the given hidden states [B, T, H] with that layer's own arguments."""
+        return [(h, *args) for h, args in zip(hidden, self.per_layer[index], strict=True)]
+
+
+Captured = tuple[list[torch.Tensor], LayerArgs]  # (first layer's hidden states per batch, every layer's arguments)
+
+
 @torch.no_grad()
-def capture_layer_inputs(model: nn.Module, samples: list[torch.Tensor], batch_size: int) -> list[LayerInput]:
-    """Run the model up to its first decoder layer and keep what that layer receives.
+def capture_layer_inputs(model: nn.Module, samples: list[torch.Tensor], batch_size: int) -> Captured:
+    """Record what the model itself passes to every decoder layer, without running any layer.
 
     samples: list of [1, L] input ids (L may vary; equal lengths are batched together).
-    Returns one (hidden [B, L, H], args, kwargs) per batch: attention masks, position ids,
-    rotary embeddings, cache position: whatever the installed transformers passes.
+    Returns the first layer's hidden states [B, L, H] per batch and every layer's arguments.
+    During the capture each layer's `forward` is replaced (and restored afterwards) by a
+    recorder that keeps its arguments and returns the hidden states unchanged; one model
+    call per batch runs the embeddings, masks and rotary embeddings but no layer, and the
+    last recorder stops it before the final norm and head. The arguments do not depend on
+    the hidden states, so what layer i receives here is what it receives in a real forward.
+    Raises ValueError when the model does not feed each layer's output to the next layer
+    unchanged (the layer-wise driver could not reproduce its forward).
     """
-    first = get_decoder_layers(model)[0]
-    captured: list[LayerInput] = []
+    layers = get_decoder_layers(model)
+    pool = _TensorPool()
+    hidden: list[torch.Tensor] = []
+    layer_args: list[list[tuple[tuple, dict]]] = [[] for _ in layers]
+    handed_on: list[torch.Tensor] = []  # what the previous recorder returned, within one model call
 
-    def hook(module, args, kwargs):
-        if args:
-            hidden, rest = args[0], tuple(args[1:])
-        else:
-            hidden, rest = kwargs.pop("hidden_states"), ()
-        captured.append((hidden, rest, dict(kwargs)))
-        raise _StopForward
+    def recorder(index: int):
+        def forward(*args, **kwargs):
+            if args:
+                states, rest = args[0], tuple(args[1:])
+            else:
+                states, rest = kwargs.pop("hidden_states"), ()
+            if index != len(handed_on) or (index and not (states is handed_on[-1] or torch.equal(states, handed_on[-1]))):
+                raise ValueError(
+                    f"{type(model).__name__} does not pass each decoder layer's output straight to the next layer "
+                    f"(layer {index}); the layer-wise driver cannot prune it"
+                )
+            if index == 0:
+                hidden.append(states)
+            layer_args[index].append((pool.intern(rest), pool.intern(dict(kwargs))))
+            handed_on.append(states)
+            if index == len(layers) - 1:
+                raise _StopForward
+            return states
+        return forward
 
-    handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+    originals = [layer.__dict__.get("forward") for layer in layers]
+    for i, layer in enumerate(layers):
+        layer.forward = recorder(i)
     device = model_device(model)
     try:
         for ids in _length_batches(samples, batch_size):
+            handed_on.clear()
             try:
                 model(ids.to(device), use_cache=False)
             except _StopForward:
                 pass
+            pool.seen.clear()
+            if len(handed_on) != len(layers):
+                raise ValueError(
+                    f"{type(model).__name__} called {len(handed_on)} of its {len(layers)} decoder layers; "
+                    f"the layer-wise driver cannot prune it"
+                )
     finally:
-        handle.remove()
-    return captured
+        for layer, original in zip(layers, originals):
+            if original is None:
+                del layer.forward
+            else:
+                layer.forward = original
+    return hidden, LayerArgs(layer_args)
 
 
 def _layer_device(layer: nn.Module) -> torch.device:
@@ -194,14 +289,24 @@ def _layer_device(layer: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def run_layer(layer: nn.Module, batches: list[LayerInput]) -> list[LayerInput]:
-    """Forward every batch through one decoder layer; returns the outputs as the next layer's inputs."""
+def run_layer(layer: nn.Module, batches: list[LayerInput]) -> list[torch.Tensor]:
+    """Forward every batch through one decoder layer; returns the output hidden states [B, T, H] per batch."""
     device = _layer_device(layer)
-    outputs = []
-    for hidden, args, kwargs in batches:
-        out = layer(hidden.to(device), *_to_device(args, device), **_to_device(kwargs, device))
-        outputs.append((out[0] if isinstance(out, (tuple, list)) else out, args, kwargs))
-    return outputs
+    return [
+        _hidden_output(layer, layer(hidden.to(device), *_to_device(args, device), **_to_device(kwargs, device)), hidden)
+        for hidden, args, kwargs in batches
+    ]
+
+
+def _hidden_output(layer: nn.Module, out: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """The hidden states [B, T, H] in a decoder layer's output (a tensor, or the first element of a tuple)."""
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(out, torch.Tensor) or out.shape != hidden.shape:
+        raise ValueError(
+            f"{type(layer).__name__} returned {type(out).__name__} "
+            f"{tuple(getattr(out, 'shape', ()))}, not hidden states of shape {tuple(hidden.shape)}"
+        )
+    return out
 
 
 @torch.no_grad()
@@ -265,18 +370,33 @@ def _prune_linear(
 
 
 def profile_layers(
-    model: nn.Module, batches: list[LayerInput], config: PruneConfig, progress: bool = True
+    model: nn.Module, captured: Captured | None, config: PruneConfig, progress: bool = True
 ) -> tuple[list[dict[str, torch.Tensor]], list[float]]:
-    """One pass over the dense model: block mean scores of every Linear and each layer's outlier ratio."""
+    """One pass over the dense model: block mean scores of every Linear and each layer's outlier ratio.
+
+    captured: `capture_layer_inputs` of the calibration samples (None for magnitude pruning).
+    Each layer runs once per batch: the forward that accumulates its statistics also yields
+    the next layer's inputs (dense weights, so no second forward is needed).
+    """
     block_scores, outliers = [], []
-    for layer in tqdm(get_decoder_layers(model), desc="profile", disable=not progress, unit="layer"):
-        linears = find_linears(layer)
-        stats = collect_stats(layer, batches, ActNormStats) if config.needs_calibration else None
+    hidden, layer_args = captured if captured is not None else ([], None)
+    layers = get_decoder_layers(model)
+    for i, (layer, linears) in enumerate(
+        tqdm(list(zip(layers, decoder_linears(model))), desc="profile", disable=not progress, unit="layer")
+    ):
+        stats = None
+        if config.needs_calibration:
+            batches = layer_args.batches(i, hidden)
+            outputs = []
+            handle = layer.register_forward_hook(lambda module, args, out: outputs.append(out))
+            try:
+                stats = collect_stats(layer, batches, ActNormStats)
+            finally:
+                handle.remove()
+            hidden = [_hidden_output(layer, out, h) for out, h in zip(outputs, hidden, strict=True)]
         scores = _scores(linears, stats, config.prune_method)
         block_scores.append({n: block_mean_scores(s, config.block_size).cpu() for n, s in scores.items()})
         outliers.append(allocation.outlier_ratio(list(scores.values()), config.owl_m))
-        if config.needs_calibration:
-            batches = run_layer(layer, batches)
     return block_scores, outliers
 
 
@@ -306,9 +426,15 @@ Profile = tuple[list[dict[str, torch.Tensor]], list[float]]
 
 
 def profile_model(model: nn.Module, samples: list[torch.Tensor], config: PruneConfig, progress: bool = True) -> Profile:
-    """Block mean scores and outlier ratios of the dense model (see `profile_layers`)."""
-    batches = capture_layer_inputs(model, samples, config.calib_batch_size) if config.needs_calibration else []
-    return profile_layers(model, batches, config, progress)
+    """Block mean scores and outlier ratios of the dense model (see `profile_layers`).
+
+    Uses the first `config.profile_nsamples` samples (all when None): the tier shares it
+    plans move by at most 0.01 from 32 samples to 4 on the default model
+    (`scripts/bench_owl_profile.py`), at an eighth of the cost.
+    """
+    samples = samples[: config.profile_nsamples]
+    captured = capture_layer_inputs(model, samples, config.calib_batch_size) if config.needs_calibration else None
+    return profile_layers(model, captured, config, progress)
 
 
 def prune_model(
@@ -318,7 +444,7 @@ def prune_model(
     progress: bool = True,
     profile: Profile | None = None,
 ) -> PruneResult:
-    """Prune every Linear in the decoder layers of `model` in place.
+    """Prune every Linear of the decoder layers of `model` in place (MoE routers excluded: `decoder_linears`).
 
     samples: calibration input ids, each [1, L] (unused by magnitude pruning).
     profile: a `profile_model` result of the same dense model, samples, block size and
@@ -328,8 +454,13 @@ def prune_model(
     result = PruneResult()
     timer = Timer()
     layers = get_decoder_layers(model)
-    prefix = LAYER_PATHS[model.config.model_type]
-    batches: list[LayerInput] = []
+    prefix = decoder_layers_path(model)
+    result.unpruned = unpruned_weights(model)
+    if result.unpruned["share"] > 0:
+        logger.warning(
+            "%.2f%% of the decoder weights stay dense (not nn.Linear, or MoE routers): %s",
+            100 * result.unpruned["share"], ", ".join(result.unpruned["names"]),
+        )
     if config.needs_profile:
         with timer("profile"):
             block_scores, result.outlier_ratios = profile or profile_model(model, samples, config, progress)
@@ -339,12 +470,14 @@ def prune_model(
         result.layer_ratios = [config.ratios] * len(layers)
     if config.needs_calibration:
         with timer("capture"):
-            batches = capture_layer_inputs(model, samples, config.calib_batch_size)
+            hidden, layer_args = capture_layer_inputs(model, samples, config.calib_batch_size)
     stats_class = HessianStats if config.prune_method == "sparsegpt" else ActNormStats
-    for i, layer in enumerate(tqdm(layers, desc="prune", disable=not progress, unit="layer")):
-        linears = find_linears(layer)
+    for i, (layer, linears) in enumerate(
+        tqdm(list(zip(layers, decoder_linears(model))), desc="prune", disable=not progress, unit="layer")
+    ):
         stats = None
         if config.needs_calibration:
+            batches = layer_args.batches(i, hidden)
             with timer("calibration_forward"):
                 stats = collect_stats(layer, batches, stats_class)
         with timer("mask"):
@@ -366,7 +499,7 @@ def prune_model(
             del stats, scores
         if config.needs_calibration:
             with timer("calibration_forward"):
-                batches = run_layer(layer, batches)
+                hidden = run_layer(layer, batches)
         layer_sparsity = sum(r["sparsity"] * r["shape"][0] * r["shape"][1] for r in result.matrices if r["layer"] == i) / sum(
             r["shape"][0] * r["shape"][1] for r in result.matrices if r["layer"] == i
         )

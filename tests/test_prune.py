@@ -26,13 +26,13 @@ def final_norm(model):
 def test_driver_with_nothing_pruned_reproduces_forward(arch):
     model = MAKERS[arch]()
     ids = [torch.randint(4, 400, (1, 20)), torch.randint(4, 400, (1, 20)), torch.randint(4, 400, (1, 13))]
-    batches = capture_layer_inputs(model, ids, batch_size=2)
-    assert [b[0].shape[:2] for b in batches] == [(2, 20), (1, 13)]
-    for layer in get_decoder_layers(model):
-        batches = run_layer(layer, batches)
+    hidden, layer_args = capture_layer_inputs(model, ids, batch_size=2)
+    assert [h.shape[:2] for h in hidden] == [(2, 20), (1, 13)]
+    for i, layer in enumerate(get_decoder_layers(model)):
+        hidden = run_layer(layer, layer_args.batches(i, hidden))
     with torch.no_grad():
         norm = final_norm(model)
-        ours = torch.cat([model.lm_head(norm(b[0]))[:, :13] for b in batches])
+        ours = torch.cat([model.lm_head(norm(h))[:, :13] for h in hidden])
         ref = torch.cat([model(torch.cat(ids[:2])).logits[:, :13], model(ids[2]).logits])
     assert torch.allclose(ours, ref, atol=1e-5)
 
@@ -120,6 +120,37 @@ def test_shared_profile_gives_the_same_model(method):
         assert torch.equal(x, y), name
 
 
+def test_profile_takes_one_forward_and_equals_stats_then_outputs(monkeypatch):
+    """The profile's single dense forward per layer gives what collect_stats followed by run_layer give."""
+    import lib.prune as prune
+    from lib.masks import block_mean_scores, wanda_score
+    from lib.stats import ActNormStats
+
+    model, ids, config = make_llama(), samples(), PruneConfig(owl=True, calib_batch_size=4, profile_nsamples=None)
+    hidden, layer_args = capture_layer_inputs(model, ids, 4)
+    expected = []
+    for i, layer in enumerate(get_decoder_layers(model)):
+        batches = layer_args.batches(i, hidden)
+        stats = prune.collect_stats(layer, batches, ActNormStats)
+        expected.append({n: block_mean_scores(wanda_score(m.weight, stats[n].act_norm_sq), 16) for n, m in find_linears(layer).items()})
+        hidden = run_layer(layer, batches)
+    calls = []
+    monkeypatch.setattr(prune, "run_layer", lambda *a: calls.append(a))
+    block_scores, outliers = profile_model(model, ids, config, progress=False)
+    assert not calls, "no second forward"
+    for got, want in zip(block_scores, expected, strict=True):
+        assert all(torch.equal(got[n], want[n]) for n in want)
+    assert len(outliers) == 2
+
+
+def test_profile_nsamples_uses_the_first_samples():
+    config = PruneConfig(owl=True, profile_nsamples=None)
+    subset = profile_model(make_llama(), samples(), PruneConfig(owl=True, profile_nsamples=3), progress=False)
+    reference = profile_model(make_llama(), samples()[:3], config, progress=False)
+    full = profile_model(make_llama(), samples(), config, progress=False)
+    assert subset[1] == reference[1] and subset[1] != full[1]
+
+
 @pytest.mark.parametrize("scope, owl", [("layer", False), ("model", False), ("matrix", True), ("model", True), ("row", True)])
 def test_allocation_scopes_keep_totals(scope, owl):
     model = make_llama()
@@ -159,6 +190,7 @@ def test_allocation_scopes_keep_totals(scope, owl):
         ({"sparsity_type": "unstructured", "sparsity_ratio": 1.5}, "sparsity_ratio"),
         ({"owl": True, "sparsity_type": "2:4"}, "owl"),
         ({"calib_batch_size": 0}, "calib_batch_size"),
+        ({"profile_nsamples": 0}, "profile_nsamples"),
     ],
 )
 def test_config_errors_name_the_flag(kwargs, message):

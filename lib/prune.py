@@ -126,9 +126,9 @@ def check_block_fits(model: nn.Module, config: PruneConfig) -> None:
     """
     if config.sparsity_type != "three_tier":
         return
-    prefix = LAYER_PATHS[model.config.model_type]
+    prefix = decoder_layers_path(model)
     shapes = {f"{prefix}.{i}.{name}": tuple(linear.weight.shape)
-              for i, layer in enumerate(get_decoder_layers(model)) for name, linear in find_linears(layer).items()}
+              for i, layer in enumerate(decoder_linears(model)) for name, linear in layer.items()}
     name, shape = min(shapes.items(), key=lambda item: min(item[1]))
     if config.block_size > min(shape):
         raise ValueError(f"--block_size {config.block_size} exceeds the smallest side of {name} "

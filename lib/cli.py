@@ -15,9 +15,6 @@ import random
 import sys
 from typing import Any, Callable, NoReturn
 
-import numpy as np
-import torch
-
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%H:%M:%S"
 EXIT_USAGE = 2  # bad input, like argparse
@@ -31,6 +28,9 @@ def setup_logging(level: int = logging.INFO, stream=None) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators (CPU and every CUDA device)."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

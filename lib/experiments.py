@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.matrix import BY_NAME, CALIBRATION_ORDER, EXPERIMENTS
 from lib.tasks import pairing
 from lib.uncertainty import mean_sd, paired_bootstrap
 
@@ -62,7 +63,6 @@ BEHAVIOUR = (
 )
 DATA_NAMES = {"wikitext2": "WikiText2", "c4": "C4", "squad": "SQuAD", "gsm8k": "GSM8K", "boolq": "BoolQ",
               "mixed": "mixed"}
-CALIBRATION_ORDER = ("wikitext2", "squad", "gsm8k", "wikitext2+squad", "wikitext2+gsm8k")
 KIND_ORDER = ("dense", "pruned", "finetuned", "other")
 # (A, B, what A - B asks): differences between experiments shown with their intervals
 COMPARISONS = (
@@ -193,12 +193,14 @@ def _pruned_info(out: Path, tag: str) -> tuple[str | None, float | None]:
     return report["args"]["calibration_dataset"], report["sparsity"]["sparsity"]
 
 
-def _natural_key(name: str) -> tuple:
-    return (0, 0, "") if name == "baseline" else (1, int(m.group()) if (m := re.search(r"\d+", name)) else 0, name)
+def _matrix_key(name: str) -> tuple:
+    """Rows of lib.matrix in its order, then any other fine-tuned row by name."""
+    names = [experiment.name for experiment in EXPERIMENTS]
+    return (0, names.index(name), "") if name in BY_NAME else (1, 0, name)
 
 
 def _finetuned_label(name: str) -> str:
-    return "Baseline" if name == "baseline" else re.sub(r"^exp(\d+)$", r"Exp \1", name)
+    return BY_NAME[name].label if name in BY_NAME else name
 
 
 def load_row(out: Path, eval_path: Path) -> Row:
@@ -239,7 +241,7 @@ def describe_row(out: Path, row_dir: Path) -> Row:
             row.calibration = _pruned_info(out, tag)[0]
             sparsity = _read(row_dir / "model" / "sparsity.json")
             row.sparsity = sparsity["end"]["sparsity"] if sparsity else None
-        elif re.fullmatch(r"baseline|exp\d+", base):
+        elif base in BY_NAME:
             row.kind, row.label = "finetuned", _finetuned_label(base)
     return row
 
@@ -261,7 +263,7 @@ def load_rows(out: str | Path, expected: list[str] = ()) -> list[Row]:
     def key(row: Row) -> tuple:
         calibration = row.calibration or ""
         calibration_rank = CALIBRATION_ORDER.index(calibration) if calibration in CALIBRATION_ORDER else len(CALIBRATION_ORDER)
-        second = _natural_key(row.base) if row.kind == "finetuned" else (calibration_rank, 0, row.base)
+        second = _matrix_key(row.base) if row.kind == "finetuned" else (calibration_rank, 0, row.base)
         return (KIND_ORDER.index(row.kind), second, row.seed)
 
     return sorted(rows, key=key)

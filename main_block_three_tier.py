@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from lib.cli import OneLineParser, run_or_fail, seed_everything, setup_logging
-from lib.data import DATASET_NAMES, get_loaders, parse_mixture
+from lib.data import dataset_names, get_loaders, parse_mixture
 from lib.masks import TIER_NAMES
 from lib.models import DEFAULT_MODEL, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label, save_model
 from lib.perplexity import perplexity
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nsamples", type=int, default=128, help="number of calibration samples")
     p.add_argument("--seqlen", type=int, default=2048, help="calibration/evaluation length, capped at max_position_embeddings")
     p.add_argument("--calibration_dataset", "--calib_dataset", default="wikitext2",
-                   help=f"one of {', '.join(DATASET_NAMES)}, or a mixture like wikitext2+squad or wikitext2:0.7,gsm8k:0.3")
+                   help=f"one of {', '.join(dataset_names())}, or a mixture like wikitext2+squad or wikitext2:0.7,gsm8k:0.3")
     p.add_argument("--calibration_packing", choices=("concat", "none"), default="concat",
                    help="concat: pack examples into full seqlen samples (default); none: one example per sample")
     p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")

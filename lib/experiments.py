@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.dataset_specs import display_name
 from lib.matrix import BY_NAME, CALIBRATION_ORDER, EXPERIMENTS
 from lib.tasks import pairing
 from lib.uncertainty import mean_sd, paired_bootstrap
@@ -61,8 +62,6 @@ BEHAVIOUR = (
     ("squad", "no_answer_rate", "SQuAD no-answer rate", "pct"),
     ("boolq", "yes_rate", "BoolQ yes rate", "pct"),
 )
-DATA_NAMES = {"wikitext2": "WikiText2", "c4": "C4", "squad": "SQuAD", "gsm8k": "GSM8K", "boolq": "BoolQ",
-              "mixed": "mixed"}
 KIND_ORDER = ("dense", "pruned", "finetuned", "other")
 # (A, B, what A - B asks): differences between experiments shown with their intervals
 COMPARISONS = (
@@ -178,7 +177,7 @@ def data_label(name: str | None) -> str:
     if not name:
         return "—"
     parts = [part.partition(":") for part in re.split(r"[+,]", name)]
-    return " + ".join(DATA_NAMES.get(source, source) + (f" {share}" if share else "") for source, _, share in parts)
+    return " + ".join(display_name(source) + (f" {share}" if share else "") for source, _, share in parts)
 
 
 def _read(path: Path) -> dict | None:

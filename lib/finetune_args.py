@@ -19,8 +19,14 @@ from lib.cli import EXIT_USAGE, one_line
 from lib.models import DEFAULT_MODEL
 from lib.outputs import Output, check_outputs
 
-TASKS = ("squad", "gsm8k", "lm")
-LM_DATASETS = ("wikitext2", "c4")
+from lib import dataset_specs
+from lib.finetune_data import LM_TASK
+
+
+def finetune_tasks() -> tuple[str, ...]:
+    """The example datasets with a fine-tuning prompt and target (lib.dataset_specs), then "lm"."""
+    examples = (n for n in dataset_specs.names("examples") if dataset_specs.get(n).finetunable)
+    return (*examples, LM_TASK)
 
 
 
@@ -107,19 +113,19 @@ class LMDataArguments(DataArguments):
     """Causal-LM fine-tuning on raw text."""
 
     dataset_name: str = field(
-        default="wikitext2", metadata={"help": "Text corpus to fine-tune on.", "choices": list(LM_DATASETS)}
+        default="wikitext2", metadata={"help": "Text corpus to fine-tune on (a text dataset of lib.dataset_specs).",
+                                       "choices": list(dataset_specs.names("text"))}
     )
     block_size: int = field(default=512, metadata={"help": "Tokens per training / evaluation window."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.dataset_name not in LM_DATASETS:
-            raise ValueError(f"--dataset_name {self.dataset_name!r} is not one of {', '.join(LM_DATASETS)}")
+        if self.dataset_name not in dataset_specs.names("text"):
+            raise ValueError(f"--dataset_name {self.dataset_name!r} is not one of {', '.join(dataset_specs.names('text'))}")
         if self.block_size <= 1:
             raise ValueError(f"--block_size must be at least 2 tokens, got {self.block_size}")
 
 
-DATA_ARGUMENTS = {"squad": TaskDataArguments, "gsm8k": TaskDataArguments, "lm": LMDataArguments}
 
 
 def check_precision(bf16: bool, fp16: bool, use_cpu: bool) -> None:
@@ -164,9 +170,10 @@ def parse_args(task: str, argv: Sequence[str] | None = None):
     """(model_args, data_args, training_args) from the command line; bad values exit with a one-line error."""
     from transformers import HfArgumentParser, TrainingArguments
 
-    if task not in TASKS:
-        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
-    parser = HfArgumentParser((ModelArguments, DATA_ARGUMENTS[task], TrainingArguments))
+    if task not in finetune_tasks():
+        raise ValueError(f"task {task!r} is not one of {', '.join(finetune_tasks())}")
+    parser = HfArgumentParser((ModelArguments, LMDataArguments if task == LM_TASK else TaskDataArguments,
+                               TrainingArguments))
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
         values = json.loads(Path(argv[0]).read_text())

@@ -13,12 +13,13 @@ from typing import Sequence
 
 import torch
 
-from lib.prompts import gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
+from lib import dataset_specs
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label value the loss skips (prompt and padding positions)
 LM_DEFAULT_TRAIN_WINDOWS = 1000
+LM_TASK = "lm"  # causal-LM fine-tuning on a text dataset
 
 
 
@@ -40,20 +41,14 @@ def encode_prompt_target(tokenizer, prompt: str, target: str, max_length: int) -
     return {"input_ids": input_ids, "labels": labels}
 
 
-def prompt_and_target(task: str, example: dict) -> tuple[str, str]:
-    """The shared prompt template and training target for one example of `task`."""
-    if task == "squad":
-        return squad_prompt(example["context"], example["question"]), squad_target(example["answers"])
-    if task == "gsm8k":
-        return gsm8k_prompt(example["question"]), gsm8k_target(example["answer"])
-    raise ValueError(f"task {task!r} has no prompt template; prompt tasks: squad, gsm8k")
-
-
 def build_task_dataset(task: str, examples: Sequence[dict], tokenizer, max_length: int) -> list[dict]:
-    """Tokenized training features ({"input_ids", "labels"}) for SQuAD / GSM8K example dicts."""
+    """Tokenized training features ({"input_ids", "labels"}) of example dicts, with the prompt and target of `task`'s spec."""
+    spec = dataset_specs.get(task, "examples")
+    if not spec.finetunable:
+        raise ValueError(f"{task} has no fine-tuning prompt and target in lib.dataset_specs")
     features, n_dropped = [], 0
     for example in examples:
-        feature = encode_prompt_target(tokenizer, *prompt_and_target(task, example), max_length)
+        feature = encode_prompt_target(tokenizer, spec.prompt(example), spec.target(example), max_length)
         if feature is None:
             n_dropped += 1
         else:
@@ -78,7 +73,7 @@ def load_datasets(task: str, data_args, tokenizer, seed: int) -> tuple[list[dict
     """
     from lib import data
 
-    if task == "lm":
+    if task == LM_TASK:
         n_train = data_args.max_train_samples or LM_DEFAULT_TRAIN_WINDOWS
         trainloader, testenc = data.get_loaders(
             data_args.dataset_name, nsamples=n_train, seed=seed, seqlen=data_args.block_size,

@@ -23,6 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 from torch import nn
 
+from lib import dataset_specs
 from lib.data import get_eval_tokens, load_task_examples
 from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
 from lib.metrics import gsm8k_gold, gsm8k_scores, is_no_answer, squad_scores, squad_summary
@@ -33,9 +34,17 @@ from lib.uncertainty import mean_stderr, ppl_interval
 
 logger = logging.getLogger(__name__)
 
-PERPLEXITY_TASKS = ("wikitext2", "c4")
-EXAMPLE_TASKS = ("squad", "gsm8k", "boolq")
-TASKS = PERPLEXITY_TASKS + EXAMPLE_TASKS
+EXAMPLE_TASKS = ("squad", "gsm8k", "boolq")  # the example datasets with an evaluator here
+
+
+def perplexity_tasks() -> tuple[str, ...]:
+    """The registered text datasets (lib.dataset_specs): each one is a perplexity task."""
+    return dataset_specs.names("text")
+
+
+def task_names() -> tuple[str, ...]:
+    """Every --tasks name: the perplexity tasks, then EXAMPLE_TASKS."""
+    return perplexity_tasks() + EXAMPLE_TASKS
 SQUAD_MAX_NEW_TOKENS = 32
 SQUAD_STOP = ("\n",)
 GSM8K_MAX_NEW_TOKENS = 256
@@ -305,9 +314,9 @@ def perplexity_report(result: dict) -> dict:
 
 def check_tasks(tasks: Sequence[str]) -> None:
     """Raise ValueError naming an unknown or repeated task and listing the known ones."""
-    unknown = [task for task in tasks if task not in TASKS]
+    unknown = [task for task in tasks if task not in task_names()]
     if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(task_names())}")
     if len(set(tasks)) != len(tasks):
         raise ValueError(f"--tasks lists a task twice: {' '.join(tasks)}")
 
@@ -345,7 +354,7 @@ def evaluate_tasks(
     """Run `tasks` in order and collect one result.
 
     Args:
-        tasks: names from TASKS. Perplexity tasks use `seqlen` (already capped by the caller) and the
+        tasks: names from task_names(). Perplexity tasks use `seqlen` (already capped by the caller) and the
             first `eval_windows` windows; the others use the first `limit` eval examples.
         limit: an int for every example task, or {task: int}; None evaluates everything.
         num_fewshot: GSM8K only: the first K train examples are prefixed to every prompt.
@@ -369,7 +378,7 @@ def evaluate_tasks(
     for task in tasks:
         logger.info("evaluating %s", task)
         with timer(task):
-            if task in PERPLEXITY_TASKS:
+            if task in perplexity_tasks():
                 result = evaluate_perplexity(model, tokenizer, task, seqlen, data_dir, eval_windows, progress)
             elif backend == "lm-eval":
                 result = evaluate_lm_eval(model, tokenizer, task, task_limit(limit, task), batch_size, num_fewshot)

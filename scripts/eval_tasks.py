@@ -31,7 +31,7 @@ from lib.models import DEFAULT_MODEL, DTYPES, ModelLoadError, check_seqlen, effe
 from lib.outputs import Output, OutputError, claim_outputs, write_output_json
 from lib.results import environment_info
 from lib.tasks import (
-    EXAMPLE_TASKS, PERPLEXITY_TASKS, TASKS, BackendError, check_nll_limit, check_tasks, evaluate_tasks, require_lm_eval,
+    EXAMPLE_TASKS, BackendError, perplexity_tasks, task_names, check_nll_limit, check_tasks, evaluate_tasks, require_lm_eval,
 )
 
 logger = logging.getLogger("eval_tasks")
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__)
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
     p.add_argument("--tasks", nargs="+", default=["wikitext2", "squad", "gsm8k", "boolq"], metavar="TASK",
-                   help=f"any of {', '.join(TASKS)} (default: wikitext2 squad gsm8k boolq)")
+                   help=f"any of {', '.join(task_names())} (default: wikitext2 squad gsm8k boolq)")
     p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
     p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N",
                    help="evaluate the first N examples of each example task, or per task: squad=200 gsm8k=50")
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> Path:
         raise ValueError(f"--num_fewshot must be >= 0, got {args.num_fewshot}")
     if args.backend == "lm-eval" and set(args.tasks) & set(EXAMPLE_TASKS):
         require_lm_eval()
-    if set(args.tasks) & set(PERPLEXITY_TASKS):
+    if set(args.tasks) & set(perplexity_tasks()):
         check_seqlen(args.seqlen)
     output = Path(args.output) if args.output else Path("out") / "eval" / f"{model_label(args.model)}.json"
     with claim_outputs([Output("--output", output, "eval_report", is_file=True)], inputs={"--model": args.model},
@@ -119,7 +119,7 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     seconds = {"load_model": time.perf_counter() - start}
-    seqlen = effective_seqlen(model, args.seqlen) if set(args.tasks) & set(PERPLEXITY_TASKS) else None
+    seqlen = effective_seqlen(model, args.seqlen) if set(args.tasks) & set(perplexity_tasks()) else None
     logger.info("evaluating %s on %s", args.model, ", ".join(args.tasks))
 
     result = evaluate_tasks(

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import sys
@@ -66,3 +67,37 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: str | None = None) -> None:
+    """One flag per field of the dataclass `cls`, named and documented by the field itself.
+
+    Field metadata: "help"; "flag" (the spelling when it is not --<field name>); "aliases" (other
+    spellings); "choices"; "type" (when the default does not show it, e.g. a None default);
+    "metavar". A bool field is a switch (store_true); a tuple default takes that many values.
+    Each flag's default is the field's default, shown in --help.
+    """
+    group = parser.add_argument_group(title or cls.__name__)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        flags = [meta.get("flag", f"--{f.name}"), *meta.get("aliases", ())]
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default,
+                                  "help": f"{meta.get('help', '')} (default: {shown})".strip()}
+        if isinstance(default, bool):
+            group.add_argument(*flags, action="store_true", **kwargs)
+            continue
+        if isinstance(default, tuple):
+            kwargs.update(nargs=len(default), type=type(default[0]))
+        else:
+            kwargs["type"] = meta.get("type", type(default))
+        for key in ("choices", "metavar"):
+            if key in meta:
+                kwargs[key] = meta[key]
+        group.add_argument(*flags, **kwargs)
+
+
+def dataclass_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """{field name: parsed value} for the fields of `cls` (flags added by `add_dataclass_arguments`)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}

@@ -17,6 +17,7 @@ import torch
 DENSE, NM, TOPK = 0, 1, 2
 TIER_NAMES = ("dense", "2:4", "topk")
 INTRA_BLOCK_METRICS = ("wanda", "magnitude")
+DEFAULT_RATIOS = (0.35, 0.45, 0.2)  # block shares dense / 2:4 / top-k of the three-tier scheme
 
 
 def wanda_score(weight: torch.Tensor, act_norm_sq: torch.Tensor) -> torch.Tensor:
@@ -232,7 +233,7 @@ def three_tier_keep(score: torch.Tensor, tier_map: torch.Tensor, block_size: int
 def three_tier_mask(
     weight: torch.Tensor,
     act_norm_sq: torch.Tensor | None,
-    ratios: tuple[float, float, float] = (0.35, 0.45, 0.2),
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS,
     block_size: int = 16,
     topk_per_block: int = 15,
     intra_block_metric: str = "wanda",

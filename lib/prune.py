@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from lib import allocation
 from lib.masks import (
+    DEFAULT_RATIOS,
     INTRA_BLOCK_METRICS,
     assign_tiers,
     assign_tiers_row_balanced,
@@ -63,22 +64,35 @@ LayerInput = tuple[torch.Tensor, tuple, dict[str, Any]]
 
 @dataclass
 class PruneConfig:
-    """What to prune and how; validated on construction (messages name the CLI flag)."""
+    """What to prune and how; validated on construction (messages name the CLI flag).
 
-    sparsity_type: str = "three_tier"
-    prune_method: str = "wanda"
-    sparsity_ratio: float = 0.5
-    ratios: tuple[float, float, float] = (0.35, 0.45, 0.2)
-    block_size: int = 16
-    topk_per_block: int = 15
-    intra_block_metric: str = "wanda"
-    tier_scope: str = "matrix"
-    owl: bool = False
-    owl_lambda: float = 0.08
-    owl_m: float = 5.0
-    percdamp: float = 0.01
-    calib_batch_size: int = 8
-    profile_nsamples: int | None = 4  # first N calibration samples for the profile; None: all (see README)
+    The pruning CLI's flags are these fields (lib.cli.add_dataclass_arguments): the metadata holds each
+    flag's help, choices and other spellings, and the defaults are written only here.
+    """
+
+    sparsity_type: str = field(default="three_tier", metadata={
+        "choices": SPARSITY_TYPES, "help": "pattern: three-tier blocks, unstructured, or N:M (2:4, 4:8)"})
+    prune_method: str = field(default="wanda", metadata={
+        "choices": PRUNE_METHODS, "help": "what ranks the weights (sparsegpt also reconstructs the kept ones)"})
+    sparsity_ratio: float = field(default=0.5, metadata={"help": "sparsity for --sparsity_type unstructured"})
+    ratios: tuple[float, float, float] = field(default=DEFAULT_RATIOS, metadata={
+        "flag": "--sparsity_ratios", "metavar": ("DENSE", "MID_2_4", "TOPK"),
+        "help": "block shares of the three tiers, >= 0 and summing to 1"})
+    block_size: int = field(default=16, metadata={"help": "side of the square blocks the tiers are assigned to"})
+    topk_per_block: int = field(default=15, metadata={"help": "weights kept in each top-k block"})
+    intra_block_metric: str = field(default="wanda", metadata={
+        "choices": INTRA_BLOCK_METRICS, "help": "what picks the kept weights inside 2:4 and top-k blocks"})
+    tier_scope: str = field(default="matrix", metadata={
+        "choices": TIER_SCOPES,
+        "help": "rank blocks per matrix, per matrix balanced over block rows (row), per layer, or model-wide"})
+    owl: bool = field(default=False, metadata={"help": "outlier-weighted layer-wise tier shares (OWL)"})
+    owl_lambda: float = field(default=0.08, metadata={"help": "OWL: layer densities shift within +-lambda around the target"})
+    owl_m: float = field(default=5.0, metadata={"help": "OWL: outlier threshold, times the mean score"})
+    percdamp: float = field(default=0.01, metadata={"help": "SparseGPT Hessian damping"})
+    calib_batch_size: int = field(default=8, metadata={"help": "calibration samples per layer forward"})
+    profile_nsamples: int | None = field(default=4, metadata={
+        "type": int, "help": "calibration samples (the first N) for the dense-model profile of --owl and "
+                             "--tier_scope model (give --nsamples' value for the full profile)"})
 
     def __post_init__(self) -> None:
         self.ratios = tuple(float(r) for r in self.ratios)

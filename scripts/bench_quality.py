@@ -44,6 +44,7 @@ import torch
 
 from lib.cli import OneLineParser, fail, setup_logging
 from lib.data import get_loaders
+from lib.masks import DEFAULT_RATIOS
 from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
 from lib.perplexity import perplexity
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
@@ -52,20 +53,19 @@ from lib.results import environment_info, write_json
 from lib.uncertainty import mean_sd, welch_t
 
 logger = logging.getLogger("bench_quality")
-RATIOS = (0.35, 0.45, 0.2)
 
 
 def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     configs: dict[str, PruneConfig | None] = {"dense": None}
     for method, scope, owl in itertools.product(("wanda", "sparsegpt"), ("matrix", "row", "layer", "model"), (False, True)):
         name = f"three_tier {method} {scope}" + (" owl" if owl else "")
-        configs[name] = PruneConfig(prune_method=method, ratios=RATIOS, tier_scope=scope, owl=owl)
-    sparsity = RATIOS[1] * 0.5 + RATIOS[2] * (1 - 15 / 256)
+        configs[name] = PruneConfig(prune_method=method, tier_scope=scope, owl=owl)
+    sparsity = DEFAULT_RATIOS[1] * 0.5 + DEFAULT_RATIOS[2] * (1 - 15 / 256)
     for method in ("wanda", "sparsegpt"):
         configs[f"unstructured {method}"] = PruneConfig(prune_method=method, sparsity_type="unstructured", sparsity_ratio=sparsity)
     # the pruning issue's comparison rows (not in the default table; select them with --only)
     extra = {
-        "three_tier wanda matrix intra-magnitude": PruneConfig(ratios=RATIOS, intra_block_metric="magnitude"),
+        "three_tier wanda matrix intra-magnitude": PruneConfig(intra_block_metric="magnitude"),
         "unstructured wanda 0.5": PruneConfig(sparsity_type="unstructured", sparsity_ratio=0.5),
         "2:4 wanda": PruneConfig(sparsity_type="2:4"),
         "2:4 magnitude": PruneConfig(sparsity_type="2:4", prune_method="magnitude"),

@@ -31,8 +31,9 @@ from lib.models import DEFAULT_MODEL, DTYPES, ModelLoadError, check_seqlen, effe
 from lib.outputs import Output, OutputError, claim_outputs, write_output_json
 from lib.results import environment_info
 from lib.tasks import (
-    EXAMPLE_TASKS, BackendError, perplexity_tasks, task_names, check_nll_limit, check_tasks, evaluate_tasks, require_lm_eval,
+    EXAMPLE_TASKS, check_nll_limit, check_tasks, evaluate_tasks, perplexity_tasks, task_names,
 )
+from lib.lm_eval_backend import BackendError, require_lm_eval
 
 logger = logging.getLogger("eval_tasks")
 

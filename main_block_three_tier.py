@@ -28,6 +28,7 @@ from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_mod
 from lib.results import Timer, environment_info, write_json
 from lib.tasks import perplexity_report
 from lib.tier_io import TIER_MAP_FILE, save_tier_maps
+from lib.tiered_io import save_compressed
 
 logger = logging.getLogger("main_block_three_tier")
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
     p.add_argument("--overwrite", action="store_true",
                    help="let --save/--save_model replace an existing path this toolkit did not write (default: refuse)")
+    p.add_argument("--save_compressed", default=None, help="directory for the pruned model in the compact tiered format (README: Tiered checkpoint)")
     p.add_argument("--eval_windows", type=int, default=None, help="evaluate perplexity on the first N windows (default all)")
     p.add_argument("--eval_batch_size", type=int, default=1)
     p.add_argument("--no_eval", action="store_true", help="skip the perplexity evaluation")
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--eval_windows must be positive, got {args.eval_windows}")
     check_seqlen(args.seqlen)
     parse_mixture(args.calibration_dataset)  # fail before loading the model
-    outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model")]
+    outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model"),
+               Output("--save_compressed", args.save_compressed, "compressed_model")]
     with claim_outputs(outputs, inputs={"--model": args.model}, overwrite=args.overwrite):
         return prune_and_save(args, config)
 
@@ -166,6 +169,10 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
             if result.tier_maps:
                 save_tier_maps(out / TIER_MAP_FILE, result.tier_maps, metadata)
         logger.info("pruned model written to %s", args.save_model)
+    if args.save_compressed:
+        with atomic_dir(args.save_compressed, "compressed_model", args.overwrite, "--save_compressed") as out:
+            save_compressed(model, tokenizer, out, result.tier_maps, config.block_size, config.topk_per_block, tier_metadata=metadata)
+        logger.info("compressed model written to %s", args.save_compressed)
     logger.info("summary:%s", summary_table(result, sparsity, ppl, timings))
     return report
 

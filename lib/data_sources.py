@@ -87,15 +87,25 @@ def _missing(dataset: str, data_dir: Path, what: str) -> DataError:
 
 
 def _load_hub(dataset: str, split: str, data_files: dict[str, str] | None = None):
-    """One split of a Hub dataset via `datasets`; network failures become a single DataError."""
-    hub_id, config = _hub(dataset)
+    """One split of a registered dataset's Hub copy via `datasets`; network failures become a single DataError."""
+    spec = dataset_specs.get(dataset)
+    return load_hub_split(dataset, *spec.hub, split, spec.layout, data_files)
+
+
+def load_hub_split(
+    dataset: str, hub_id: str, config: str | None, split: str, layout: str, data_files: dict[str, str] | None = None
+):
+    """`datasets.load_dataset(hub_id, config, split=split)`; a missing package or network is one DataError.
+
+    `dataset` names the data in the message; `layout` says which local files --data_dir must hold instead.
+    """
     try:
         import datasets
         from datasets.exceptions import DatasetsError
     except ImportError as err:
         raise DataError(
             f"loading {dataset} from the Hub needs the `datasets` package ({err}); install it "
-            f"or pass --data_dir DIR holding {dataset_specs.get(dataset).layout}"
+            f"or pass --data_dir DIR holding {layout}"
         ) from err
     try:
         return datasets.load_dataset(hub_id, config, split=split, data_files=data_files)
@@ -104,7 +114,7 @@ def _load_hub(dataset: str, split: str, data_files: dict[str, str] | None = None
         raise DataError(
             f"cannot load {dataset} ({hub_id}{' ' + config if config else ''}, split {split}) from the "
             f"Hugging Face Hub: {err.__class__.__name__}: {first_line}; without network pass --data_dir DIR "
-            f"(or env WANDA_DATA_DIR) holding {dataset_specs.get(dataset).layout}, e.g. --data_dir sample_data"
+            f"(or env WANDA_DATA_DIR) holding {layout}, e.g. --data_dir sample_data"
         ) from err
 
 

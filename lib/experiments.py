@@ -39,6 +39,7 @@ METRICS = (
     ("gsm8k", "strict_accuracy", "GSM8K acc (strict)", "pct"),
     ("gsm8k", "flexible_accuracy", "GSM8K acc (flex)", "pct"),
     ("boolq", "accuracy", "BoolQ acc", "pct"),
+    ("zeroshot", "mean_acc", "Zero-shot mean acc", "pct"),
     ("squad", "answer_nll", "SQuAD NLL ↓", "nll"),
     ("gsm8k", "answer_nll", "GSM8K NLL ↓", "nll"),
 )

@@ -32,10 +32,11 @@ from lib.perplexity import perplexity
 from lib.prompts import BOOLQ_CHOICES, boolq_prompt, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
 from lib.results import Timer
 from lib.uncertainty import mean_stderr, ppl_interval
+from lib.zeroshot import SUITE, evaluate_suite
 
 logger = logging.getLogger(__name__)
 
-EXAMPLE_TASKS = ("squad", "gsm8k", "boolq")  # the example datasets with an evaluator here
+EXAMPLE_TASKS = ("squad", "gsm8k", "boolq", SUITE)  # with an evaluator here; SUITE = "zeroshot": lib.zeroshot's tasks
 
 
 def perplexity_tasks() -> tuple[str, ...]:
@@ -380,6 +381,9 @@ def evaluate_tasks(
         with timer(task):
             if task in perplexity_tasks():
                 result = evaluate_perplexity(model, tokenizer, task, seqlen, data_dir, eval_windows, progress)
+            elif task == SUITE:  # always our scorer; scripts/compare_lm_eval.py checks it against lm-eval
+                result = evaluate_suite(model, tokenizer, data_dir=data_dir, limit=task_limit(limit, task),
+                                        batch_size=batch_size, progress=progress)
             elif backend == "lm-eval":
                 result = evaluate_lm_eval(model, tokenizer, task, task_limit(limit, task), batch_size, num_fewshot)
             else:

@@ -43,6 +43,7 @@ if __package__ in (None, ""):
 import torch
 
 from lib.cli import OneLineParser, fail, setup_logging
+from lib.cost import checkpoint_cost
 from lib.data import get_loaders
 from lib.masks import DEFAULT_RATIOS
 from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
@@ -69,6 +70,10 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
         "unstructured wanda 0.5": PruneConfig(sparsity_type="unstructured", sparsity_ratio=0.5),
         "2:4 wanda": PruneConfig(sparsity_type="2:4"),
         "2:4 magnitude": PruneConfig(sparsity_type="2:4", prune_method="magnitude"),
+        "4:8 wanda": PruneConfig(sparsity_type="4:8"),
+        # other tier shares along the cost axis (the frontier plot)
+        "three_tier sparsegpt row 0.5/0.4/0.1": PruneConfig(prune_method="sparsegpt", ratios=(0.5, 0.4, 0.1), tier_scope="row"),
+        "three_tier sparsegpt row 0.2/0.5/0.3": PruneConfig(prune_method="sparsegpt", ratios=(0.2, 0.5, 0.3), tier_scope="row"),
     }
     if not only:
         return configs
@@ -128,14 +133,17 @@ class Bench:
                 self.profiles[key] = (profile_model(self.model, samples, config, progress=False), time.perf_counter() - start)
             profile, prune_s = self.profiles[key]
         start = time.perf_counter()
-        if config is not None:
-            prune_model(self.model, samples, config, progress=False, profile=profile)
+        tier_maps = prune_model(self.model, samples, config, progress=False, profile=profile).tier_maps if config else {}
         prune_s += time.perf_counter() - start
         start = time.perf_counter()
         result = perplexity(self.model, self.testenc.input_ids, self.seqlen, self.args.eval_windows, progress=False)
+        eval_s = time.perf_counter() - start
         return {"configuration": name, "seed": seed, "sparsity": measure_sparsity(self.model)["sparsity"],
-                "ppl": result["ppl"], "window_nll": result["window_nll"], "prune_s": prune_s,
-                "eval_s": time.perf_counter() - start}
+                "ppl": result["ppl"], "window_nll": result["window_nll"], "prune_s": prune_s, "eval_s": eval_s,
+                **checkpoint_cost(self.model, tier_maps, *((config.block_size, config.topk_per_block) if config else ()))}
+
+
+RUN_ONLY = ("seed", "window_nll")  # per-seed fields that a summarized row does not carry
 
 
 def summarize(name: str, runs: list[dict], dense_ppl: float | None) -> dict:
@@ -145,6 +153,7 @@ def summarize(name: str, runs: list[dict], dense_ppl: float | None) -> dict:
            "ppl_sd": ppl_sd, "ppl_per_seed": [run["ppl"] for run in runs],
            "prune_s": mean_sd([run["prune_s"] for run in runs])[0], "eval_s": mean_sd([run["eval_s"] for run in runs])[0]}
     row["ppl_over_dense"] = ppl / dense_ppl if dense_ppl else None
+    row.update({key: value for key, value in runs[0].items() if key not in row and key not in RUN_ONLY})  # costs: seed 0's
     return row
 
 

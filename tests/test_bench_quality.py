@@ -40,6 +40,7 @@ def test_rows_are_saved_and_reused(tiny_llama_dir, tmp_path):
     assert table[0]["ppl_over_dense"] == 1.0
     assert 0.40 < table[1]["sparsity"] < 0.47 and 0.40 < table[2]["sparsity"] < 0.47
     assert table[2]["ppl_over_dense"] == table[2]["ppl"] / table[0]["ppl"]
+    assert table[1]["stored_bytes"] < table[0]["stored_bytes"] and table[1]["macs_per_token"] < table[0]["macs_per_token"]
 
 
 def test_rows_saved_with_other_settings_are_not_reused(tiny_llama_dir, tmp_path):

@@ -1,0 +1,266 @@
+"""The pruning papers' zero-shot multiple-choice suite, scored the way lm-evaluation-harness 0.4 scores it.
+
+A task is one `ZeroShotTask` spec (where its rows live, how a row becomes a `Question`) in a
+registry; the built-in specs live one per file in `lib/zeroshot_tasks/` and register themselves.
+Every choice i is scored by the summed log-likelihood of `continuations[i]` given `contexts[i]`
+(`lib.generation.continuation_logprobs`), as lm-eval's `loglikelihood` requests do:
+
+    acc      = [argmax_i loglik_i == gold]
+    acc_norm = [argmax_i loglik_i / len(choices[i]) == gold]   (length in characters, as lm-eval)
+
+Ties go to the lowest index (numpy argmax). Each metric is reported with `<metric>_stderr`, the
+sample standard error (ddof=1) of the per-example values, which are kept by example index.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from lib.data_sources import DataError, _read_jsonl, load_hub_split, resolve_data_dir
+from lib.generation import continuation_logprobs
+from lib.uncertainty import mean_stderr
+
+logger = logging.getLogger(__name__)
+
+TARGET_DELIMITER = " "  # lm-eval's default target_delimiter between context and choice
+METRICS = ("acc", "acc_norm")
+SUITE = "zeroshot"
+
+
+@dataclass(frozen=True)
+class Question:
+    """One multiple-choice item: choice i is scored as log p(continuations[i] | contexts[i]).
+
+    contexts, continuations: K strings each (K >= 2).
+    choices: K strings whose character lengths normalize acc_norm (lm-eval's doc_to_choice).
+    gold: index of the correct choice.
+    """
+
+    contexts: tuple[str, ...]
+    continuations: tuple[str, ...]
+    choices: tuple[str, ...]
+    gold: int
+
+
+def shared_context(context: str, choices: Sequence[str], gold: int) -> Question:
+    """The usual layout: one context (doc_to_text), each choice appended after a space."""
+    return Question((context,) * len(choices), tuple(TARGET_DELIMITER + c for c in choices), tuple(choices), gold)
+
+
+def shared_continuation(contexts: Sequence[str], continuation: str, gold: int) -> Question:
+    """lm-eval's partial evaluation (WinoGrande): the context differs per choice, the continuation is shared.
+
+    lm-eval's doc_to_choice is then the list of contexts, so acc_norm divides by their lengths.
+    """
+    k = len(contexts)
+    return Question(tuple(contexts), (TARGET_DELIMITER + continuation,) * k, tuple(contexts), gold)
+
+
+@dataclass(frozen=True)
+class ZeroShotTask:
+    """One zero-shot task: its data (local file or Hub split) and its lm-eval prompt.
+
+    name: registry key, also the local folder: DATA_DIR/<name>/<local_file>.
+    title: display name ("ARC-e").
+    hub: (Hub id, config or None, split) loaded when no data directory is given.
+    fields: the record fields `parse` reads (checked first, for a clear error).
+    parse: record (a dict with the Hub's field names) -> Question, with lm-eval's text.
+    lm_eval_task: the lm-evaluation-harness task this reproduces.
+    prompt: the prompt, in words, for the docs and --help.
+    id_field: a record field that identifies the example (else its index in the split).
+    """
+
+    name: str
+    title: str
+    hub: tuple[str, str | None, str]
+    fields: tuple[str, ...]
+    parse: Callable[[dict], Question]
+    lm_eval_task: str
+    prompt: str
+    local_file: str = "validation.jsonl"
+    id_field: str | None = None
+
+    @property
+    def layout(self) -> str:
+        return f"{self.name}/{self.local_file}"
+
+
+_REGISTRY: dict[str, ZeroShotTask] = {}
+
+
+def register(task: ZeroShotTask) -> ZeroShotTask:
+    """Add a spec to the registry (its name must be new); returns it, so a spec module can keep a handle."""
+    if task.name in _REGISTRY:
+        raise ValueError(f"zero-shot task {task.name!r} is registered twice")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def registry() -> Mapping[str, ZeroShotTask]:
+    """All registered tasks, in suite order (the built-in specs are imported on first use)."""
+    import lib.zeroshot_tasks  # noqa: F401  (registers the built-in specs)
+
+    return _REGISTRY
+
+
+def get_task(name: str) -> ZeroShotTask:
+    tasks = registry()
+    if name not in tasks:
+        raise ValueError(f"unknown zero-shot task {name!r}; choose from {', '.join(tasks)}")
+    return tasks[name]
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_records(task: ZeroShotTask, data_dir=None, limit: int | None = None) -> list[dict]:
+    """The first `limit` rows of a task's split: DATA_DIR/<layout> when a data directory is given
+    (argument, else env WANDA_DATA_DIR), else the Hub split. Each row is checked for `task.fields`."""
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        hub_id, config, split = task.hub
+        rows = load_hub_split(task.name, hub_id, config, split, task.layout).to_list()
+        located = [(f"{hub_id} {split} row {i}", row) for i, row in enumerate(rows[:limit])]
+    else:
+        path = root / task.layout
+        if not path.is_file():
+            raise DataError(
+                f"{task.name} data is missing: expected {path} (one JSON object per line, Hub field names "
+                f"{', '.join(task.fields)}), or omit --data_dir to load {task.hub[0]} from the Hub"
+            )
+        located = []
+        for lineno, row in _read_jsonl(path):
+            if limit is not None and len(located) >= limit:
+                break
+            located.append((f"{path}:{lineno}", row))
+    for where, row in located:
+        missing = [field for field in task.fields if field not in row]
+        if missing:
+            raise DataError(f"{where}: {task.name} record lacks field(s) {', '.join(missing)} (Hub schema: {', '.join(task.fields)})")
+    return [row for _, row in located]
+
+
+def parse_records(task: ZeroShotTask, records: Sequence[dict]) -> list[Question]:
+    """Records -> Questions; a malformed record is one DataError naming the task and row index."""
+    questions = []
+    for index, record in enumerate(records):
+        try:
+            question = task.parse(record)
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+            raise DataError(f"{task.name} row {index}: cannot parse ({err.__class__.__name__}: {err})") from err
+        if not 0 <= question.gold < len(question.choices):
+            raise DataError(f"{task.name} row {index}: gold index {question.gold} is not one of its {len(question.choices)} choices")
+        questions.append(question)
+    return questions
+
+
+# ---------------------------------------------------------------- metrics (pure)
+
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))  # the first maximum, like numpy
+
+
+def choice_metrics(logliks: Sequence[float], choices: Sequence[str], gold: int) -> dict[str, float]:
+    """acc and acc_norm of one question from its K choice log-likelihoods (lm-eval's definitions)."""
+    normalized = [ll / len(choice) for ll, choice in zip(logliks, choices)]
+    return {"acc": float(_argmax(logliks) == gold), "acc_norm": float(_argmax(normalized) == gold)}
+
+
+def summarize(per_example: Sequence[Mapping[str, float]], metrics: Sequence[str] = METRICS) -> dict[str, float]:
+    """{metric, metric_stderr} over the per-example values (sample stderr, ddof=1; None for one example)."""
+    summary = {}
+    for metric in metrics:
+        values = [ex[metric] for ex in per_example]
+        summary[metric], summary[f"{metric}_stderr"] = sum(values) / len(values), mean_stderr(values)
+    return summary
+
+
+def suite_mean(task_metrics: Mapping[str, Mapping[str, float]], metric: str = "acc") -> dict[str, float]:
+    """The papers' suite average: the unweighted mean over tasks, stderr = sqrt(sum se^2) / K."""
+    values = [m[metric] for m in task_metrics.values()]
+    errors = [m[f"{metric}_stderr"] for m in task_metrics.values()]
+    k = len(values)
+    stderr = None if None in errors else math.sqrt(sum(e * e for e in errors)) / k
+    return {f"mean_{metric}": sum(values) / k, f"mean_{metric}_stderr": stderr}
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def score_questions(
+    model: nn.Module, tokenizer, questions: Sequence[Question], batch_size: int = 8, progress: bool = True
+) -> list[list[float]]:
+    """Summed log-likelihood of every choice of every question: one list of K floats per question."""
+    contexts = [c for q in questions for c in q.contexts]
+    continuations = [c for q in questions for c in q.continuations]
+    scored = continuation_logprobs(model, tokenizer, contexts, continuations, batch_size=batch_size, progress=progress)
+    logliks, start = [], 0
+    for question in questions:
+        k = len(question.choices)
+        logliks.append([s["logprob"] for s in scored[start : start + k]])
+        start += k
+    return logliks
+
+
+def evaluate_task(
+    model: nn.Module,
+    tokenizer,
+    task: ZeroShotTask,
+    records: Sequence[dict],
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict:
+    """acc / acc_norm (+ stderr) of one task on `records` (rows with the Hub's field names).
+
+    Returns:
+        {"metrics": {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}, "counts": {"total"},
+        "samples": [{"index", "id", "gold", "loglik" (K floats), "acc", "acc_norm"} per example]}.
+    """
+    if not records:
+        raise ValueError(f"no {task.name} examples to evaluate; check --data_dir and --limit")
+    questions = parse_records(task, records)
+    logliks = score_questions(model, tokenizer, questions, batch_size, progress)
+    samples = []
+    for index, (record, question, lls) in enumerate(zip(records, questions, logliks)):
+        example_id = record.get(task.id_field, index) if task.id_field else index
+        samples.append({"index": index, "id": example_id, "gold": question.gold, "loglik": lls,
+                        **choice_metrics(lls, question.choices, question.gold)})
+    return {"metrics": summarize(samples), "counts": {"total": len(samples)}, "samples": samples}
+
+
+def evaluate_suite(
+    model: nn.Module,
+    tokenizer,
+    names: Sequence[str] | None = None,
+    data_dir=None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Every task in `names` (default: the whole registry) and the suite means of acc and acc_norm.
+
+    Returns:
+        {"metrics": {"<task>_acc", "<task>_acc_stderr", "<task>_acc_norm", ..., "mean_acc",
+        "mean_acc_stderr", "mean_acc_norm", "mean_acc_norm_stderr"} (flat floats),
+        "counts": {"<task>": n examples}, "per_example": {"<task>_acc": {example id: 0/1}, ...} (for paired
+        intervals), "samples": {"<task>": per-example list}}.
+    """
+    tasks = [get_task(name) for name in (names or list(registry()))]
+    records = {task.name: load_records(task, data_dir, limit) for task in tasks}  # all data checked before scoring
+    per_task, counts, samples = {}, {}, {}
+    for task in tasks:
+        result = evaluate_task(model, tokenizer, task, records[task.name], batch_size, progress)
+        per_task[task.name], counts[task.name], samples[task.name] = result["metrics"], result["counts"]["total"], result["samples"]
+        logger.info("%s: acc=%.4f acc_norm=%.4f (n=%d)", task.name, result["metrics"]["acc"], result["metrics"]["acc_norm"], counts[task.name])
+    metrics = {f"{name}_{key}": value for name, values in per_task.items() for key, value in values.items()}
+    for metric in METRICS:
+        metrics.update(suite_mean(per_task, metric))
+    per_example = {f"{name}_{metric}": {str(s["id"]): s[metric] for s in task_samples}
+                   for name, task_samples in samples.items() for metric in METRICS}
+    return {"metrics": metrics, "counts": counts, "per_example": per_example, "samples": samples}

@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Check the zero-shot suite against lm-evaluation-harness 0.4 on the same local rows.
+
+Three steps; the first runs in a separate virtual environment holding lm-eval (it is not a
+dependency of this toolkit), the others in the project's:
+
+    python3 -m venv /work/lmeval-venv
+    /work/lmeval-venv/bin/pip install torch==2.13.0 "lm-eval[hf]==0.4.13" transformers==5.24.0
+    # 1. lm-eval's own tasks, re-pointed at DIR/<task>/validation.jsonl (dataset_path json)
+    /work/lmeval-venv/bin/python scripts/compare_lm_eval.py lm-eval --model MODEL_DIR \\
+        --data_dir ../shared/data --limit boolq=1000 hellaswag=1000 --output out/parity/lm_eval.json
+    # 2. ours on the same rows
+    python scripts/compare_lm_eval.py ours --model MODEL_DIR --data_dir ../shared/data \\
+        --limit boolq=1000 hellaswag=1000 --output out/parity/ours.json
+    # 3. the table; exit status 1 when a task differs by more than --tolerance (default 1 point)
+    python scripts/compare_lm_eval.py compare out/parity/lm_eval.json out/parity/ours.json
+
+Step 1 writes, per task, a YAML that `include`s lm-eval's installed task file and overrides
+only the data source (`dataset_path: json`, `data_files` = the local file, no test split), so
+the prompts, choices and metrics are lm-eval's own. Both sides run the HF model on the CPU in
+float32, zero-shot, the first N rows of each file (`--limit`, per task or one number).
+Per-example acc/acc_norm are compared too: the table counts rows where the two disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger("compare_lm_eval")
+
+# our task name -> (lm-eval task, lm-eval YAML under lm_eval/tasks, local file, metrics lm-eval reports)
+LM_EVAL = {
+    "boolq": ("boolq", "super_glue/boolq/default.yaml", "boolq/dev.jsonl", ("acc",)),  # + FIELD_MAPS
+    "rte": ("rte", "glue/rte/default.yaml", "rte/validation.jsonl", ("acc",)),
+    "hellaswag": ("hellaswag", "hellaswag/hellaswag.yaml", "hellaswag/validation.jsonl", ("acc", "acc_norm")),
+    "winogrande": ("winogrande", "winogrande/default.yaml", "winogrande/validation.jsonl", ("acc",)),
+    "arc_easy": ("arc_easy", "arc/arc_easy.yaml", "arc_easy/validation.jsonl", ("acc", "acc_norm")),
+    "arc_challenge": ("arc_challenge", "arc/arc_challenge.yaml", "arc_challenge/validation.jsonl", ("acc", "acc_norm")),
+    "openbookqa": ("openbookqa", "openbookqa/openbookqa.yaml", "openbookqa/validation.jsonl", ("acc", "acc_norm")),
+    "piqa": ("piqa", "piqa/piqa.yaml", "piqa/validation.jsonl", ("acc", "acc_norm")),
+}
+
+# lm-eval reads BoolQ from super_glue (gold in `label`, 1 = yes); the local file has google/boolq's bool `answer`
+FIELD_MAPS = {"boolq": 'doc_to_target: "{{ 1 if answer else 0 }}"\n'}
+
+
+def parse_limits(values: list[str] | None, tasks: list[str]) -> dict[str, int | None]:
+    """`["1000"]` -> every task 1000; `["boolq=1000", "hellaswag=500"]` -> those, the rest None (all rows)."""
+    limits: dict[str, int | None] = dict.fromkeys(tasks)
+    for item in values or []:
+        task, sep, number = item.rpartition("=")
+        if not sep:
+            limits = dict.fromkeys(tasks, int(number))
+        elif task not in limits:
+            raise ValueError(f"--limit {item!r}: {task} is not one of {', '.join(tasks)}")
+        else:
+            limits[task] = int(number)
+    return limits
+
+
+def run_lm_eval(args: argparse.Namespace, limits: dict[str, int | None], save) -> dict:
+    """lm-eval's tasks on the local files; returns {task: {"metrics", "n", "per_example"}}."""
+    import lm_eval
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    tasks_root = Path(lm_eval.__file__).parent / "tasks"
+    lm = HFLM(pretrained=args.model, device="cpu", dtype="float32", batch_size=args.batch_size)
+    data_dir = Path(args.data_dir).resolve()
+    report = {}
+    with tempfile.TemporaryDirectory() as yaml_dir:
+        for task in limits:
+            lm_task, yaml, local, _ = LM_EVAL[task]
+            name = f"local_{lm_task}"
+            (Path(yaml_dir) / f"{name}.yaml").write_text(
+                f"include: {tasks_root / yaml}\ntask: {name}\ntag: []\ndataset_path: json\ndataset_name: null\n"
+                f"dataset_kwargs:\n  data_files:\n    validation: {data_dir / local}\n"
+                "training_split: null\nvalidation_split: validation\ntest_split: null\n" + FIELD_MAPS.get(task, "")
+            )
+        manager = TaskManager(include_path=yaml_dir)
+        for task, limit in limits.items():
+            name = f"local_{LM_EVAL[task][0]}"
+            logger.info("lm-eval %s (limit %s)", name, limit)
+            out = simple_evaluate(model=lm, tasks=[name], num_fewshot=0, limit=limit, task_manager=manager,
+                                  log_samples=True, bootstrap_iters=0)
+            results = out["results"][name]
+            samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+            report[task] = {
+                "metrics": {m: results[f"{m},none"] for m in ("acc", "acc_norm") if f"{m},none" in results},
+                "n": len(samples),
+                "per_example": [{m: s[m] for m in ("acc", "acc_norm") if m in s} for s in samples],
+            }
+            save(report)
+    return report
+
+
+def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> dict:
+    """lib.zeroshot on the same rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from lib.models import load_model
+    from lib.zeroshot import evaluate_task, get_task, load_records
+
+    model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
+    report = {}
+    for task, limit in limits.items():
+        spec = get_task(task)
+        logger.info("ours %s (limit %s)", task, limit)
+        result = evaluate_task(model, tokenizer, spec, load_records(spec, args.data_dir, limit), args.batch_size)
+        report[task] = {
+            "metrics": result["metrics"],
+            "n": result["counts"]["total"],
+            "per_example": [{m: s[m] for m in ("acc", "acc_norm")} for s in result["samples"]],
+        }
+        save(report)
+    return report
+
+
+def compare(reference: dict, ours: dict, tolerance: float) -> tuple[str, bool]:
+    """A markdown table of both sides' acc / acc_norm in percent; ok = every difference <= tolerance points."""
+    lines = ["| task | rows | metric | lm-eval | ours | diff (points) | rows that disagree |", "|---|---|---|---|---|---|---|"]
+    ok = True
+    for task in [t for t in reference if t in ours]:  # a run cut short compares what both sides finished
+        ref, mine = reference[task], ours[task]
+        if ref["n"] != mine["n"]:
+            raise ValueError(f"{task}: lm-eval scored {ref['n']} rows, ours {mine['n']}; use the same --limit")
+        for metric in LM_EVAL[task][3]:
+            diff = 100 * (mine["metrics"][metric] - ref["metrics"][metric])
+            disagree = sum(a[metric] != b[metric] for a, b in zip(ref["per_example"], mine["per_example"]))
+            ok &= abs(diff) <= tolerance
+            lines.append(f"| {task} | {ref['n']} | {metric} | {100 * ref['metrics'][metric]:.2f} | "
+                         f"{100 * mine['metrics'][metric]:.2f} | {diff:+.2f} | {disagree} |")
+    return "\n".join(lines), ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="side", required=True)
+    for side in ("lm-eval", "ours"):
+        p = sub.add_parser(side)
+        p.add_argument("--model", required=True, help="HF model directory (both sides load the same files)")
+        p.add_argument("--data_dir", required=True, help="folder with <task>/validation.jsonl (boolq/dev.jsonl)")
+        p.add_argument("--tasks", nargs="+", default=list(LM_EVAL), choices=list(LM_EVAL))
+        p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N", help="first N rows (default: all)")
+        p.add_argument("--batch_size", type=int, default=16)
+        p.add_argument("--output", required=True, help="JSON file for this side's results")
+    p = sub.add_parser("compare")
+    p.add_argument("reference", help="the lm-eval side's JSON")
+    p.add_argument("ours", help="our side's JSON")
+    p.add_argument("--tolerance", type=float, default=1.0, help="largest allowed |difference| in points")
+    args = parser.parse_args(argv)
+    try:
+        if args.side == "compare":
+            table, ok = compare(json.loads(Path(args.reference).read_text())["tasks"], json.loads(Path(args.ours).read_text())["tasks"],
+                                args.tolerance)
+            sys.stdout.write(table + "\n")
+            return 0 if ok else 1
+        limits = parse_limits(args.limit, args.tasks)
+        output = Path(args.output)
+        if output.exists():
+            raise ValueError(f"{output} exists; pass a new --output")
+        output.parent.mkdir(parents=True, exist_ok=True)
+
+        def save(report: dict) -> None:  # after every task, so a long run keeps what it finished
+            output.write_text(json.dumps({"side": args.side, "model": args.model, "limits": limits, "tasks": report}, indent=1))
+
+        (run_lm_eval if args.side == "lm-eval" else run_ours)(args, limits, save)
+        logger.info("wrote %s", output)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

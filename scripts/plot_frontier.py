@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Quality against cost: PPL vs stored bytes and vs MACs per token from a bench_quality JSON.
+
+Reads the rows `scripts/bench_quality.py --output FILE` wrote (each with the cost fields of
+`lib.cost.checkpoint_cost`), draws frontier.png (two panels, every configuration labelled,
+the Pareto frontier of each panel marked) and prints the table in Markdown.
+
+    python scripts/plot_frontier.py out/bench_quality.json --output frontier.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lib.cost import pareto_front
+
+COST_KEYS = ("stored_bytes", "weight_bytes_per_token", "macs_per_token")
+AXES = [("stored_bytes", "stored checkpoint (MB, model.tiered.safetensors)", 1e6),
+        ("macs_per_token", "weight MACs per token, ideal hybrid kernel (millions)", 1e6)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="bench_quality.py --output JSON")
+    parser.add_argument("--output", default="frontier.png", help="figure path (default frontier.png)")
+    args = parser.parse_args(argv)
+    data = json.loads(Path(args.input).read_text())
+    rows = [r for r in data.get("rows", []) if all(k in r for k in COST_KEYS)]
+    if not rows:
+        print(f"error: {args.input} has no rows with cost fields ({', '.join(COST_KEYS)}); rerun bench_quality.py", file=sys.stderr)
+        return 2
+    fronts = {key: pareto_front([r[key] for r in rows], [r["ppl"] for r in rows]) for key, _, _ in AXES}
+    from lib.plots import plot_frontier
+
+    settings = data.get("settings", {})
+    title = f"{settings.get('model', '')}: PPL ({settings.get('eval_windows')} x {settings.get('seqlen')}) against cost"
+    plot_frontier(rows, AXES, fronts, args.output, title)
+    print("| configuration | sparsity | PPL | stored MB | weight MB read / token | MMACs / token | frontier (bytes / MACs) |")
+    print("|---|---|---|---|---|---|---|")
+    for i, r in enumerate(rows):
+        marks = " / ".join("yes" if fronts[key][i] else "no" for key, _, _ in AXES)
+        print(f"| {r['configuration']} | {r['sparsity']:.2%} | {r['ppl']:.2f} | {r['stored_bytes'] / 1e6:.1f} | "
+              f"{r['weight_bytes_per_token'] / 1e6:.1f} | {r['macs_per_token'] / 1e6:.1f} | {marks} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lib.registry import register_unique
 from lib.prompts import boolq_prompt, gsm8k_calibration_text, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
 
 KINDS = ("text", "examples")
@@ -94,10 +95,7 @@ DATASETS: dict[str, DatasetSpec] = {}
 
 def register(spec: DatasetSpec) -> DatasetSpec:
     """Add `spec` to the registry (a second spec with the same name is an error)."""
-    if spec.name in DATASETS:
-        raise ValueError(f"dataset {spec.name!r} is already registered")
-    DATASETS[spec.name] = spec
-    return spec
+    return register_unique(DATASETS, spec.name, spec, "dataset")
 
 
 def names(kind: str | None = None) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ def toy_dataset(monkeypatch, tmp_path):
 def test_registered_dataset_is_a_calibration_and_evaluation_choice(toy_dataset):
     assert "toy" in dataset_names() and parse_mixture("wikitext2+toy")[1][0] == "toy"
     assert data_label("wikitext2+toy") == "WikiText2 + Toy"
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="registered twice"):
         dataset_specs.register(dataset_specs.DATASETS["toy"])
     assert "toy" in cli.build_parser().format_help()
 

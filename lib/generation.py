@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lib.models import model_device
+from lib.scoring import final_hidden_states, head_logits, score_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -223,17 +224,18 @@ def continuation_logprobs(
         width = max(len(row) for row in rows)
         input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], device=device)  # (B, T)
         attention_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=device)  # (B, T)
-        logprobs = torch.log_softmax(model(input_ids=input_ids, attention_mask=attention_mask).logits.float(), dim=-1)  # (B, T, V)
+        hidden = final_hidden_states(model, input_ids, attention_mask)  # (B, T, H)
+        scored_rows, positions, targets = [], [], []
         for row, index in enumerate(batch):
             prompt_ids, target = sequences[index]
-            start = len(prompt_ids) - 1  # logits at position t predict token t + 1
-            step = logprobs[row, start : start + len(target)]  # (n_target, V)
-            target_ids = torch.tensor(target, device=device)
-            results[index] = {
-                "logprob": step.gather(-1, target_ids[:, None]).sum().item(),
-                "n_tokens": len(target),
-                "greedy": bool((step.argmax(-1) == target_ids).all()),
-            }
+            start = len(prompt_ids) - 1  # position t predicts token t + 1
+            scored_rows += [row] * len(target)
+            positions += range(start, start + len(target))
+            targets += target
+        logprob, greedy = score_tokens(model, hidden[scored_rows, positions], torch.tensor(targets, device=device))  # (n,) each
+        lengths = [len(sequences[i][1]) for i in batch]
+        for index, n_tokens, lp, gr in zip(batch, lengths, logprob.split(lengths), greedy.split(lengths)):
+            results[index] = {"logprob": lp.sum().item(), "n_tokens": n_tokens, "greedy": bool(gr.all())}
     return results
 
 
@@ -264,7 +266,7 @@ def next_token_logprobs(
         width = int(lengths.max())
         input_ids = torch.tensor([encoded[i] + [pad_id] * (width - len(encoded[i])) for i in batch], device=device)  # (B, T)
         attention_mask = (torch.arange(width, device=device)[None] < lengths[:, None]).long()  # (B, T), right padded
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
-        last = logits[torch.arange(len(batch), device=device), lengths - 1].float()  # (B, V)
+        hidden = final_hidden_states(model, input_ids, attention_mask)  # (B, T, H)
+        last = head_logits(model, hidden[torch.arange(len(batch), device=device), lengths - 1])  # (B, V): only the last real position
         result[batch] = torch.log_softmax(last, dim=-1)[:, candidates].cpu()  # (B, K)
     return result

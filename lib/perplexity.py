@@ -9,6 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lib.models import model_device
+from lib.scoring import final_hidden_states, score_tokens
 
 
 @torch.no_grad()
@@ -27,9 +28,9 @@ def perplexity(
         seqlen: window length; the trailing partial window is dropped (Wanda).
         max_windows: evaluate only the first N windows (None = all).
     Returns:
-        {"ppl", "nll", "seqlen", "n_windows", "n_tokens", "window_nll"}; n_tokens counts predicted
-        tokens, (seqlen - 1) per window; window_nll lists each window's mean token NLL in window order
-        (all windows have the same token count, so their mean is `nll`).
+        {"ppl", "nll", "seqlen", "n_windows", "n_tokens", "window_nll"}; n_tokens counts
+        predicted tokens, (seqlen - 1) per window; window_nll: each window's mean token NLL,
+        in window order. Logits are computed a chunk of positions at a time (lib.scoring).
     """
     n_windows = input_ids.shape[1] // seqlen
     if max_windows is not None:
@@ -38,15 +39,16 @@ def perplexity(
         raise ValueError(f"the test text has {input_ids.shape[1]} tokens, fewer than one window of --seqlen {seqlen}")
     device = model_device(model)
     windows = input_ids[0, : n_windows * seqlen].view(n_windows, seqlen)  # (N, T)
-    window_nll: list[float] = []
+    window_sums = []
     for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress, unit="batch"):
         batch = windows[start : start + batch_size].to(device)  # (B, T)
-        logits = model(batch).logits.float()  # (B, T, V)
-        loss = nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
-        )  # (B * (T - 1),)
-        window_nll += loss.view(batch.shape[0], -1).double().mean(1).tolist()
+        hidden = final_hidden_states(model, batch)[:, :-1]  # (B, T-1, H): position t predicts token t+1
+        logprob, _ = score_tokens(model, hidden.reshape(-1, hidden.shape[-1]), batch[:, 1:].reshape(-1))  # (B*(T-1),)
+        window_sums.append(-logprob.view(batch.shape[0], -1).double().sum(1))  # (B,)
+    sums = torch.cat(window_sums).cpu()  # (N,) float64
     n_tokens = n_windows * (seqlen - 1)
-    nll = sum(window_nll) / n_windows
-    return {"ppl": math.exp(nll), "nll": nll, "seqlen": seqlen, "n_windows": n_windows, "n_tokens": n_tokens,
-            "window_nll": window_nll}
+    nll = sums.sum().item() / n_tokens
+    return {
+        "ppl": math.exp(nll), "nll": nll, "seqlen": seqlen, "n_windows": n_windows, "n_tokens": n_tokens,
+        "window_nll": (sums / (seqlen - 1)).tolist(),
+    }

@@ -49,7 +49,7 @@ from lib.models import (  # noqa: F401 (measure_sparsity: re-export)
     unpruned_weights,
 )
 from lib.results import Timer
-from lib.sparsegpt import sparsegpt_reconstruct
+from lib.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
 from lib.stats import ActNormStats, HessianStats
 
 logger = logging.getLogger(__name__)
@@ -325,17 +325,33 @@ def _hidden_output(layer: nn.Module, out: Any, hidden: torch.Tensor) -> torch.Te
 
 @torch.no_grad()
 def collect_stats(layer: nn.Module, batches: list[LayerInput], stats_class: type) -> dict[str, Any]:
-    """Stream all batches through `layer` with hooks feeding each Linear's inputs to a `stats_class`."""
+    """Stream all batches through `layer` with hooks feeding each Linear's inputs to a `stats_class`.
+
+    Linears that read the same input tensor (q/k/v, gate/up) share one accumulator: the
+    returned dict maps their names to the same object, fed once per batch.
+    """
     linears = find_linears(layer)
-    stats = {name: stats_class(m.in_features, m.weight.device) for name, m in linears.items()}
-    handles = [
-        m.register_forward_hook(lambda mod, inp, out, s=stats[name]: s.add_batch(inp[0].detach()))
-        for name, m in linears.items()
-    ]
+    stats: dict[str, Any] = {}
+    fed: dict[int, tuple[torch.Tensor, Any]] = {}  # id(input) -> (input, accumulator) within one batch
+
+    def hook(name: str, module: nn.Linear, inp: tuple) -> None:
+        x = inp[0]
+        shared = fed.get(id(x))
+        if shared is not None and shared[0] is x:
+            if stats.setdefault(name, shared[1]) is not shared[1]:
+                raise RuntimeError(f"{name} shares its input with other Linears in some batches only")
+            return
+        if name not in stats:
+            stats[name] = stats_class(module.in_features, module.weight.device)
+        stats[name].add_batch(x.detach())
+        fed[id(x)] = (x, stats[name])  # holding x keeps its id unique for the batch
+
+    handles = [m.register_forward_hook(lambda mod, inp, out, n=name: hook(n, mod, inp)) for name, m in linears.items()]
     try:
         device = _layer_device(layer)
         for hidden, args, kwargs in batches:
             layer(hidden.to(device), *_to_device(args, device), **_to_device(kwargs, device))
+            fed.clear()
     finally:
         for h in handles:
             h.remove()
@@ -349,38 +365,68 @@ def _scores(linears: dict[str, nn.Linear], stats: dict[str, Any] | None, method:
     return {n: wanda_score(m.weight, stats[n].act_norm_sq) for n, m in linears.items()}
 
 
-def _prune_linear(
-    module: nn.Linear, score: torch.Tensor, stats: Any, config: PruneConfig, tier_map: torch.Tensor | None
-) -> None:
-    """Compute the keep mask of one Linear (and SparseGPT weights) and write it into the module."""
-    weight = module.weight
+def _chunk_selector(config: PruneConfig, tier_map: torch.Tensor | None) -> tuple[ChunkSelector, int]:
+    """The mask rule for one chunk of columns of one Linear (see ChunkSelector), and the chunk width."""
     b, k = config.block_size, config.topk_per_block
     if config.sparsity_type == "three_tier":
-        def select(s, c0):
-            return three_tier_keep(s, tier_map[:, c0 // b : c0 // b + 1], b, k)
-        chunk = b
-    elif config.sparsity_type == "unstructured":
+        return (lambda s, c0: three_tier_keep(s, tier_map[:, c0 // b : c0 // b + 1], b, k)), b
+    if config.sparsity_type == "unstructured":
         # SparseGPT decides 128 columns at a time: rank over the whole chunk, or the per-row
         # floor(128 * ratio) would fall short of the ratio (0.4062 for 0.4133)
         per_row = config.prune_method != "sparsegpt"
-        def select(s, c0):
-            return unstructured_keep(s, config.sparsity_ratio, per_row)
-        chunk = 128
-    else:
-        n, m = (int(x) for x in config.sparsity_type.split(":"))
-        def select(s, c0):
-            return nm_keep(s, n, m)
-        chunk = m
-    if config.prune_method == "sparsegpt":
-        new_weight, _ = sparsegpt_reconstruct(weight, stats.hessian, select, chunk, config.percdamp)
-        weight.data.copy_(new_weight.to(weight.dtype))
-        return
+        return (lambda s, c0: unstructured_keep(s, config.sparsity_ratio, per_row)), 128
+    n, m = (int(x) for x in config.sparsity_type.split(":"))
+    return (lambda s, c0: nm_keep(s, n, m)), m
+
+
+def _prune_linear(module: nn.Linear, score: torch.Tensor, config: PruneConfig, tier_map: torch.Tensor | None) -> None:
+    """Wanda / magnitude: compute the keep mask of one Linear from its score and apply it."""
     if config.sparsity_type == "three_tier":
-        intra = score if config.intra_block_metric == "wanda" else weight.float().abs()
-        keep = three_tier_keep(intra, tier_map, b, k)
+        intra = score if config.intra_block_metric == "wanda" else module.weight.float().abs()
+        keep = three_tier_keep(intra, tier_map, config.block_size, config.topk_per_block)
     else:
-        keep = select(score, 0)
-    weight.data.mul_(keep)
+        keep = _chunk_selector(config, None)[0](score, 0)
+    module.weight.data.mul_(keep)
+
+
+def _sparsegpt_prune(
+    modules: list[nn.Linear], stats: HessianStats, config: PruneConfig, tier_maps: list[torch.Tensor | None]
+) -> None:
+    """SparseGPT on Linears that read the same input: one factor, one solve of their stacked weights.
+
+    Rows are solved independently, so stacking changes only the order of float additions;
+    each Linear keeps its own mask rule (N:M, being per row, runs once on the stack).
+    """
+    sizes = [m.out_features for m in modules]
+    selectors = [_chunk_selector(config, t) for t in tier_maps]
+    chunk = selectors[0][1]
+    if config.sparsity_type in ("2:4", "4:8") or len(modules) == 1:
+        select = selectors[0][0]
+    else:
+        def select(saliency, first_column):
+            parts = saliency.split(sizes)  # (O_i, c) per Linear
+            return torch.cat([rule(part, first_column) for (rule, _), part in zip(selectors, parts)])
+    factor = inverse_hessian_factor(stats.hessian, config.percdamp)
+    weight = torch.cat([m.weight for m in modules])  # (sum O_i, I)
+    new_weight, _ = sparsegpt_reconstruct(weight, factor, select, chunk)
+    for module, part in zip(modules, new_weight.split(sizes)):
+        module.weight.data.copy_(part.to(module.weight.dtype))
+
+
+def _prune_layer(
+    linears: dict[str, nn.Linear], scores: dict[str, torch.Tensor], stats: dict[str, Any] | None,
+    config: PruneConfig, tier_maps: dict[str, torch.Tensor | None],
+) -> None:
+    """Prune every Linear of one layer in place (SparseGPT: grouped by shared input statistics)."""
+    if config.prune_method != "sparsegpt":
+        for name, module in linears.items():
+            _prune_linear(module, scores[name], config, tier_maps[name])
+        return
+    groups: dict[int, list[str]] = {}
+    for name in linears:
+        groups.setdefault(id(stats[name]), []).append(name)
+    for names in groups.values():
+        _sparsegpt_prune([linears[n] for n in names], stats[names[0]], config, [tier_maps[n] for n in names])
 
 
 def profile_layers(
@@ -502,8 +548,8 @@ def prune_model(
                 counts = allocation.matrix_counts(block, result.layer_ratios[i], config.tier_scope)
                 assign = assign_tiers_row_balanced if config.tier_scope == "row" else assign_tiers
                 tier_maps = {n: assign(block[n], counts[n]) for n in linears}
+            _prune_layer(linears, scores, stats, config, tier_maps)
             for name, module in linears.items():
-                _prune_linear(module, scores[name], stats[name] if stats else None, config, tier_maps[name])
                 record = {"layer": i, "name": name, "shape": list(module.weight.shape),
                           "sparsity": (module.weight == 0).float().mean().item()}
                 if tier_maps[name] is not None:

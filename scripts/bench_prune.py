@@ -1,12 +1,18 @@
 #!/usr/bin/env python
-"""Whole-model pruning of the default model: split of wall time and peak memory.
+"""Pruning and evaluation of the default model, each phase against its floor, in one run.
 
-Runs the three-tier pipeline (or any --sparsity_type / --prune_method) on the default
-model and prints the wall time of loading, calibration data, calibration forwards
-(statistics + recomputing layer outputs), mask math and evaluation, each as a share of
-the total, and the peak resident memory (CPU) or peak allocated memory (CUDA).
+Floors are bare no-grad forwards of the whole model measured in the same process, right
+before the phase they bound, so the ratios hold on a machine whose speed drifts:
+- a prune (Wanda three-tier, SparseGPT 2:4, the best three-tier configuration) against
+  two forwards over the calibration tokens in batches of --calib_batch_size (the layer-wise
+  driver has to compute every layer's inputs and outputs once each);
+- perplexity over --eval_windows windows against one forward over the same windows in
+  batches of --eval_batch_size.
+Wall and process CPU time are both printed (CPU time is steadier on a shared machine).
+Each prune starts from the dense weights. Also prints each prune's split (calibration
+forwards, mask math, profile) and the peak resident memory.
 
-    python scripts/bench_prune.py --data_dir ../shared/data --nsamples 32 --seqlen 512 --eval_windows 16
+    OMP_NUM_THREADS=2 python scripts/bench_prune.py --data_dir ../shared/data
 """
 
 from __future__ import annotations
@@ -23,10 +29,41 @@ if __package__ in (None, ""):
 import torch
 
 from lib.data import get_loaders
-from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
+from lib.models import DEFAULT_MODEL, effective_seqlen, load_model, model_device
 from lib.perplexity import perplexity
 from lib.prune import PruneConfig, measure_sparsity, prune_model
-from lib.results import Timer
+
+PRUNES = {
+    "wanda_three_tier": dict(sparsity_type="three_tier", prune_method="wanda"),
+    "sparsegpt_2_4": dict(sparsity_type="2:4", prune_method="sparsegpt"),
+    "best_three_tier": dict(sparsity_type="three_tier", prune_method="sparsegpt", tier_scope="row", owl=True),
+}
+PHASES = (*PRUNES, "perplexity")
+
+
+class Clock:
+    """Wall and process CPU seconds of a block: `with Clock() as c: ...; c.wall, c.cpu`.
+
+    CPU time (all threads of this process) is the steadier measure on a shared machine.
+    """
+
+    def __enter__(self) -> "Clock":
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+@torch.no_grad()
+def bare_forwards(model, batches: list[torch.Tensor], passes: int) -> Clock:
+    """`passes` plain forwards of the whole model over `batches` ([B, T] ids each), timed."""
+    device = model_device(model)
+    with Clock() as clock:
+        for _ in range(passes):
+            for ids in batches:
+                model(ids.to(device), use_cache=False)
+    return clock
 
 
 def main() -> int:
@@ -35,33 +72,41 @@ def main() -> int:
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--nsamples", type=int, default=32)
     parser.add_argument("--seqlen", type=int, default=512)
-    parser.add_argument("--eval_windows", type=int, default=16)
-    parser.add_argument("--sparsity_type", default="three_tier")
-    parser.add_argument("--prune_method", default="wanda")
+    parser.add_argument("--eval_windows", type=int, default=64)
     parser.add_argument("--calib_batch_size", type=int, default=8)
+    parser.add_argument("--eval_batch_size", type=int, default=8)
+    parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES, help="phases to run, in this order")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
-    timer = Timer()
-    start = time.perf_counter()
-    with timer("load"):
-        model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device)
     seqlen = effective_seqlen(model, args.seqlen)
-    with timer("data"):
-        trainloader, testenc = get_loaders("wikitext2", args.nsamples, 0, seqlen, tokenizer, args.data_dir)
-    config = PruneConfig(sparsity_type=args.sparsity_type, prune_method=args.prune_method, calib_batch_size=args.calib_batch_size)
-    result = prune_model(model, [inp for inp, _ in trainloader], config, progress=False)
-    with timer("evaluation"):
-        ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, progress=False)
-    total = time.perf_counter() - start
-    split = {**{k: v for k, v in timer.seconds.items() if k != "evaluation"}, **result.timings, "evaluation": timer.seconds["evaluation"]}
-    print(f"{args.model}: {args.sparsity_type} / {args.prune_method}, {args.nsamples} x {seqlen} calibration, "
-          f"{ppl['n_windows']} eval windows; sparsity {measure_sparsity(model)['sparsity']:.4f}, PPL {ppl['ppl']:.2f}")
-    print(f"{'stage':<22}{'seconds':>9}{'share':>8}")
-    for name, seconds in split.items():
-        print(f"{name:<22}{seconds:>9.1f}{seconds / total:>8.1%}")
-    print(f"{'total':<22}{total:>9.1f}")
-    if torch.cuda.is_available() and str(next(model.parameters()).device).startswith("cuda"):
+    trainloader, testenc = get_loaders("wikitext2", args.nsamples, 0, seqlen, tokenizer, args.data_dir)
+    samples = [inp for inp, _ in trainloader]
+    calib_batches = [torch.cat(samples[i : i + args.calib_batch_size]) for i in range(0, len(samples), args.calib_batch_size)]
+    dense = {k: v.clone() for k, v in model.state_dict().items()}
+    print(f"{args.model}: {len(samples)} x {seqlen} calibration, {args.eval_windows} x {seqlen} evaluation, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'phase':<18}{'wall s':>8}{'floor':>8}{'ratio':>7}{'cpu s':>8}{'floor':>8}{'ratio':>7}  details")
+    for phase in args.phases:
+        model.load_state_dict(dense)
+        if phase == "perplexity":
+            n_windows = min(args.eval_windows, testenc.input_ids.shape[1] // seqlen)
+            windows = testenc.input_ids[0, : n_windows * seqlen].view(n_windows, seqlen)
+            floor = bare_forwards(model, list(windows.split(args.eval_batch_size)), passes=1)
+            with Clock() as clock:
+                ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, args.eval_batch_size, progress=False)
+            details = f"dense PPL {ppl['ppl']:.6f} over {ppl['n_windows']} windows"
+        else:
+            floor = bare_forwards(model, calib_batches, passes=2)
+            config = PruneConfig(calib_batch_size=args.calib_batch_size, **PRUNES[phase])
+            with Clock() as clock:
+                result = prune_model(model, samples, config, progress=False)
+            split = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
+            details = f"sparsity {measure_sparsity(model)['sparsity']:.4f}; {split}"
+        print(f"{phase:<18}{clock.wall:>8.1f}{floor.wall:>8.1f}{clock.wall / floor.wall:>7.2f}"
+              f"{clock.cpu:>8.1f}{floor.cpu:>8.1f}{clock.cpu / floor.cpu:>7.2f}  {details}", flush=True)
+    if torch.cuda.is_available() and str(model_device(model)).startswith("cuda"):
         print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(f"peak resident memory (process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     return 0

@@ -242,6 +242,8 @@ def test_gsm8k_forced_answer_is_strictly_correct(tiny_llama, tokenizer):
     step = {"i": 0}
 
     def hook(module, inputs, output):
+        if output.dim() != 3:  # log-likelihood scoring sends [N, H] positions: force generation only
+            return output
         output = output.clone()
         output[:, -1, target[min(step["i"], len(target) - 1)]] += 100.0
         step["i"] += 1

@@ -75,7 +75,8 @@ def resolve_ratios(args: argparse.Namespace) -> tuple[float, float, float]:
 def method_label(config: PruneConfig) -> str:
     label = f"{config.prune_method}_{config.sparsity_type}"
     if config.sparsity_type == "three_tier":
-        label += f"_{config.intra_block_metric}_{config.tier_scope}" + ("_owl" if config.owl else "")
+        intra = "magnitude" if config.intra_block_score == "magnitude" else "wanda" if config.prune_method == "sparsegpt" else config.prune_method
+        label += f"_{intra}_{config.tier_scope}" + ("_owl" if config.owl else "")
     return label
 
 

@@ -93,8 +93,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
         else:
             kwargs["type"] = meta.get("type", type(default))
         for key in ("choices", "metavar"):
-            if key in meta:
-                kwargs[key] = meta[key]
+            if key in meta:  # choices may be a function of a registry, read when the parser is built
+                kwargs[key] = meta[key]() if callable(meta[key]) else meta[key]
         group.add_argument(*flags, **kwargs)
 
 

@@ -16,7 +16,8 @@ import torch
 
 DENSE, NM, TOPK = 0, 1, 2
 TIER_NAMES = ("dense", "2:4", "topk")
-INTRA_BLOCK_METRICS = ("wanda", "magnitude")
+INTRA_BLOCK_SCORES = ("method", "magnitude")  # inside 2:4 / top-k blocks: the ranking score, or |W|
+INTRA_BLOCK_ALIASES = {"wanda": "method"}  # the spelling before other scores existed
 DEFAULT_RATIOS = (0.35, 0.45, 0.2)  # block shares dense / 2:4 / top-k of the three-tier scheme
 
 
@@ -236,7 +237,7 @@ def three_tier_mask(
     ratios: tuple[float, float, float] = DEFAULT_RATIOS,
     block_size: int = 16,
     topk_per_block: int = 15,
-    intra_block_metric: str = "wanda",
+    intra_block_score: str = "method",
     counts: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Three-tier block mask of one weight matrix.
@@ -253,12 +254,13 @@ def three_tier_mask(
     """
     check_ratios(ratios)
     check_block_size(block_size)
-    if intra_block_metric not in INTRA_BLOCK_METRICS:
-        raise ValueError(f"--intra_block_metric {intra_block_metric!r} is not one of {', '.join(INTRA_BLOCK_METRICS)}")
+    intra_block_score = INTRA_BLOCK_ALIASES.get(intra_block_score, intra_block_score)
+    if intra_block_score not in INTRA_BLOCK_SCORES:
+        raise ValueError(f"--intra_block_score {intra_block_score!r} is not one of {', '.join(INTRA_BLOCK_SCORES)}")
     score = weight.float().abs() if act_norm_sq is None else wanda_score(weight, act_norm_sq)
     block_scores = block_mean_scores(score, block_size)
     tier_map = assign_tiers(block_scores, counts or tier_counts(block_scores.numel(), ratios))
-    intra = score if intra_block_metric == "wanda" else weight.float().abs()
+    intra = score if intra_block_score == "method" else weight.float().abs()
     return three_tier_keep(intra, tier_map, block_size, topk_per_block), tier_map
 
 

@@ -66,7 +66,7 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
         configs[f"unstructured {method}"] = PruneConfig(prune_method=method, sparsity_type="unstructured", sparsity_ratio=sparsity)
     # the pruning issue's comparison rows (not in the default table; select them with --only)
     extra = {
-        "three_tier wanda matrix intra-magnitude": PruneConfig(intra_block_metric="magnitude"),
+        "three_tier wanda matrix intra-magnitude": PruneConfig(intra_block_score="magnitude"),
         "unstructured wanda 0.5": PruneConfig(sparsity_type="unstructured", sparsity_ratio=0.5),
         "2:4 wanda": PruneConfig(sparsity_type="2:4"),
         "2:4 magnitude": PruneConfig(sparsity_type="2:4", prune_method="magnitude"),

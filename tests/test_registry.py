@@ -64,3 +64,62 @@ def test_a_spec_missing_what_its_kind_needs_is_refused():
         dataset_specs.DatasetSpec("bad", "Bad", "text", "-", ("x", None))
     with pytest.raises(ValueError, match="needs files"):
         dataset_specs.DatasetSpec("bad", "Bad", "examples", "-", ("x", None), calibration_text=str)
+
+
+@pytest.fixture
+def toy_score(monkeypatch):
+    """A score registered for the test only: the negated magnitude, so pruning keeps the smallest weights."""
+    from lib.pruning_methods import SCORES, Score
+    from lib.stats import ActNormStats
+
+    calls = []
+
+    def negated_magnitude(weight, stats):
+        calls.append(stats.act_norm_sq.shape)  # calibration statistics reach the score
+        return -weight.float().abs()
+
+    monkeypatch.setitem(SCORES, "toy", Score(ActNormStats, negated_magnitude, "-|W| (test only)"))
+    return calls
+
+
+def test_registered_score_and_dataset_run_the_pruning_cli_and_evaluation(
+    toy_score, toy_dataset, tiny_llama_dir, tmp_path, capsys
+):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from scripts.eval_tasks import main as eval_main
+
+    out = tmp_path / "run"
+    argv = ["--model", str(tiny_llama_dir), "--data_dir", str(SAMPLE_DATA), "--calibration_dataset", "toy",
+            "--prune_method", "toy", "--sparsity_type", "unstructured", "--sparsity_ratio", "0.5",
+            "--nsamples", "2", "--seqlen", "32", "--eval_windows", "2", "--device", "cpu",
+            "--save_model", str(out / "model")]
+    assert "toy" in cli.build_parser().format_help()
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert len(toy_score) == 14 and toy_dataset == ["calibration"]  # 2 layers x 7 Linears
+    pruned = AutoModelForCausalLM.from_pretrained(out / "model").model.layers[0].mlp.up_proj.weight
+    original = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).model.layers[0].mlp.up_proj.weight
+    kept = pruned != 0
+    assert torch.equal(kept.sum(1), torch.full((pruned.shape[0],), pruned.shape[1] // 2))
+    largest_kept = original.abs().where(kept, 0).amax(1)
+    smallest_pruned = original.abs().where(~kept, float("inf")).amin(1)
+    assert (largest_kept <= smallest_pruned).all()  # the toy score ranked, not Wanda
+    assert eval_main(["--model", str(out / "model"), "--tasks", "toy", "--seqlen", "32", "--eval_windows", "2",
+                      "--device", "cpu", "--output", str(out / "eval.json")]) == 0, capsys.readouterr().err
+    assert json.loads((out / "eval.json").read_text())["metrics"]["toy"]["ppl"] > 1
+
+
+def test_each_pattern_is_one_lookup_with_its_own_rule():
+    import torch
+
+    from lib.prune import PruneConfig, _chunk_selector
+    from lib.pruning_methods import PATTERNS
+
+    score = torch.rand(32, 64, generator=torch.Generator().manual_seed(0))
+    kept = {}
+    for name, pattern in PATTERNS.items():
+        tier_map = torch.zeros(2, 4, dtype=torch.uint8) if pattern.tiers else None  # all blocks dense
+        select, width = _chunk_selector(PruneConfig(sparsity_type=name), tier_map)
+        kept[name] = select(score, 0).float().mean().item()
+    assert kept == {"three_tier": 1.0, "unstructured": 0.5, "2:4": 0.5, "4:8": 0.5}

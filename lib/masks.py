@@ -28,6 +28,21 @@ def wanda_score(weight: torch.Tensor, act_norm_sq: torch.Tensor) -> torch.Tensor
     return weight.float().abs() * act_norm_sq.float().sqrt().unsqueeze(0)
 
 
+def ria_score(weight: torch.Tensor, act_norm_sq: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """RIA (Zhang et al., ICLR 2024): (|W_ij| / sum_j |W_ij| + |W_ij| / sum_i |W_ij|) * ||X_j||^alpha.
+
+    The relative importance of a weight within its output row and its input column, times the
+    input channel's activation norm to the power alpha (0.5 in the paper). weight [O, I],
+    act_norm_sq [I] (sum of x_j^2, so ||X_j|| = sqrt) -> float32 [O, I].
+    """
+    if act_norm_sq.shape != weight.shape[1:]:
+        raise ValueError(f"act_norm_sq has shape {tuple(act_norm_sq.shape)}, expected ({weight.shape[1]},) = in_features")
+    magnitude = weight.float().abs()
+    tiny = torch.finfo(torch.float32).tiny  # an all-zero row or column scores 0, not NaN
+    relative = magnitude / magnitude.sum(1, keepdim=True).clamp_min(tiny) + magnitude / magnitude.sum(0, keepdim=True).clamp_min(tiny)
+    return relative * act_norm_sq.float().sqrt().pow(alpha).unsqueeze(0)
+
+
 def check_ratios(ratios: tuple[float, float, float]) -> None:
     """Raise unless ratios are three non-negative numbers that sum to 1 within 1e-6."""
     if len(ratios) != 3:

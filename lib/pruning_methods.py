@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from lib.masks import nm_keep, three_tier_keep, unstructured_keep, wanda_score
+from lib.masks import nm_keep, ria_score, three_tier_keep, unstructured_keep, wanda_score
 from lib.sparsegpt import ChunkSelector
 from lib.stats import ActNormStats, HessianStats
 
@@ -44,6 +44,7 @@ SCORES: dict[str, Score] = {
     "wanda": Score(ActNormStats, lambda weight, stats: wanda_score(weight, stats.act_norm_sq),
                    "|W_ij| * ||X_j|| (Wanda)"),
     "magnitude": Score(None, lambda weight, stats: weight.float().abs(), "|W_ij|"),
+    "ria": Score(ActNormStats, lambda weight, stats: ria_score(weight, stats.act_norm_sq), "RIA: relative importance x ||X_j||^0.5"),
     "sparsegpt": Score(HessianStats, lambda weight, stats: wanda_score(weight, stats.act_norm_sq),
                        "SparseGPT: OBS reconstruction of the kept weights (blocks ranked by Wanda)", reconstruct=True),
 }

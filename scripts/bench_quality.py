@@ -67,6 +67,7 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     # the pruning issue's comparison rows (not in the default table; select them with --only)
     extra = {
         "three_tier wanda matrix intra-magnitude": PruneConfig(intra_block_score="magnitude"),
+        "three_tier ria matrix": PruneConfig(prune_method="ria"),
         "unstructured wanda 0.5": PruneConfig(sparsity_type="unstructured", sparsity_ratio=0.5),
         "2:4 wanda": PruneConfig(sparsity_type="2:4"),
         "2:4 magnitude": PruneConfig(sparsity_type="2:4", prune_method="magnitude"),

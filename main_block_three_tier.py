@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from lib.data import DATASET_NAMES, get_loaders, parse_mixture
-from lib.masks import TIER_NAMES
+from lib.cli import OneLineParser, add_dataclass_arguments, dataclass_values, run_or_fail, seed_everything, setup_logging
+from lib.data import dataset_names, get_loaders, parse_mixture
+from lib.masks import DEFAULT_RATIOS, TIER_NAMES
 from lib.models import DEFAULT_MODEL, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label, save_model
 from lib.perplexity import perplexity
 from lib.outputs import Output, OutputError, atomic_dir, claim_outputs
-from lib.prune import PRUNE_METHODS, SPARSITY_TYPES, TIER_SCOPES, PruneConfig, check_block_fits, measure_sparsity, prune_model
+from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_model
 from lib.results import Timer, environment_info, write_json
 from lib.tasks import perplexity_report
 from lib.tier_io import TIER_MAP_FILE, save_tier_maps
@@ -35,37 +34,21 @@ logger = logging.getLogger("main_block_three_tier")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
     p.add_argument("--seed", type=int, default=0, help="seed for calibration sampling and torch")
     p.add_argument("--nsamples", type=int, default=128, help="number of calibration samples")
     p.add_argument("--seqlen", type=int, default=2048, help="calibration/evaluation length, capped at max_position_embeddings")
     p.add_argument("--calibration_dataset", "--calib_dataset", default="wikitext2",
-                   help=f"one of {', '.join(DATASET_NAMES)}, or a mixture like wikitext2+squad or wikitext2:0.7,gsm8k:0.3")
+                   help=f"one of {', '.join(dataset_names())}, or a mixture like wikitext2+squad or wikitext2:0.7,gsm8k:0.3")
     p.add_argument("--calibration_packing", choices=("concat", "none"), default="concat",
                    help="concat: pack examples into full seqlen samples (default); none: one example per sample")
     p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
-    p.add_argument("--sparsity_type", choices=SPARSITY_TYPES, default="three_tier")
-    p.add_argument("--prune_method", choices=PRUNE_METHODS, default="wanda")
-    p.add_argument("--sparsity_ratio", type=float, default=0.5, help="sparsity for --sparsity_type unstructured")
-    p.add_argument("--sparsity_ratios", type=float, nargs=3, metavar=("DENSE", "MID_2_4", "TOPK"), default=None,
-                   help="block shares of the three tiers, >= 0 and summing to 1 (default 0.35 0.45 0.2)")
+    add_dataclass_arguments(p, PruneConfig, "pruning (lib.prune.PruneConfig)")
+    p.set_defaults(ratios=None)  # None: not given, so that the fork's three ratio flags can stand in
     p.add_argument("--top_dense_ratio", type=float, default=None, help="alias: first of --sparsity_ratios")
     p.add_argument("--mid_2_4_ratio", type=float, default=None, help="alias: second of --sparsity_ratios")
     p.add_argument("--bottom_topk_ratio", type=float, default=None, help="alias: third of --sparsity_ratios")
-    p.add_argument("--block_size", type=int, default=16)
-    p.add_argument("--topk_per_block", type=int, default=15)
-    p.add_argument("--intra_block_metric", choices=("wanda", "magnitude"), default="wanda",
-                   help="what picks the kept weights inside 2:4 and top-k blocks")
-    p.add_argument("--tier_scope", choices=TIER_SCOPES, default="matrix", help="rank blocks per matrix, per matrix balanced over block rows (row), per layer, or model-wide")
-    p.add_argument("--owl", action="store_true", help="outlier-weighted layer-wise tier shares (OWL)")
-    p.add_argument("--owl_lambda", type=float, default=0.08)
-    p.add_argument("--owl_m", type=float, default=5.0)
-    p.add_argument("--profile_nsamples", type=int, default=4,
-                   help="calibration samples (the first N) for the dense-model profile of --owl and --tier_scope model "
-                        "(default 4; give --nsamples' value for the full profile)")
-    p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT Hessian damping")
-    p.add_argument("--calib_batch_size", type=int, default=8, help="calibration samples per layer forward")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--device_map", default=None, help="e.g. auto: spread a model larger than one GPU")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
@@ -83,22 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_ratios(args: argparse.Namespace) -> tuple[float, float, float]:
     aliases = (args.top_dense_ratio, args.mid_2_4_ratio, args.bottom_topk_ratio)
     if any(a is not None for a in aliases):
-        if args.sparsity_ratios is not None or any(a is None for a in aliases):
+        if args.ratios is not None or any(a is None for a in aliases):
             raise ValueError("give either --sparsity_ratios R1 R2 R3 or all three of --top_dense_ratio/--mid_2_4_ratio/--bottom_topk_ratio")
         return aliases
-    return tuple(args.sparsity_ratios) if args.sparsity_ratios is not None else (0.35, 0.45, 0.2)
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    return tuple(args.ratios) if args.ratios is not None else DEFAULT_RATIOS
 
 
 def method_label(config: PruneConfig) -> str:
     label = f"{config.prune_method}_{config.sparsity_type}"
     if config.sparsity_type == "three_tier":
-        label += f"_{config.intra_block_metric}_{config.tier_scope}" + ("_owl" if config.owl else "")
+        intra = "magnitude" if config.intra_block_score == "magnitude" else "wanda" if config.prune_method == "sparsegpt" else config.prune_method
+        label += f"_{intra}_{config.tier_scope}" + ("_owl" if config.owl else "")
     return label
 
 
@@ -118,13 +96,7 @@ def summary_table(result, sparsity: dict, ppl: dict | None, timings: dict) -> st
 
 def run(args: argparse.Namespace) -> dict:
     ratios = resolve_ratios(args)
-    config = PruneConfig(
-        sparsity_type=args.sparsity_type, prune_method=args.prune_method, sparsity_ratio=args.sparsity_ratio,
-        ratios=ratios, block_size=args.block_size, topk_per_block=args.topk_per_block,
-        intra_block_metric=args.intra_block_metric, tier_scope=args.tier_scope, owl=args.owl,
-        owl_lambda=args.owl_lambda, owl_m=args.owl_m, percdamp=args.percdamp, calib_batch_size=args.calib_batch_size,
-        profile_nsamples=args.profile_nsamples,
-    )
+    config = PruneConfig(**{**dataclass_values(args, PruneConfig), "ratios": ratios})
     if args.nsamples <= 0:
         raise ValueError(f"--nsamples must be positive, got {args.nsamples}")
     if args.eval_windows is not None and args.eval_windows <= 0:
@@ -139,7 +111,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
     """Load, calibrate, prune, evaluate and write the outputs (claimed by `run`)."""
-    set_seed(args.seed)
+    seed_everything(args.seed)
     timer = Timer()
     start = time.perf_counter()
     with timer("load"):
@@ -207,14 +179,9 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, ModelLoadError, FileNotFoundError, OutputError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_or_fail(run, args, errors=(ValueError, ModelLoadError, FileNotFoundError, OutputError))
 
 
 if __name__ == "__main__":

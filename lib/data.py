@@ -2,8 +2,9 @@
 
 Letters: L = length of one calibration sample (== seqlen when packed), T = tokens of a whole text.
 
-Sources: `wikitext2` and `c4` follow Wanda's recipes (random seqlen windows of running text);
-`squad`, `gsm8k` and `boolq` turn train examples into the prompts of `lib/prompts.py`. A name may
+Sources are the datasets of the registry (lib.dataset_specs): text datasets follow Wanda's recipes
+(`wikitext2`: random seqlen windows of the joined text; `c4`: a window of a random long document);
+example datasets (`squad`, `gsm8k`, `boolq`) turn train examples into their spec's calibration text. A name may
 also be a mixture ("wikitext2+squad", "wikitext2:0.7,gsm8k:0.3", "mixed"); `apportion` turns its
 shares into exact sample counts.
 
@@ -32,37 +33,20 @@ from pathlib import Path
 
 import torch
 
-from lib.data_sources import (
-    Corpus,
-    DataError,
-    c4_documents,
-    load_task_examples,
-    resolve_data_dir,
-    task_examples,
-    wikitext2_lines,
-)
+from lib import dataset_specs
+from lib.data_sources import Corpus, DataError, load_task_examples, resolve_data_dir, task_examples
 from lib.models import cache_root
-from lib.prompts import boolq_prompt, gsm8k_calibration_text, squad_prompt
 
 __all__ = [
-    "DATASET_NAMES", "SOURCES", "MIXED", "PACKING", "PERPLEXITY_DATASETS", "DataError",
+    "dataset_names", "MIXED", "PACKING", "DataError", "calibration_samples",
     "get_loaders", "get_eval_tokens", "load_task_examples", "resolve_data_dir",
     "parse_mixture", "apportion", "tokenizer_key",
 ]
 
 logger = logging.getLogger(__name__)
 
-DATASET_NAMES = ("wikitext2", "c4", "squad", "gsm8k", "boolq", "mixed")
-SOURCES = ("wikitext2", "c4", "squad", "gsm8k", "boolq")  # what a mixture combines
 MIXED = ("wikitext2", "squad", "gsm8k")  # "mixed" = equal shares of these
 PACKING = ("concat", "none")
-PERPLEXITY_DATASETS = ("wikitext2", "c4")
-C4_EVAL_WINDOWS = 256  # Wanda cuts the C4 evaluation text to 256 * seqlen tokens
-TASK_TEXT: dict[str, Callable[[dict], str]] = {
-    "squad": lambda ex: squad_prompt(ex["context"], ex["question"]),
-    "gsm8k": lambda ex: gsm8k_calibration_text(ex["question"], ex["answer"]),
-    "boolq": lambda ex: boolq_prompt(ex["passage"], ex["question"]),
-}
 TOKENIZE_BATCH = 256  # task examples tokenized per tokenizer call
 MIXTURE_HELP = (
     "a name in {names}, or a mixture such as 'wikitext2+squad' (equal shares) "
@@ -76,10 +60,15 @@ _TOKEN_CACHE: dict[tuple, object] = {}
 # ---------------------------------------------------------------- names and mixtures
 
 
+def dataset_names() -> tuple[str, ...]:
+    """Every --calibration_dataset name: the registered datasets (the sources a mixture combines), then "mixed"."""
+    return dataset_specs.names() + ("mixed",)
+
+
 def _unknown(name: str, part: str | None = None) -> ValueError:
     what = f"{part!r} in {name!r}" if part is not None and part != name else repr(name)
     return ValueError(
-        f"unknown calibration dataset {what}; use " + MIXTURE_HELP.format(names=", ".join(DATASET_NAMES))
+        f"unknown calibration dataset {what}; use " + MIXTURE_HELP.format(names=", ".join(dataset_names()))
     )
 
 
@@ -92,7 +81,7 @@ def parse_mixture(name: str) -> list[tuple[str, Fraction]]:
     if not isinstance(name, str):
         raise _unknown(str(name))
     name = name.strip()
-    if name in SOURCES:
+    if name in dataset_specs.DATASETS:
         return [(name, Fraction(1))]
     if name == "mixed":
         return [(source, Fraction(1, len(MIXED))) for source in MIXED]
@@ -124,7 +113,7 @@ def parse_mixture(name: str) -> list[tuple[str, Fraction]]:
     else:
         raise _unknown(name)
     for source in sources:
-        if source not in SOURCES:
+        if source not in dataset_specs.DATASETS:
             raise _unknown(name, source)
     if len(set(sources)) != len(sources):
         raise ValueError(f"calibration mixture {name!r} names a source twice; list each source once")
@@ -307,7 +296,8 @@ def _task_samples(
                         f"{n} examples but the {task} train split has {len(examples)}: lower --nsamples to at "
                         f"most {len(examples)} or use --calibration_packing concat")
     cache = _TOKEN_CACHE.setdefault((tok_key, origin, task), {})
-    stream = _ExampleStream(lambda i: TASK_TEXT[task](examples[i]), len(examples), tokenizer, cache, seed)
+    text = dataset_specs.get(task).calibration_text
+    stream = _ExampleStream(lambda i: text(examples[i]), len(examples), tokenizer, cache, seed)
     samples = []
     for _ in range(n):
         if packing == "none":
@@ -322,20 +312,24 @@ def _task_samples(
     return samples
 
 
-def _source_samples(
-    source: str, n: int, seed: int, seqlen: int, tokenizer, tok_key: str, data_dir: Path | None, packing: str
+def calibration_samples(
+    source: str, n: int, seed: int, seqlen: int, tokenizer, data_dir=None, packing: str = "concat"
 ) -> list[torch.Tensor]:
-    if source == "wikitext2":
-        corpus = wikitext2_lines("train", data_dir)
-        samples = _wikitext2_samples(n, seed, seqlen, _text_tokens(tokenizer, tok_key, corpus, " "), corpus.label)
-    elif source == "c4":
-        corpus = c4_documents("calibration", data_dir)
-        samples = _c4_samples(n, seed, seqlen, corpus, _DocumentTokens(tokenizer, tok_key, corpus))
-    else:
+    """n calibration samples [1, L] of one registered dataset, drawn as its spec says (see the module docstring)."""
+    spec = dataset_specs.get(source)
+    data_dir = resolve_data_dir(data_dir)
+    tok_key = tokenizer_key(tokenizer)
+    if spec.kind == "examples":
         samples = _task_samples(source, n, seed, seqlen, tokenizer, tok_key, data_dir, packing)
+    elif spec.sampling == "windows":
+        corpus = spec.corpus("calibration", data_dir)
+        samples = _wikitext2_samples(n, seed, seqlen, _text_tokens(tokenizer, tok_key, corpus, " "), corpus.label)
+    else:
+        corpus = spec.corpus("calibration", data_dir)
+        samples = _c4_samples(n, seed, seqlen, corpus, _DocumentTokens(tokenizer, tok_key, corpus))
     logger.info(
         "calibration: %d samples from %s (seqlen %d, seed %d%s)", n, source, seqlen, seed,
-        f", packing {packing}" if source in TASK_TEXT else "",
+        f", packing {packing}" if spec.kind == "examples" else "",
     )
     return samples
 
@@ -355,21 +349,20 @@ def _target(inp: torch.Tensor) -> torch.Tensor:
 
 
 def _eval_tokens(name: str, tokenizer, tok_key: str, data_dir: Path | None, seqlen: int) -> torch.Tensor:
-    if name == "wikitext2":
-        return _text_tokens(tokenizer, tok_key, wikitext2_lines("test", data_dir), "\n\n").unsqueeze(0)
-    tokens = _text_tokens(tokenizer, tok_key, c4_documents("evaluation", data_dir), " ")
-    return tokens[: C4_EVAL_WINDOWS * seqlen].unsqueeze(0)
+    spec = dataset_specs.get(name, "text")
+    tokens = _text_tokens(tokenizer, tok_key, spec.corpus("evaluation", data_dir), spec.eval_separator)
+    return (tokens if spec.eval_windows is None else tokens[: spec.eval_windows * seqlen]).unsqueeze(0)
 
 
 def get_eval_tokens(name: str, tokenizer, data_dir=None, seqlen: int = 2048) -> torch.Tensor:
-    """The tokenized perplexity text, LongTensor [1, T].
+    """The tokenized perplexity text of a registered text dataset, LongTensor [1, T].
 
     wikitext2: the test split joined with "\\n\\n". c4: the first 1100 validation documents joined
     with " " and cut to 256 * seqlen tokens (Wanda); a local copy without a validation file uses the
     held-out end of the train sample instead (with a warning).
     """
-    if name not in PERPLEXITY_DATASETS:
-        raise ValueError(f"perplexity dataset {name!r} is not one of {', '.join(PERPLEXITY_DATASETS)}")
+    if name not in dataset_specs.names("text"):
+        raise ValueError(f"perplexity dataset {name!r} is not one of {', '.join(dataset_specs.names('text'))}")
     _check_positive("seqlen", seqlen)
     return _eval_tokens(name, tokenizer, tokenizer_key(tokenizer), resolve_data_dir(data_dir), seqlen)
 
@@ -386,7 +379,7 @@ def get_loaders(
     """Calibration samples and evaluation tokens (Wanda's contract).
 
     Args:
-        name: a name in DATASET_NAMES or a mixture ("wikitext2+squad", "wikitext2:0.7,gsm8k:0.3").
+        name: a name in dataset_names() or a mixture ("wikitext2+squad", "wikitext2:0.7,gsm8k:0.3").
         nsamples: number of calibration samples; a mixture splits it by largest remainder.
         seed: seeds every random draw (local generators; global RNG state is neither used nor changed).
         seqlen: sample length.
@@ -414,7 +407,7 @@ def get_loaders(
     inputs: list[torch.Tensor] = []
     for (source, _), count in zip(mixture, counts):
         if count:
-            inputs += _source_samples(source, count, seed, seqlen, tokenizer, tok_key, data_dir, packing)
+            inputs += calibration_samples(source, count, seed, seqlen, tokenizer, data_dir, packing)
     if len(mixture) > 1:
         logger.info(
             "calibration mixture %s: %s (nsamples %d, seed %d)",

@@ -12,7 +12,8 @@ Local copies sit under one data directory, named as the official releases name t
     gsm8k/{train,test}.jsonl
     boolq/{train,dev}.jsonl
 
-Without a data directory the `datasets` library (imported lazily) loads the Hub copies in HUB.
+Without a data directory the `datasets` library (imported lazily) loads the Hub copies. Names, layouts,
+Hub ids and record parsers come from the dataset registry (lib.dataset_specs).
 """
 
 from __future__ import annotations
@@ -25,41 +26,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib import dataset_specs
+from lib.dataset_specs import SPLITS, DataError, require_field
+
 logger = logging.getLogger(__name__)
 
-TASKS = ("squad", "gsm8k", "boolq")
-SPLITS = ("train", "eval")
-LAYOUT = {
-    "wikitext2": "wikitext2/wiki.{train,valid,test}.raw",
-    "c4": "c4/*.json[l][.gz] with 'train' or 'validation' in the file name",
-    "squad": "squad/{train,dev}-v2.0.json",
-    "gsm8k": "gsm8k/{train,test}.jsonl",
-    "boolq": "boolq/{train,dev}.jsonl",
-}
-# dataset: (Hub id, config name)
-HUB = {
-    "wikitext2": ("wikitext", "wikitext-2-raw-v1"),
-    "c4": ("allenai/c4", None),
-    "squad": ("rajpurkar/squad_v2", None),
-    "gsm8k": ("openai/gsm8k", "main"),
-    "boolq": ("google/boolq", None),
-}
 C4_HUB_FILES = {  # the shards Wanda uses
     "train": "en/c4-train.00000-of-01024.json.gz",
     "validation": "en/c4-validation.00000-of-00008.json.gz",
 }
 WIKITEXT2_FILES = {"train": "wiki.train.raw", "validation": "wiki.valid.raw", "test": "wiki.test.raw"}
-# task: {split: (local file, Hub split)}
-TASK_FILES = {
-    "squad": {"train": ("train-v2.0.json", "train"), "eval": ("dev-v2.0.json", "validation")},
-    "gsm8k": {"train": ("train.jsonl", "train"), "eval": ("test.jsonl", "test")},
-    "boolq": {"train": ("train.jsonl", "train"), "eval": ("dev.jsonl", "validation")},
-}
 C4_EVAL_DOCUMENTS = 1100  # Wanda evaluates on the first 1100 validation documents
-
-
-class DataError(ValueError):
-    """Missing, unreachable or malformed data; the message names the file (and line) and the fix."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +62,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     if not path.is_dir():
         raise DataError(
             f"data directory {str(path)!r} does not exist; pass a folder laid out as "
-            f"{', '.join(LAYOUT.values())} (e.g. sample_data), or omit --data_dir to use the Hub"
+            f"{', '.join(spec.layout for spec in dataset_specs.DATASETS.values())} (e.g. sample_data), or omit --data_dir to use the Hub"
         )
     return path
 
@@ -95,10 +72,14 @@ def file_origin(path: Path) -> str:
     return f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
+def _hub(dataset: str) -> tuple[str, str | None]:
+    return dataset_specs.get(dataset).hub
+
+
 def _missing(dataset: str, data_dir: Path, what: str) -> DataError:
     return DataError(
-        f"{what} for {dataset} is missing under {data_dir}; expected {LAYOUT[dataset]} "
-        f"(official file names), or omit --data_dir to load {HUB[dataset][0]} from the Hub"
+        f"{what} for {dataset} is missing under {data_dir}; expected {dataset_specs.get(dataset).layout} "
+        f"(official file names), or omit --data_dir to load {_hub(dataset)[0]} from the Hub"
     )
 
 
@@ -106,9 +87,9 @@ def _missing(dataset: str, data_dir: Path, what: str) -> DataError:
 
 
 def _load_hub(dataset: str, split: str, data_files: dict[str, str] | None = None):
-    """One split of a Hub dataset in HUB via `datasets`; network failures become a single DataError."""
-    hub_id, config = HUB[dataset]
-    return load_hub_split(dataset, hub_id, config, split, LAYOUT[dataset], data_files)
+    """One split of a registered dataset's Hub copy via `datasets`; network failures become a single DataError."""
+    spec = dataset_specs.get(dataset)
+    return load_hub_split(dataset, *spec.hub, split, spec.layout, data_files)
 
 
 def load_hub_split(
@@ -138,7 +119,7 @@ def load_hub_split(
 
 
 def _hub_origin(dataset: str, split: str, ds) -> str:
-    return f"hub:{HUB[dataset][0]}:{HUB[dataset][1]}:{split}:{getattr(ds, '_fingerprint', '')}"
+    return f"hub:{_hub(dataset)[0]}:{_hub(dataset)[1]}:{split}:{getattr(ds, '_fingerprint', '')}"
 
 
 class _HubColumn(Sequence):
@@ -169,7 +150,7 @@ def wikitext2_lines(split: str, data_dir: Path | None) -> Corpus:
         raise ValueError(f"wikitext2 split {split!r} is not one of {', '.join(WIKITEXT2_FILES)}")
     if data_dir is None:
         ds = _load_hub("wikitext2", split)
-        return Corpus(list(ds["text"]), _hub_origin("wikitext2", split, ds), f"{HUB['wikitext2'][0]} {split}")
+        return Corpus(list(ds["text"]), _hub_origin("wikitext2", split, ds), f"{_hub('wikitext2')[0]} {split}")
     path = data_dir / "wikitext2" / WIKITEXT2_FILES[split]
     if not path.is_file() and split == "train":
         fallback = path.with_name(WIKITEXT2_FILES["validation"])
@@ -202,16 +183,6 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, record
 
 
-def _field(record: dict, name: str, kind: type, where: str):
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object with field {name!r}, got {type(record).__name__}")
-    value = record.get(name)
-    if not isinstance(value, kind):
-        got = "missing" if name not in record else f"a {type(value).__name__}"
-        raise DataError(f"{where}: field {name!r} is {got}, expected a {kind.__name__} (official schema)")
-    return value
-
-
 def _c4_files(data_dir: Path, split: str) -> list[Path]:
     folder = data_dir / "c4"
     if not folder.is_dir():
@@ -223,7 +194,7 @@ def _c4_files(data_dir: Path, split: str) -> list[Path]:
 
 def _c4_local(files: list[Path]) -> Corpus:
     texts = [
-        _field(record, "text", str, f"{path}:{lineno}") for path in files for lineno, record in _read_jsonl(path)
+        require_field(record, "text", str, f"{path}:{lineno}") for path in files for lineno, record in _read_jsonl(path)
     ]
     origin = "|".join(file_origin(p) for p in files)
     return Corpus(texts, origin, "+".join(f"c4/{p.name}" for p in files))
@@ -247,9 +218,9 @@ def c4_documents(role: str, data_dir: Path | None) -> Corpus:
         ds = _load_hub("c4", split, data_files={split: C4_HUB_FILES[split]})
         origin = _hub_origin("c4", split, ds)
         if role == "calibration":
-            return Corpus(_HubColumn(ds, "text"), origin, f"{HUB['c4'][0]} {C4_HUB_FILES[split]}")
+            return Corpus(_HubColumn(ds, "text"), origin, f"{_hub('c4')[0]} {C4_HUB_FILES[split]}")
         texts = ds.select(range(min(C4_EVAL_DOCUMENTS, len(ds))))["text"]
-        return Corpus(list(texts), origin, f"{HUB['c4'][0]} {C4_HUB_FILES[split]}")
+        return Corpus(list(texts), origin, f"{_hub('c4')[0]} {C4_HUB_FILES[split]}")
     validation = _c4_files(data_dir, "validation")
     if role == "evaluation" and validation:
         corpus = _c4_local(validation)
@@ -279,7 +250,8 @@ def c4_documents(role: str, data_dir: Path | None) -> Corpus:
 # ---------------------------------------------------------------- tasks (SQuAD v2, GSM8K, BoolQ)
 
 
-def _squad_local(path: Path) -> list[dict]:
+def read_squad_json(path: Path) -> list[dict]:
+    """The questions of a SQuAD v2.0 JSON file as {"id", "title", "context", "question", "answers"} dicts."""
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -288,68 +260,38 @@ def _squad_local(path: Path) -> list[dict]:
     if not isinstance(doc, dict):
         raise DataError(f"{path}: expected a JSON object with 'data' (SQuAD v2.0 format)")
     examples = []
-    for a, article in enumerate(_field(doc, "data", list, str(path))):
+    for a, article in enumerate(require_field(doc, "data", list, str(path))):
         where = f"{path}: data[{a}]"
-        title = _field(article, "title", str, where)
-        for p, paragraph in enumerate(_field(article, "paragraphs", list, where)):
+        title = require_field(article, "title", str, where)
+        for p, paragraph in enumerate(require_field(article, "paragraphs", list, where)):
             where_p = f"{where}.paragraphs[{p}]"
-            context = _field(paragraph, "context", str, where_p)
-            for q, qa in enumerate(_field(paragraph, "qas", list, where_p)):
+            context = require_field(paragraph, "context", str, where_p)
+            for q, qa in enumerate(require_field(paragraph, "qas", list, where_p)):
                 where_q = f"{where_p}.qas[{q}]"
-                answers = [_field(ans, "text", str, f"{where_q}.answers[{i}]")
-                           for i, ans in enumerate(_field(qa, "answers", list, where_q))]
+                answers = [require_field(ans, "text", str, f"{where_q}.answers[{i}]")
+                           for i, ans in enumerate(require_field(qa, "answers", list, where_q))]
                 impossible = qa.get("is_impossible", not answers)
                 examples.append({
-                    "id": _field(qa, "id", str, where_q),
+                    "id": require_field(qa, "id", str, where_q),
                     "title": title,
                     "context": context,
-                    "question": _field(qa, "question", str, where_q),
+                    "question": require_field(qa, "question", str, where_q),
                     "answers": [] if impossible else answers,
                 })
     return examples
 
 
-def _gsm8k_record(record: dict, where: str) -> dict:
-    answer = _field(record, "answer", str, where)
-    if "####" not in answer:
-        raise DataError(f"{where}: field 'answer' has no '#### <number>' line (official GSM8K schema)")
-    return {"question": _field(record, "question", str, where), "answer": answer}
-
-
-def _boolq_record(record: dict, where: str) -> dict:
-    return {
-        "question": _field(record, "question", str, where),
-        "passage": _field(record, "passage", str, where),
-        "answer": _field(record, "answer", bool, where),
-    }
-
-
-_JSONL_TASKS = {"gsm8k": _gsm8k_record, "boolq": _boolq_record}
 _PARSED: dict[str, list[dict]] = {}  # file origin -> examples, so each file is parsed once per process
 
 
-def _task_local(task: str, path: Path) -> list[dict]:
+def _task_local(spec, path: Path) -> list[dict]:
     origin = file_origin(path)
     if origin not in _PARSED:
-        if task == "squad":
-            _PARSED[origin] = _squad_local(path)
+        if spec.read_file is not None:
+            _PARSED[origin] = spec.read_file(path)
         else:
-            parse = _JSONL_TASKS[task]
-            _PARSED[origin] = [parse(record, f"{path}:{lineno}") for lineno, record in _read_jsonl(path)]
+            _PARSED[origin] = [spec.parse_record(record, f"{path}:{lineno}") for lineno, record in _read_jsonl(path)]
     return _PARSED[origin]
-
-
-def _task_hub(task: str, ds) -> list[dict]:
-    rows = ds.to_list()
-    if task == "squad":
-        return [
-            {"id": r["id"], "title": r["title"], "context": r["context"], "question": r["question"],
-             "answers": list(r["answers"]["text"])}
-            for r in rows
-        ]
-    if task == "gsm8k":
-        return [{"question": r["question"], "answer": r["answer"]} for r in rows]
-    return [{"question": r["question"], "passage": r["passage"], "answer": bool(r["answer"])} for r in rows]
 
 
 def task_examples(task: str, split: str, data_dir: Path | None) -> tuple[list[dict], str]:
@@ -357,17 +299,16 @@ def task_examples(task: str, split: str, data_dir: Path | None) -> tuple[list[di
 
     The returned list is shared with later calls: treat it as read-only.
     """
-    if task not in TASK_FILES:
-        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+    spec = dataset_specs.get(task, "examples")
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)} (eval = the official dev/test split)")
-    local_name, hub_split = TASK_FILES[task][split]
+    local_name, hub_split = spec.files[split]
     if data_dir is None:
         ds = _load_hub(task, hub_split)
-        return _task_hub(task, ds), _hub_origin(task, hub_split, ds)
+        return [spec.from_hub(row) for row in ds.to_list()], _hub_origin(task, hub_split, ds)
     path = data_dir / task / local_name
     if not path.is_file() and split == "train":
-        fallback = path.with_name(TASK_FILES[task]["eval"][0])
+        fallback = path.with_name(spec.files["eval"][0])
         if fallback.is_file():
             logger.warning(
                 "%s is missing (no %s train split locally); using the eval split %s instead, "
@@ -376,7 +317,7 @@ def task_examples(task: str, split: str, data_dir: Path | None) -> tuple[list[di
             path = fallback
     if not path.is_file():
         raise _missing(task, data_dir, path.name)
-    return _task_local(task, path), file_origin(path)
+    return _task_local(spec, path), file_origin(path)
 
 
 def load_task_examples(task: str, split: str, data_dir=None, limit: int | None = None) -> list[dict]:

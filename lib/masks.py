@@ -16,7 +16,9 @@ import torch
 
 DENSE, NM, TOPK = 0, 1, 2
 TIER_NAMES = ("dense", "2:4", "topk")
-INTRA_BLOCK_METRICS = ("wanda", "magnitude")
+INTRA_BLOCK_SCORES = ("method", "magnitude")  # inside 2:4 / top-k blocks: the ranking score, or |W|
+INTRA_BLOCK_ALIASES = {"wanda": "method"}  # the spelling before other scores existed
+DEFAULT_RATIOS = (0.35, 0.45, 0.2)  # block shares dense / 2:4 / top-k of the three-tier scheme
 
 
 def wanda_score(weight: torch.Tensor, act_norm_sq: torch.Tensor) -> torch.Tensor:
@@ -24,6 +26,21 @@ def wanda_score(weight: torch.Tensor, act_norm_sq: torch.Tensor) -> torch.Tensor
     if act_norm_sq.shape != weight.shape[1:]:
         raise ValueError(f"act_norm_sq has shape {tuple(act_norm_sq.shape)}, expected ({weight.shape[1]},) = in_features")
     return weight.float().abs() * act_norm_sq.float().sqrt().unsqueeze(0)
+
+
+def ria_score(weight: torch.Tensor, act_norm_sq: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """RIA (Zhang et al., ICLR 2024): (|W_ij| / sum_j |W_ij| + |W_ij| / sum_i |W_ij|) * ||X_j||^alpha.
+
+    The relative importance of a weight within its output row and its input column, times the
+    input channel's activation norm to the power alpha (0.5 in the paper). weight [O, I],
+    act_norm_sq [I] (sum of x_j^2, so ||X_j|| = sqrt) -> float32 [O, I].
+    """
+    if act_norm_sq.shape != weight.shape[1:]:
+        raise ValueError(f"act_norm_sq has shape {tuple(act_norm_sq.shape)}, expected ({weight.shape[1]},) = in_features")
+    magnitude = weight.float().abs()
+    tiny = torch.finfo(torch.float32).tiny  # an all-zero row or column scores 0, not NaN
+    relative = magnitude / magnitude.sum(1, keepdim=True).clamp_min(tiny) + magnitude / magnitude.sum(0, keepdim=True).clamp_min(tiny)
+    return relative * act_norm_sq.float().sqrt().pow(alpha).unsqueeze(0)
 
 
 def check_ratios(ratios: tuple[float, float, float]) -> None:
@@ -232,10 +249,10 @@ def three_tier_keep(score: torch.Tensor, tier_map: torch.Tensor, block_size: int
 def three_tier_mask(
     weight: torch.Tensor,
     act_norm_sq: torch.Tensor | None,
-    ratios: tuple[float, float, float] = (0.35, 0.45, 0.2),
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS,
     block_size: int = 16,
     topk_per_block: int = 15,
-    intra_block_metric: str = "wanda",
+    intra_block_score: str = "method",
     counts: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Three-tier block mask of one weight matrix.
@@ -252,12 +269,13 @@ def three_tier_mask(
     """
     check_ratios(ratios)
     check_block_size(block_size)
-    if intra_block_metric not in INTRA_BLOCK_METRICS:
-        raise ValueError(f"--intra_block_metric {intra_block_metric!r} is not one of {', '.join(INTRA_BLOCK_METRICS)}")
+    intra_block_score = INTRA_BLOCK_ALIASES.get(intra_block_score, intra_block_score)
+    if intra_block_score not in INTRA_BLOCK_SCORES:
+        raise ValueError(f"--intra_block_score {intra_block_score!r} is not one of {', '.join(INTRA_BLOCK_SCORES)}")
     score = weight.float().abs() if act_norm_sq is None else wanda_score(weight, act_norm_sq)
     block_scores = block_mean_scores(score, block_size)
     tier_map = assign_tiers(block_scores, counts or tier_counts(block_scores.numel(), ratios))
-    intra = score if intra_block_metric == "wanda" else weight.float().abs()
+    intra = score if intra_block_score == "method" else weight.float().abs()
     return three_tier_keep(intra, tier_map, block_size, topk_per_block), tier_map
 
 

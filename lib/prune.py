@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 
 from lib import allocation
 from lib.masks import (
-    INTRA_BLOCK_METRICS,
+    DEFAULT_RATIOS,
+    INTRA_BLOCK_ALIASES,
+    INTRA_BLOCK_SCORES,
     assign_tiers,
     assign_tiers_row_balanced,
     block_mean_scores,
@@ -48,13 +50,12 @@ from lib.models import (  # noqa: F401 (measure_sparsity: re-export)
     unpruned_weights,
 )
 from lib.results import Timer
+from lib.pruning_methods import PATTERNS, SCORES, pattern_names, score_names
 from lib.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
-from lib.stats import ActNormStats, HessianStats
+from lib.stats import ActNormStats, HessianStats  # noqa: F401 (HessianStats: SparseGPT's statistic)
 
 logger = logging.getLogger(__name__)
 
-SPARSITY_TYPES = ("three_tier", "unstructured", "2:4", "4:8")
-PRUNE_METHODS = ("wanda", "magnitude", "sparsegpt")
 TIER_SCOPES = ("matrix", "row", "layer", "model")
 
 # One calibration batch as a decoder layer receives it: (hidden [B, T, H], extra positional args, kwargs)
@@ -63,31 +64,48 @@ LayerInput = tuple[torch.Tensor, tuple, dict[str, Any]]
 
 @dataclass
 class PruneConfig:
-    """What to prune and how; validated on construction (messages name the CLI flag)."""
+    """What to prune and how; validated on construction (messages name the CLI flag).
 
-    sparsity_type: str = "three_tier"
-    prune_method: str = "wanda"
-    sparsity_ratio: float = 0.5
-    ratios: tuple[float, float, float] = (0.35, 0.45, 0.2)
-    block_size: int = 16
-    topk_per_block: int = 15
-    intra_block_metric: str = "wanda"
-    tier_scope: str = "matrix"
-    owl: bool = False
-    owl_lambda: float = 0.08
-    owl_m: float = 5.0
-    percdamp: float = 0.01
-    calib_batch_size: int = 8
-    profile_nsamples: int | None = 4  # first N calibration samples for the profile; None: all (see README)
+    The pruning CLI's flags are these fields (lib.cli.add_dataclass_arguments): the metadata holds each
+    flag's help, choices and other spellings, and the defaults are written only here.
+    """
+
+    sparsity_type: str = field(default="three_tier", metadata={
+        "choices": pattern_names, "help": "sparsity pattern (lib.pruning_methods.PATTERNS)"})
+    prune_method: str = field(default="wanda", metadata={
+        "choices": score_names, "help": "what ranks the weights (lib.pruning_methods.SCORES); sparsegpt also "
+                                        "reconstructs the kept ones"})
+    sparsity_ratio: float = field(default=0.5, metadata={"help": "sparsity for --sparsity_type unstructured"})
+    ratios: tuple[float, float, float] = field(default=DEFAULT_RATIOS, metadata={
+        "flag": "--sparsity_ratios", "metavar": ("DENSE", "MID_2_4", "TOPK"),
+        "help": "block shares of the three tiers, >= 0 and summing to 1"})
+    block_size: int = field(default=16, metadata={"help": "side of the square blocks the tiers are assigned to"})
+    topk_per_block: int = field(default=15, metadata={"help": "weights kept in each top-k block"})
+    intra_block_score: str = field(default="method", metadata={
+        "aliases": ("--intra_block_metric",), "choices": (*INTRA_BLOCK_SCORES, *INTRA_BLOCK_ALIASES),
+        "help": "what picks the kept weights inside 2:4 and top-k blocks: the --prune_method score (method; "
+                "'wanda' is accepted for it) or |W| (magnitude)"})
+    tier_scope: str = field(default="matrix", metadata={
+        "choices": TIER_SCOPES,
+        "help": "rank blocks per matrix, per matrix balanced over block rows (row), per layer, or model-wide"})
+    owl: bool = field(default=False, metadata={"help": "outlier-weighted layer-wise tier shares (OWL)"})
+    owl_lambda: float = field(default=0.08, metadata={"help": "OWL: layer densities shift within +-lambda around the target"})
+    owl_m: float = field(default=5.0, metadata={"help": "OWL: outlier threshold, times the mean score"})
+    percdamp: float = field(default=0.01, metadata={"help": "SparseGPT Hessian damping"})
+    calib_batch_size: int = field(default=8, metadata={"help": "calibration samples per layer forward"})
+    profile_nsamples: int | None = field(default=4, metadata={
+        "type": int, "help": "calibration samples (the first N) for the dense-model profile of --owl and "
+                             "--tier_scope model (give --nsamples' value for the full profile)"})
 
     def __post_init__(self) -> None:
         self.ratios = tuple(float(r) for r in self.ratios)
-        if self.sparsity_type not in SPARSITY_TYPES:
-            raise ValueError(f"--sparsity_type {self.sparsity_type!r} is not one of {', '.join(SPARSITY_TYPES)}")
-        if self.prune_method not in PRUNE_METHODS:
-            raise ValueError(f"--prune_method {self.prune_method!r} is not one of {', '.join(PRUNE_METHODS)}")
-        if self.intra_block_metric not in INTRA_BLOCK_METRICS:
-            raise ValueError(f"--intra_block_metric {self.intra_block_metric!r} is not one of {', '.join(INTRA_BLOCK_METRICS)}")
+        if self.sparsity_type not in PATTERNS:
+            raise ValueError(f"--sparsity_type {self.sparsity_type!r} is not one of {', '.join(PATTERNS)}")
+        if self.prune_method not in SCORES:
+            raise ValueError(f"--prune_method {self.prune_method!r} is not one of {', '.join(SCORES)}")
+        self.intra_block_score = INTRA_BLOCK_ALIASES.get(self.intra_block_score, self.intra_block_score)
+        if self.intra_block_score not in INTRA_BLOCK_SCORES:
+            raise ValueError(f"--intra_block_score {self.intra_block_score!r} is not one of {', '.join(INTRA_BLOCK_SCORES)}")
         if self.tier_scope not in TIER_SCOPES:
             raise ValueError(f"--tier_scope {self.tier_scope!r} is not one of {', '.join(TIER_SCOPES)}")
         if self.sparsity_type == "three_tier":
@@ -111,7 +129,7 @@ class PruneConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.prune_method != "magnitude"
+        return SCORES[self.prune_method].stats_class is not None
 
     @property
     def needs_profile(self) -> bool:
@@ -345,34 +363,22 @@ def collect_stats(layer: nn.Module, batches: list[LayerInput], stats_class: type
 
 
 def _scores(linears: dict[str, nn.Linear], stats: dict[str, Any] | None, method: str) -> dict[str, torch.Tensor]:
-    """Importance [O, I] float32 per Linear: Wanda score, or |W| for magnitude."""
-    if method == "magnitude" or stats is None:
-        return {n: m.weight.float().abs() for n, m in linears.items()}
-    return {n: wanda_score(m.weight, stats[n].act_norm_sq) for n, m in linears.items()}
+    """Importance [O, I] float32 per Linear: the registered score of `method` (lib.pruning_methods.SCORES)."""
+    score = SCORES[method].score
+    return {n: score(m.weight, stats[n] if stats is not None else None) for n, m in linears.items()}
 
 
 def _chunk_selector(config: PruneConfig, tier_map: torch.Tensor | None) -> tuple[ChunkSelector, int]:
     """The mask rule for one chunk of columns of one Linear (see ChunkSelector), and the chunk width."""
-    b, k = config.block_size, config.topk_per_block
-    if config.sparsity_type == "three_tier":
-        return (lambda s, c0: three_tier_keep(s, tier_map[:, c0 // b : c0 // b + 1], b, k)), b
-    if config.sparsity_type == "unstructured":
-        # SparseGPT decides 128 columns at a time: rank over the whole chunk, or the per-row
-        # floor(128 * ratio) would fall short of the ratio (0.4062 for 0.4133)
-        per_row = config.prune_method != "sparsegpt"
-        return (lambda s, c0: unstructured_keep(s, config.sparsity_ratio, per_row)), 128
-    n, m = (int(x) for x in config.sparsity_type.split(":"))
-    return (lambda s, c0: nm_keep(s, n, m)), m
+    return PATTERNS[config.sparsity_type].selector(config, tier_map)
 
 
 def _prune_linear(module: nn.Linear, score: torch.Tensor, config: PruneConfig, tier_map: torch.Tensor | None) -> None:
-    """Wanda / magnitude: compute the keep mask of one Linear from its score and apply it."""
-    if config.sparsity_type == "three_tier":
-        intra = score if config.intra_block_metric == "wanda" else module.weight.float().abs()
-        keep = three_tier_keep(intra, tier_map, config.block_size, config.topk_per_block)
-    else:
-        keep = _chunk_selector(config, None)[0](score, 0)
-    module.weight.data.masked_fill_(~keep, 0)  # +0.0, never -0.0: zeros stay bit-identical through any format
+    """Compute the keep mask of one Linear from its score (|W| inside blocks for --intra_block_score magnitude)."""
+    if tier_map is not None and config.intra_block_score == "magnitude":
+        score = module.weight.float().abs()
+    select, _ = _chunk_selector(config, tier_map)
+    module.weight.data.masked_fill_(~select(score, 0), 0)  # +0.0, never -0.0: zeros stay bit-identical in any format
 
 
 def _sparsegpt_prune(
@@ -386,7 +392,7 @@ def _sparsegpt_prune(
     sizes = [m.out_features for m in modules]
     selectors = [_chunk_selector(config, t) for t in tier_maps]
     chunk = selectors[0][1]
-    if config.sparsity_type in ("2:4", "4:8") or len(modules) == 1:
+    if PATTERNS[config.sparsity_type].row_wise or len(modules) == 1:
         select = selectors[0][0]
     else:
         def select(saliency, first_column):
@@ -404,7 +410,7 @@ def _prune_layer(
     config: PruneConfig, tier_maps: dict[str, torch.Tensor | None],
 ) -> None:
     """Prune every Linear of one layer in place (SparseGPT: grouped by shared input statistics)."""
-    if config.prune_method != "sparsegpt":
+    if not SCORES[config.prune_method].reconstruct:
         for name, module in linears.items():
             _prune_linear(module, scores[name], config, tier_maps[name])
         return
@@ -413,6 +419,12 @@ def _prune_layer(
         groups.setdefault(id(stats[name]), []).append(name)
     for names in groups.values():
         _sparsegpt_prune([linears[n] for n in names], stats[names[0]], config, [tier_maps[n] for n in names])
+
+
+def _profile_stats_class(config: PruneConfig) -> type:
+    """The statistic of the dense-model profile: the score's own, ActNormStats for a reconstruction method."""
+    score = SCORES[config.prune_method]
+    return ActNormStats if score.reconstruct else score.stats_class
 
 
 def profile_layers(
@@ -436,7 +448,7 @@ def profile_layers(
             outputs = []
             handle = layer.register_forward_hook(lambda module, args, out: outputs.append(out))
             try:
-                stats = collect_stats(layer, batches, ActNormStats)
+                stats = collect_stats(layer, batches, _profile_stats_class(config))
             finally:
                 handle.remove()
             hidden = [_hidden_output(layer, out, h) for out, h in zip(outputs, hidden, strict=True)]
@@ -517,7 +529,7 @@ def prune_model(
     if config.needs_calibration:
         with timer("capture"):
             hidden, layer_args = capture_layer_inputs(model, samples, config.calib_batch_size)
-    stats_class = HessianStats if config.prune_method == "sparsegpt" else ActNormStats
+    stats_class = SCORES[config.prune_method].stats_class
     for i, (layer, linears) in enumerate(
         tqdm(list(zip(layers, decoder_linears(model))), desc="prune", disable=not progress, unit="layer")
     ):

@@ -23,7 +23,9 @@ from typing import Iterable, Mapping, Sequence
 
 from torch import nn
 
+from lib import dataset_specs
 from lib.data import get_eval_tokens, load_task_examples
+from lib.lm_eval_backend import evaluate_lm_eval
 from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
 from lib.metrics import gsm8k_gold, gsm8k_scores, is_no_answer, squad_scores, squad_summary
 from lib.perplexity import perplexity
@@ -34,15 +36,22 @@ from lib.zeroshot import SUITE, evaluate_suite
 
 logger = logging.getLogger(__name__)
 
-PERPLEXITY_TASKS = ("wikitext2", "c4")
-EXAMPLE_TASKS = ("squad", "gsm8k", "boolq", SUITE)  # SUITE = "zeroshot": lib.zeroshot's multiple-choice tasks
-TASKS = PERPLEXITY_TASKS + EXAMPLE_TASKS
+EXAMPLE_TASKS = ("squad", "gsm8k", "boolq", SUITE)  # with an evaluator here; SUITE = "zeroshot": lib.zeroshot's tasks
+
+
+def perplexity_tasks() -> tuple[str, ...]:
+    """The registered text datasets (lib.dataset_specs): each one is a perplexity task."""
+    return dataset_specs.names("text")
+
+
+def task_names() -> tuple[str, ...]:
+    """Every --tasks name: the perplexity tasks, then EXAMPLE_TASKS."""
+    return perplexity_tasks() + EXAMPLE_TASKS
 SQUAD_MAX_NEW_TOKENS = 32
 SQUAD_STOP = ("\n",)
 GSM8K_MAX_NEW_TOKENS = 256
 GSM8K_STOP = ("Question:",)
 GSM8K_FEWSHOT_SEPARATOR = "\n\n"
-LM_EVAL_TASKS = {"squad": "squadv2", "gsm8k": "gsm8k", "boolq": "boolq"}  # our name -> lm-eval task
 NLL_TASKS = ("squad", "gsm8k")  # tasks with a gold-answer NLL (--nll_limit)
 # how a metric's per-example values pair up: the key holding its values, the key of their weights,
 # and whether the metric is exp(mean) of them (perplexity from window NLLs)
@@ -306,9 +315,9 @@ def perplexity_report(result: dict) -> dict:
 
 def check_tasks(tasks: Sequence[str]) -> None:
     """Raise ValueError naming an unknown or repeated task and listing the known ones."""
-    unknown = [task for task in tasks if task not in TASKS]
+    unknown = [task for task in tasks if task not in task_names()]
     if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(task_names())}")
     if len(set(tasks)) != len(tasks):
         raise ValueError(f"--tasks lists a task twice: {' '.join(tasks)}")
 
@@ -346,7 +355,7 @@ def evaluate_tasks(
     """Run `tasks` in order and collect one result.
 
     Args:
-        tasks: names from TASKS. Perplexity tasks use `seqlen` (already capped by the caller) and the
+        tasks: names from task_names(). Perplexity tasks use `seqlen` (already capped by the caller) and the
             first `eval_windows` windows; the others use the first `limit` eval examples.
         limit: an int for every example task, or {task: int}; None evaluates everything.
         num_fewshot: GSM8K only: the first K train examples are prefixed to every prompt.
@@ -370,7 +379,7 @@ def evaluate_tasks(
     for task in tasks:
         logger.info("evaluating %s", task)
         with timer(task):
-            if task in PERPLEXITY_TASKS:
+            if task in perplexity_tasks():
                 result = evaluate_perplexity(model, tokenizer, task, seqlen, data_dir, eval_windows, progress)
             elif task == SUITE:  # always our scorer; scripts/compare_lm_eval.py checks it against lm-eval
                 result = evaluate_suite(model, tokenizer, data_dir=data_dir, limit=task_limit(limit, task),
@@ -422,45 +431,3 @@ def _format_metrics(metrics: dict) -> str:
 def _require_examples(task: str, examples: Sequence[dict]) -> None:
     if not examples:
         raise ValueError(f"no {task} examples to evaluate; check --data_dir and --limit")
-
-
-# ---------------------------------------------------------------- optional lm-evaluation-harness backend
-
-
-class BackendError(RuntimeError):
-    """The optional lm-eval backend is missing or could not run; the message says what to do."""
-
-
-def require_lm_eval() -> None:
-    """Raise BackendError when the optional `lm_eval` package is not installed."""
-    import importlib.util
-
-    if importlib.util.find_spec("lm_eval") is None:
-        raise BackendError("--backend lm-eval needs lm-evaluation-harness: `pip install lm-eval` (or use --backend ours)")
-
-
-def evaluate_lm_eval(
-    model: nn.Module, tokenizer, task: str, limit: int | None, batch_size: int, num_fewshot: int
-) -> dict:
-    """Run one of squad/gsm8k/boolq through lm-evaluation-harness on the in-memory model.
-
-    lm-eval loads its own copies of the datasets (from the Hub or its cache), so this needs
-    network access or a warm HF datasets cache. Its metric names are kept as it reports them.
-    """
-    require_lm_eval()
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
-
-    lm_task = LM_EVAL_TASKS[task]
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    try:
-        output = simple_evaluate(model=lm, tasks=[lm_task], num_fewshot=num_fewshot or None, limit=limit)
-    except Exception as err:  # lm-eval surfaces dataset download failures as many exception types
-        raise BackendError(
-            f"lm-eval could not run {lm_task!r} ({err.__class__.__name__}: {err}); it needs its datasets from the "
-            "Hub or a warm cache. Use --backend ours to evaluate offline from --data_dir."
-        ) from err
-    results = output["results"][lm_task]
-    metrics = {key: value for key, value in results.items() if isinstance(value, (int, float)) and key != "alias"}
-    counts = {"total": output.get("n-samples", {}).get(lm_task, {}).get("effective"), "lm_eval_task": lm_task}
-    return {"metrics": metrics, "counts": counts, "samples": None}

@@ -23,6 +23,7 @@ from torch import nn
 
 from lib.data_sources import DataError, _read_jsonl, load_hub_split, resolve_data_dir
 from lib.generation import continuation_logprobs
+from lib.registry import register_unique
 from lib.uncertainty import mean_stderr
 
 logger = logging.getLogger(__name__)
@@ -95,10 +96,7 @@ _REGISTRY: dict[str, ZeroShotTask] = {}
 
 def register(task: ZeroShotTask) -> ZeroShotTask:
     """Add a spec to the registry (its name must be new); returns it, so a spec module can keep a handle."""
-    if task.name in _REGISTRY:
-        raise ValueError(f"zero-shot task {task.name!r} is registered twice")
-    _REGISTRY[task.name] = task
-    return task
+    return register_unique(_REGISTRY, task.name, task, "zero-shot task")
 
 
 def registry() -> Mapping[str, ZeroShotTask]:

@@ -42,8 +42,10 @@ if __package__ in (None, ""):
 
 import torch
 
+from lib.cli import OneLineParser, fail, setup_logging
 from lib.cost import checkpoint_cost
 from lib.data import get_loaders
+from lib.masks import DEFAULT_RATIOS
 from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
 from lib.perplexity import perplexity
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
@@ -52,20 +54,20 @@ from lib.results import environment_info, write_json
 from lib.uncertainty import mean_sd, welch_t
 
 logger = logging.getLogger("bench_quality")
-RATIOS = (0.35, 0.45, 0.2)
 
 
 def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     configs: dict[str, PruneConfig | None] = {"dense": None}
     for method, scope, owl in itertools.product(("wanda", "sparsegpt"), ("matrix", "row", "layer", "model"), (False, True)):
         name = f"three_tier {method} {scope}" + (" owl" if owl else "")
-        configs[name] = PruneConfig(prune_method=method, ratios=RATIOS, tier_scope=scope, owl=owl)
-    sparsity = RATIOS[1] * 0.5 + RATIOS[2] * (1 - 15 / 256)
+        configs[name] = PruneConfig(prune_method=method, tier_scope=scope, owl=owl)
+    sparsity = DEFAULT_RATIOS[1] * 0.5 + DEFAULT_RATIOS[2] * (1 - 15 / 256)
     for method in ("wanda", "sparsegpt"):
         configs[f"unstructured {method}"] = PruneConfig(prune_method=method, sparsity_type="unstructured", sparsity_ratio=sparsity)
     # the pruning issue's comparison rows (not in the default table; select them with --only)
     extra = {
-        "three_tier wanda matrix intra-magnitude": PruneConfig(ratios=RATIOS, intra_block_metric="magnitude"),
+        "three_tier wanda matrix intra-magnitude": PruneConfig(intra_block_score="magnitude"),
+        "three_tier ria matrix": PruneConfig(prune_method="ria"),
         "unstructured wanda 0.5": PruneConfig(sparsity_type="unstructured", sparsity_ratio=0.5),
         "2:4 wanda": PruneConfig(sparsity_type="2:4"),
         "2:4 magnitude": PruneConfig(sparsity_type="2:4", prune_method="magnitude"),
@@ -79,7 +81,7 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     configs.update(extra)
     unknown = [o for o in only if o not in configs]
     if unknown:
-        raise SystemExit(f"error: unknown configuration(s) {unknown}; choose from: {', '.join(configs)}")
+        fail(f"unknown configuration(s) {unknown}; choose from: {', '.join(configs)}")
     return {k: configs[k] for k in only}  # in the order given
 
 
@@ -174,7 +176,7 @@ def compare(a: dict, b: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--nsamples", type=int, default=32)
@@ -195,12 +197,12 @@ def main() -> int:
         check_outputs([output], {"--model": args.model})  # before hours of pruning, not after
     except OutputError as err:
         parser.error(str(err))
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     seeds = [args.seed] if args.seed is not None else list(dict.fromkeys(args.seeds))
     configs = configurations(args.only)
     for pair in args.compare or []:
         if any(name not in configs for name in pair):
-            raise SystemExit(f"error: --compare {pair[0]!r} {pair[1]!r}: both must be rows of the table ({', '.join(configs)})")
+            fail(f"--compare {pair[0]!r} {pair[1]!r}: both must be rows of the table ({', '.join(configs)})")
     rows_dir = Path(args.rows_dir) if args.rows_dir else None
     if rows_dir:
         rows_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import sys
 import time
 from pathlib import Path
@@ -27,29 +26,23 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `lib` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
-import torch
-
+from lib.cli import OneLineParser, run_or_fail, seed_everything, setup_logging
 from lib.models import DEFAULT_MODEL, DTYPES, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label
 from lib.outputs import Output, OutputError, claim_outputs, write_output_json
 from lib.results import environment_info
 from lib.tasks import (
-    EXAMPLE_TASKS, PERPLEXITY_TASKS, TASKS, BackendError, check_nll_limit, check_tasks, evaluate_tasks, require_lm_eval,
+    EXAMPLE_TASKS, check_nll_limit, check_tasks, evaluate_tasks, perplexity_tasks, task_names,
 )
+from lib.lm_eval_backend import BackendError, require_lm_eval
 
 logger = logging.getLogger("eval_tasks")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
     p.add_argument("--tasks", nargs="+", default=["wikitext2", "squad", "gsm8k", "boolq"], metavar="TASK",
-                   help=f"any of {', '.join(TASKS)} (default: wikitext2 squad gsm8k boolq)")
+                   help=f"any of {', '.join(task_names())} (default: wikitext2 squad gsm8k boolq)")
     p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
     p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N",
                    help="evaluate the first N examples of each example task, or per task: squad=200 gsm8k=50")
@@ -113,7 +106,7 @@ def run(args: argparse.Namespace) -> Path:
         raise ValueError(f"--num_fewshot must be >= 0, got {args.num_fewshot}")
     if args.backend == "lm-eval" and set(args.tasks) & set(EXAMPLE_TASKS):
         require_lm_eval()
-    if set(args.tasks) & set(PERPLEXITY_TASKS):
+    if set(args.tasks) & set(perplexity_tasks()):
         check_seqlen(args.seqlen)
     output = Path(args.output) if args.output else Path("out") / "eval" / f"{model_label(args.model)}.json"
     with claim_outputs([Output("--output", output, "eval_report", is_file=True)], inputs={"--model": args.model},
@@ -123,13 +116,11 @@ def run(args: argparse.Namespace) -> Path:
 
 def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_tokens, nll_limit) -> Path:
     """Load the model, evaluate every task and write the report to `output` (claimed by `run`)."""
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed)
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     seconds = {"load_model": time.perf_counter() - start}
-    seqlen = effective_seqlen(model, args.seqlen) if set(args.tasks) & set(PERPLEXITY_TASKS) else None
+    seqlen = effective_seqlen(model, args.seqlen) if set(args.tasks) & set(perplexity_tasks()) else None
     logger.info("evaluating %s on %s", args.model, ", ".join(args.tasks))
 
     result = evaluate_tasks(
@@ -171,14 +162,9 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, ModelLoadError, FileNotFoundError, BackendError, OutputError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_or_fail(run, args, errors=(ValueError, ModelLoadError, FileNotFoundError, BackendError, OutputError))
 
 
 if __name__ == "__main__":

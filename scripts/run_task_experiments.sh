@@ -1,14 +1,7 @@
 #!/usr/bin/env bash
 # The experiment matrix: prune with one data set, fine-tune on another, evaluate on every task.
-#
-#   row       prune (calibrate) with   fine-tune on
-#   baseline  wikitext2                wikitext2 (causal LM, dense_ft/finetune_lm.py)
-#   exp1      wikitext2                squad
-#   exp2      squad                    squad
-#   exp3      wikitext2                gsm8k
-#   exp4      gsm8k                    gsm8k
-#   exp5      wikitext2+squad          squad
-#   exp6      wikitext2+gsm8k          gsm8k
+# The rows are defined once, in lib/matrix.py (listed at the end of --help; wikitext2 as the
+# fine-tune data means causal-LM fine-tuning with dense_ft/finetune_lm.py).
 #
 # plus the reference rows: the dense model and every pruned model before fine-tuning. Every
 # model is evaluated with scripts/eval_tasks.py (WikiText2 PPL, SQuAD v2, GSM8K, BoolQ), then
@@ -49,17 +42,18 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-EXPERIMENTS=(baseline exp1 exp2 exp3 exp4 exp5 exp6)
-declare -A CALIBRATION=([baseline]=wikitext2 [exp1]=wikitext2 [exp2]=squad [exp3]=wikitext2 [exp4]=gsm8k
-                        [exp5]=wikitext2+squad [exp6]=wikitext2+gsm8k)
-declare -A FINETUNE=([baseline]=wikitext2 [exp1]=squad [exp2]=squad [exp3]=gsm8k [exp4]=gsm8k
-                     [exp5]=squad [exp6]=gsm8k)
 
 die() { echo "error: $*" >&2; exit 2; }
+# EXPERIMENTS=(names), CALIBRATION[name], FINETUNE[name]: from lib/matrix.py
+MATRIX=$("${PYTHON:-python}" "$REPO/scripts/experiment_matrix.py" --bash) ||
+  die "could not read the experiment matrix with '${PYTHON:-python} scripts/experiment_matrix.py'; set PYTHON to the project's python"
+eval "$MATRIX"
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
   echo; echo "Environment variables and their defaults (without a preset):"
   sed -n '/^PYTHON=/,/^EVAL_ARGS=/p' "${BASH_SOURCE[0]}" | sed 's/^/  /'
+  echo; echo "The experiment matrix (lib/matrix.py):"
+  "${PYTHON:-python}" "$REPO/scripts/experiment_matrix.py"
 }
 
 PRESET=${PRESET:-}

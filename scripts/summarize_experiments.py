@@ -11,7 +11,6 @@ the verdicts on the expectations generated from those intervals.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -19,14 +18,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/summarize_experiments.py`: make `lib` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lib.cli import OneLineParser, fail, setup_logging
 from lib.experiments import load_rows, plot_results, results_markdown, step_times
 
 logger = logging.getLogger("summarize_experiments")
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    setup_logging()
+    parser = OneLineParser(description=__doc__)
     parser.add_argument("--out", required=True, help="the OUT directory of scripts/run_task_experiments.sh")
     parser.add_argument("--expect", nargs="*", default=[], metavar="ROW",
                         help="rows that must appear (dense, pruned/<tag>, exp1, ...); one without eval.json shows as no data")
@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     rows = load_rows(out, args.expect)
     if all(row.missing for row in rows):
-        print(f"error: no eval.json under {out}; run scripts/run_task_experiments.sh with OUT={out} first", file=sys.stderr)
-        return 2
+        fail(f"no eval.json under {out}; run scripts/run_task_experiments.sh with OUT={out} first")
     plot_results(rows, out / "results.png")  # the figure first: results.md's time marks a finished summary
     (out / "results.md").write_text(results_markdown(rows, step_times(out), out))
     logger.info("%d rows -> %s, %s", len(rows), out / "results.md", out / "results.png")

@@ -14,7 +14,7 @@ import torch
 from conftest import SAMPLE_DATA
 from lib import data
 from lib.data import (
-    DATASET_NAMES,
+    dataset_names,
     apportion,
     get_eval_tokens,
     get_loaders,
@@ -227,7 +227,7 @@ def test_parse_mixture_errors(name, message):
 def test_unknown_name_lists_valid_names(tokenizer):
     with pytest.raises(ValueError) as err:
         get_loaders("ptb", nsamples=1, seqlen=8, tokenizer=tokenizer, data_dir=SAMPLE_DATA)
-    assert all(name in str(err.value) for name in DATASET_NAMES)
+    assert all(name in str(err.value) for name in dataset_names())
     assert "wikitext2+squad" in str(err.value) and "wikitext2:0.7,gsm8k:0.3" in str(err.value)
 
 
@@ -241,14 +241,14 @@ def test_unknown_name_lists_valid_names(tokenizer):
 )
 def test_mixture_counts_are_exact_and_logged(tokenizer, monkeypatch, caplog, name, nsamples, expected):
     drawn = {}
-    original = data._source_samples
+    original = data.calibration_samples
 
     def recording(source, n, *args):
         samples = original(source, n, *args)
         drawn[source] = len(samples)
         return samples
 
-    monkeypatch.setattr(data, "_source_samples", recording)
+    monkeypatch.setattr(data, "calibration_samples", recording)
     with caplog.at_level(logging.INFO, logger="lib.data"):
         trainloader, _ = get_loaders(name, nsamples=nsamples, seqlen=16, tokenizer=tokenizer, data_dir=SAMPLE_DATA)
     assert len(trainloader) == nsamples and drawn == expected

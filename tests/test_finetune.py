@@ -14,16 +14,10 @@ from torch import nn
 
 from conftest import REPO, SAMPLE_DATA, make_llama
 from lib.models import decoder_linear_weights
-from lib.finetune import (
-    IGNORE_INDEX,
-    PadCollator,
-    SparsityMask,
-    check_precision,
-    encode_prompt_target,
-    main,
-    parse_args,
-    tensors_sha256,
-)
+from lib.finetune import main
+from lib.finetune_args import check_precision, parse_args
+from lib.finetune_data import IGNORE_INDEX, PadCollator, encode_prompt_target
+from lib.sparse_training import SparsityCallback, SparsityMask, tensors_sha256
 from lib.masks import three_tier_mask
 from lib.models import find_linears, get_decoder_layers
 from lib.prompts import NO_ANSWER, squad_prompt
@@ -127,7 +121,7 @@ def test_encode_prompt_target_puts_loss_on_the_answer_only(tokenizer):
 
 
 def test_unanswerable_squad_target_is_the_shared_no_answer_string(tokenizer):
-    from lib.finetune import build_task_dataset
+    from lib.finetune_data import build_task_dataset
 
     example = {"context": CONTEXT, "question": "Why?", "answers": []}
     (feature,) = build_task_dataset("squad", [example], tokenizer, max_length=512)
@@ -179,6 +173,28 @@ def test_mask_zeroes_pruned_gradients_and_keeps_the_zero_pattern():
     plain, _ = pruned_llama()
     adamw_steps(plain, None)
     assert not mask.unchanged(plain) and sum(int(z.sum()) for z in zero_masks(plain).values()) == 0
+
+
+@pytest.mark.parametrize("with_callback", [True, False])
+def test_callback_keeps_the_pattern_under_a_trainer_subclass(with_callback, tokenizer, tmp_path):
+    """SparsityCallback is all another trainer needs (the README's TRL recipe); without it the model densifies."""
+    from transformers import Trainer, TrainingArguments
+
+    class WeightedLossTrainer(Trainer):  # a subclass with its own loss, like TRL's SFTTrainer
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            outputs = model(**inputs)
+            return (2.0 * outputs.loss, outputs) if return_outputs else 2.0 * outputs.loss
+
+    model, _ = pruned_llama()
+    mask = SparsityMask.from_model(model)
+    features = [encode_prompt_target(tokenizer, "The quick brown", " fox jumps", 64)] * 8
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
+                             weight_decay=0.1, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = WeightedLossTrainer(model=model, args=args, train_dataset=features,
+                                  data_collator=PadCollator(tokenizer.pad_token_id),
+                                  callbacks=[SparsityCallback(mask)] if with_callback else None)
+    trainer.train()
+    assert mask.unchanged(trainer.model) is with_callback
 
 
 def test_incidental_zeros_below_min_layer_sparsity_are_not_a_mask():

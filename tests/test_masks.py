@@ -98,7 +98,7 @@ def test_nm_keep_hand_worked_with_ties_and_remainder():
     assert nm_keep(score, 4, 8).sum() == 4 + 2
 
 
-def test_intra_block_metric_changes_choice():
+def test_intra_block_score_changes_choice():
     weight = torch.tensor([[1.0, 3.0, 2.0, 0.5] * 4] * 16)
     act = torch.tensor([9.0, 1.0, 1.0, 100.0] * 4)  # norms 3, 1, 1, 10 -> wanda 3, 3, 2, 5
     keep_w, tiers = three_tier_mask(weight, act, (0.0, 1.0, 0.0), 16, 15, "wanda")
@@ -138,7 +138,7 @@ def test_three_tier_keep_accepts_explicit_tier_map():
         ({"ratios": (0.5, 0.5)}, "3 values"),
         ({"block_size": 10}, "multiple of 4"),
         ({"block_size": 0}, "multiple of 4"),
-        ({"intra_block_metric": "l2"}, "intra_block_metric"),
+        ({"intra_block_score": "l2"}, "intra_block_score"),
         ({"topk_per_block": -1}, "topk_per_block"),
     ],
 )

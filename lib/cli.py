@@ -1,0 +1,103 @@
+"""What every command-line entry point shares: logging setup, seeding, one-line errors.
+
+    parser = OneLineParser(description=__doc__)
+    args = parser.parse_args(argv)
+    setup_logging()
+    seed_everything(args.seed)
+    return run_or_fail(run, args, errors=(ValueError, OutputError))   # 0, or 2 with "error: ..." on stderr
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import random
+import sys
+from typing import Any, Callable, NoReturn
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
+EXIT_USAGE = 2  # bad input, like argparse
+
+
+def setup_logging(level: int = logging.INFO, stream=None) -> None:
+    """Configure the root logger once per process (time, level, logger name); a later call changes nothing."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT,
+                        handlers=[logging.StreamHandler(stream)] if stream is not None else None)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (CPU and every CUDA device)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def one_line(message: Any) -> str:
+    """`message` with its whitespace (newlines included) collapsed to single spaces."""
+    return " ".join(str(message).split())
+
+
+def fail(message: Any) -> NoReturn:
+    """Exit with status 2 and `error: <message>` on one stderr line."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def run_or_fail(function: Callable[..., Any], *args: Any, errors: tuple[type[BaseException], ...] = (ValueError,)) -> int:
+    """Call `function(*args)`; 0 when it returns, 2 with a one-line stderr error when it raises one of `errors`."""
+    try:
+        function(*args)
+    except errors as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (`prog: error: ...`), without the usage block."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: str | None = None) -> None:
+    """One flag per field of the dataclass `cls`, named and documented by the field itself.
+
+    Field metadata: "help"; "flag" (the spelling when it is not --<field name>); "aliases" (other
+    spellings); "choices"; "type" (when the default does not show it, e.g. a None default);
+    "metavar". A bool field is a switch (store_true); a tuple default takes that many values.
+    Each flag's default is the field's default, shown in --help.
+    """
+    group = parser.add_argument_group(title or cls.__name__)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        flags = [meta.get("flag", f"--{f.name}"), *meta.get("aliases", ())]
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default,
+                                  "help": f"{meta.get('help', '')} (default: {shown})".strip()}
+        if isinstance(default, bool):
+            group.add_argument(*flags, action="store_true", **kwargs)
+            continue
+        if isinstance(default, tuple):
+            kwargs.update(nargs=len(default), type=type(default[0]))
+        else:
+            kwargs["type"] = meta.get("type", type(default))
+        for key in ("choices", "metavar"):
+            if key in meta:  # choices may be a function of a registry, read when the parser is built
+                kwargs[key] = meta[key]() if callable(meta[key]) else meta[key]
+        group.add_argument(*flags, **kwargs)
+
+
+def dataclass_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """{field name: parsed value} for the fields of `cls` (flags added by `add_dataclass_arguments`)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}

@@ -21,27 +21,19 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.data import get_loaders
-from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
 from lib.prune import PruneConfig, plan_layer_ratios, profile_model, prune_model
+from scripts.bench_setup import add_model_args, load_calibrated
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--nsamples", type=int, default=32)
-    parser.add_argument("--seqlen", type=int, default=512)
+    add_model_args(parser)
     parser.add_argument("--subsets", type=int, nargs="+", default=[2, 4, 8, 16], help="profile sample counts to compare")
     parser.add_argument("--prune_method", default="sparsegpt")
     parser.add_argument("--tier_scope", default="row")
-    parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
-    model, tokenizer = load_model(args.model, device=args.device)
-    seqlen = effective_seqlen(model, args.seqlen)
-    trainloader, _ = get_loaders("wikitext2", args.nsamples, 0, seqlen, tokenizer, args.data_dir)
-    samples = [inp for inp, _ in trainloader]
+    model, _, seqlen, samples, _ = load_calibrated(args)
     config = PruneConfig(prune_method=args.prune_method, tier_scope=args.tier_scope, owl=True)
 
     rows = []

@@ -28,10 +28,10 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.data import get_loaders
-from lib.models import DEFAULT_MODEL, effective_seqlen, load_model, model_device
+from lib.models import model_device
 from lib.perplexity import perplexity
 from lib.prune import PruneConfig, measure_sparsity, prune_model
+from scripts.bench_setup import add_model_args, load_calibrated
 
 PRUNES = {
     "wanda_three_tier": dict(sparsity_type="three_tier", prune_method="wanda"),
@@ -68,21 +68,14 @@ def bare_forwards(model, batches: list[torch.Tensor], passes: int) -> Clock:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--nsamples", type=int, default=32)
-    parser.add_argument("--seqlen", type=int, default=512)
+    add_model_args(parser)
     parser.add_argument("--eval_windows", type=int, default=64)
     parser.add_argument("--calib_batch_size", type=int, default=8)
     parser.add_argument("--eval_batch_size", type=int, default=8)
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES, help="phases to run, in this order")
-    parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
-    model, tokenizer = load_model(args.model, device=args.device)
-    seqlen = effective_seqlen(model, args.seqlen)
-    trainloader, testenc = get_loaders("wikitext2", args.nsamples, 0, seqlen, tokenizer, args.data_dir)
-    samples = [inp for inp, _ in trainloader]
+    model, _, seqlen, samples, testenc = load_calibrated(args)
     calib_batches = [torch.cat(samples[i : i + args.calib_batch_size]) for i in range(0, len(samples), args.calib_batch_size)]
     dense = {k: v.clone() for k, v in model.state_dict().items()}
     print(f"{args.model}: {len(samples)} x {seqlen} calibration, {args.eval_windows} x {seqlen} evaluation, "

@@ -16,7 +16,8 @@ import main_block_three_tier as cli
 from conftest import SAMPLE_DATA
 from lib.masks import tier_counts
 from lib.models import decoder_layers_path, decoder_linears, get_decoder_layers
-from lib.prune import PruneConfig, capture_layer_inputs, prune_model, run_layer
+from lib.capture import capture_layer_inputs, run_layer
+from lib.prune import PruneConfig, prune_model
 from test_masks import check_structure
 
 WINDOW = 8  # sliding window of every config that has one; samples are 3x longer

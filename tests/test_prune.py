@@ -5,7 +5,8 @@ import torch
 
 from lib.masks import TIER_NAMES, expand_tier_map, tier_counts
 from lib.models import find_linears, get_decoder_layers
-from lib.prune import PruneConfig, capture_layer_inputs, measure_sparsity, profile_model, prune_model, run_layer
+from lib.capture import capture_layer_inputs, run_layer
+from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
 from test_masks import check_structure
 
 from conftest import make_llama, make_opt

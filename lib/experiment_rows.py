@@ -54,27 +54,26 @@ class Row:
     base: str = ""  # the name without its seed suffix: what the runs of one Group share
 
 
+class _FirstRun:
+    """A `Group` attribute read from its first run (the seeds of one row share it)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, group: "Group", owner: type | None = None):
+        return getattr(group.runs[0], self.name)
+
+
 @dataclass
 class Group:
     """The runs of one row over calibration seeds (one run when there is one seed)."""
 
     runs: list[Row]
-
-    @property
-    def kind(self) -> str:
-        return self.runs[0].kind
-
-    @property
-    def label(self) -> str:
-        return self.runs[0].label
-
-    @property
-    def calibration(self) -> str | None:
-        return self.runs[0].calibration
-
-    @property
-    def finetuning(self) -> str | None:
-        return self.runs[0].finetuning
+    # what every seed of one row shares, read from the first run
+    kind = _FirstRun()
+    label = _FirstRun()
+    calibration = _FirstRun()
+    finetuning = _FirstRun()
 
     @property
     def name(self) -> str:

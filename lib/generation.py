@@ -178,14 +178,23 @@ def _decode(ids: torch.Tensor, eos: torch.Tensor, tokenizer, stop_strings: Seque
     return text
 
 
+def _scoring_setup(model: nn.Module, tokenizer) -> tuple[torch.device, int | None, int]:
+    """(device, context length or None, padding id) for the right-padded scoring passes."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
+    return model_device(model), max_context(model), pad_id
+
+
+def _right_padded(rows: Sequence[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows right padded to one width: (input_ids (B, T), attention_mask (B, T))."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], device=device)
+    attention_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=device)
+    return input_ids, attention_mask
+
+
 @torch.no_grad()
 def continuation_logprobs(
-    model: nn.Module,
-    tokenizer,
-    prompts: Sequence[str],
-    continuations: Sequence[str],
-    batch_size: int = 8,
-    progress: bool = True,
+    model: nn.Module, tokenizer, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8, progress: bool = True
 ) -> list[dict]:
     """Log-likelihood of each continuation given its prompt, summed over the continuation's tokens.
 
@@ -201,9 +210,7 @@ def continuation_logprobs(
     """
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
-    device = model_device(model)
-    context = max_context(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
+    device, context, pad_id = _scoring_setup(model, tokenizer)
     sequences, n_truncated = [], 0
     for prompt, continuation in zip(prompts, continuations):
         target = tokenizer(continuation, add_special_tokens=False).input_ids
@@ -220,10 +227,7 @@ def continuation_logprobs(
     results: list[dict] = [{}] * len(prompts)
     batches = _length_sorted_batches([len(p) + len(t) for p, t in sequences], batch_size)
     for batch in tqdm(batches, desc="log-likelihood", disable=not progress, unit="batch"):
-        rows = [sequences[i][0] + sequences[i][1] for i in batch]
-        width = max(len(row) for row in rows)
-        input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], device=device)  # (B, T)
-        attention_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=device)  # (B, T)
+        input_ids, attention_mask = _right_padded([sequences[i][0] + sequences[i][1] for i in batch], pad_id, device)
         hidden = final_hidden_states(model, input_ids, attention_mask)  # (B, T, H)
         scored_rows, positions, targets = [], [], []
         for row, index in enumerate(batch):
@@ -241,12 +245,7 @@ def continuation_logprobs(
 
 @torch.no_grad()
 def next_token_logprobs(
-    model: nn.Module,
-    tokenizer,
-    prompts: Sequence[str],
-    token_ids: Sequence[int],
-    batch_size: int = 8,
-    progress: bool = True,
+    model: nn.Module, tokenizer, prompts: Sequence[str], token_ids: Sequence[int], batch_size: int = 8, progress: bool = True
 ) -> torch.Tensor:
     """Log-probabilities of K candidate tokens as the next token after each prompt: one forward per prompt.
 
@@ -255,17 +254,13 @@ def next_token_logprobs(
     Returns:
         (N, K) float32 tensor on the CPU.
     """
-    device = model_device(model)
-    context = max_context(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
+    device, context, pad_id = _scoring_setup(model, tokenizer)
     encoded = [_truncate_left(tokenizer(prompt).input_ids, None if context is None else context - 1)[0] for prompt in prompts]
     candidates = torch.tensor(list(token_ids), device=device)  # (K,)
     result = torch.empty(len(prompts), len(token_ids))
     for batch in tqdm(_length_sorted_batches([len(ids) for ids in encoded], batch_size), desc="next-token", disable=not progress, unit="batch"):
         lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
-        width = int(lengths.max())
-        input_ids = torch.tensor([encoded[i] + [pad_id] * (width - len(encoded[i])) for i in batch], device=device)  # (B, T)
-        attention_mask = (torch.arange(width, device=device)[None] < lengths[:, None]).long()  # (B, T), right padded
+        input_ids, attention_mask = _right_padded([encoded[i] for i in batch], pad_id, device)  # (B, T) each
         hidden = final_hidden_states(model, input_ids, attention_mask)  # (B, T, H)
         last = head_logits(model, hidden[torch.arange(len(batch), device=device), lengths - 1])  # (B, V): only the last real position
         result[batch] = torch.log_softmax(last, dim=-1)[:, candidates].cpu()  # (B, K)

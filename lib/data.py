@@ -12,17 +12,13 @@ Task samples never contain padding: with packing "concat" randomly drawn example
 followed by the tokenizer's EOS, and cut at seqlen; with "none" a sample is one example at its natural
 length (<= seqlen). WikiText-2 / C4 windows are always seqlen tokens of running text.
 
-Tokenized WikiText-2 / C4 text is kept for the process and on disk under
-`lib.models.cache_root() / "tokenized"`, keyed by (tokenizer, file); task examples are tokenized once
-per process.
+Tokenized WikiText-2 / C4 text is kept for the process and on disk (`lib.token_cache`); task examples
+are tokenized once per process.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from lib import dataset_specs
+from lib import dataset_specs, token_cache
 from lib.data_sources import Corpus, DataError, load_task_examples, resolve_data_dir, task_examples
-from lib.models import cache_root
+from lib.token_cache import DocumentTokens, text_tokens, tokenizer_key
 
 __all__ = [
     "dataset_names", "MIXED", "PACKING", "DataError", "calibration_samples",
@@ -53,8 +49,6 @@ MIXTURE_HELP = (
     "or 'wikitext2:0.7,gsm8k:0.3' (shares summing to 1)"
 )
 
-# (tokenizer key, source origin, recipe) -> tokens; one tokenization per source and process
-_TOKEN_CACHE: dict[tuple, object] = {}
 
 
 # ---------------------------------------------------------------- names and mixtures
@@ -140,80 +134,6 @@ def apportion(weights: Sequence[float | Fraction], total: int) -> list[int]:
     return counts
 
 
-# ---------------------------------------------------------------- token caches
-
-
-def tokenizer_key(tokenizer) -> str:
-    """A short hash identifying a tokenizer's behaviour (name, vocabulary, merges, special-token rules)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    spec = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    flags = [getattr(tokenizer, attr, None) for attr in ("add_bos_token", "add_eos_token")]
-    return hashlib.sha1(f"{tokenizer.name_or_path}|{flags}|{spec}".encode()).hexdigest()[:16]
-
-
-def _cache_path(kind: str, key: tuple) -> Path:
-    return cache_root() / "tokenized" / f"{kind}-{hashlib.sha1(repr(key).encode()).hexdigest()[:20]}.pt"
-
-
-def _load(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: recompute and overwrite it
-        logger.warning("ignoring unreadable token cache %s (%s)", path, err.__class__.__name__)
-        return None
-
-
-def _save(path: Path, value) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(value, tmp)
-        tmp.replace(path)
-    except OSError as err:
-        logger.warning("cannot write token cache %s (%s); continuing without it", path, err)
-
-
-def _text_tokens(tokenizer, tok_key: str, corpus: Corpus, separator: str) -> torch.Tensor:
-    """Token ids [T] (int64) of `separator.join(corpus.texts)`, tokenized once per (tokenizer, file)."""
-    key = (tok_key, corpus.origin, len(corpus.texts), separator)
-    if key not in _TOKEN_CACHE:
-        path = _cache_path("text", key)
-        tokens = _load(path)
-        if tokens is None:
-            logger.info("tokenizing %s (once; cached in %s)", corpus.label, path.parent)
-            tokens = tokenizer(separator.join(corpus.texts), return_tensors="pt", verbose=False)["input_ids"][0]
-            _save(path, tokens.to(torch.int32))
-        else:
-            logger.info("tokens of %s from cache %s", corpus.label, path)
-        _TOKEN_CACHE[key] = tokens.long()
-    return _TOKEN_CACHE[key]
-
-
-class _DocumentTokens:
-    """Token ids [n_i] of single documents, tokenized on first use; kept per process and on disk."""
-
-    def __init__(self, tokenizer, tok_key: str, corpus: Corpus):
-        key = (tok_key, corpus.origin, "documents")
-        self.tokenizer, self.texts, self.path = tokenizer, corpus.texts, _cache_path("documents", key)
-        if key not in _TOKEN_CACHE:
-            _TOKEN_CACHE[key] = _load(self.path) or {}
-        self.tokens: dict[int, torch.Tensor] = _TOKEN_CACHE[key]
-        self.n_saved = len(self.tokens)
-
-    def __call__(self, index: int) -> torch.Tensor:
-        if index not in self.tokens:
-            ids = self.tokenizer(self.texts[index], return_tensors="pt", verbose=False)["input_ids"][0]
-            self.tokens[index] = ids.to(torch.int32)
-        return self.tokens[index]
-
-    def save(self) -> None:
-        if len(self.tokens) > self.n_saved:
-            _save(self.path, self.tokens)
-            self.n_saved = len(self.tokens)
-
-
 class _ExampleStream:
     """Token ids of task examples in a seeded random order; each pass over the examples is a new permutation."""
 
@@ -249,7 +169,7 @@ def _wikitext2_samples(n: int, seed: int, seqlen: int, tokens: torch.Tensor, lab
     return samples
 
 
-def _c4_samples(n: int, seed: int, seqlen: int, corpus: Corpus, documents: _DocumentTokens) -> list[torch.Tensor]:
+def _c4_samples(n: int, seed: int, seqlen: int, corpus: Corpus, documents: DocumentTokens) -> list[torch.Tensor]:
     """Wanda: a random document longer than seqlen tokens, then a random window [1, seqlen] of it."""
     n_documents = len(corpus.texts)
     if n_documents == 0:
@@ -295,7 +215,7 @@ def _task_samples(
         raise DataError(f"--calibration_packing none takes one {task} example per sample, and {n} samples need "
                         f"{n} examples but the {task} train split has {len(examples)}: lower --nsamples to at "
                         f"most {len(examples)} or use --calibration_packing concat")
-    cache = _TOKEN_CACHE.setdefault((tok_key, origin, task), {})
+    cache = token_cache.TOKEN_CACHE.setdefault((tok_key, origin, task), {})
     text = dataset_specs.get(task).calibration_text
     stream = _ExampleStream(lambda i: text(examples[i]), len(examples), tokenizer, cache, seed)
     samples = []
@@ -323,10 +243,10 @@ def calibration_samples(
         samples = _task_samples(source, n, seed, seqlen, tokenizer, tok_key, data_dir, packing)
     elif spec.sampling == "windows":
         corpus = spec.corpus("calibration", data_dir)
-        samples = _wikitext2_samples(n, seed, seqlen, _text_tokens(tokenizer, tok_key, corpus, " "), corpus.label)
+        samples = _wikitext2_samples(n, seed, seqlen, text_tokens(tokenizer, tok_key, corpus, " "), corpus.label)
     else:
         corpus = spec.corpus("calibration", data_dir)
-        samples = _c4_samples(n, seed, seqlen, corpus, _DocumentTokens(tokenizer, tok_key, corpus))
+        samples = _c4_samples(n, seed, seqlen, corpus, DocumentTokens(tokenizer, tok_key, corpus))
     logger.info(
         "calibration: %d samples from %s (seqlen %d, seed %d%s)", n, source, seqlen, seed,
         f", packing {packing}" if spec.kind == "examples" else "",
@@ -350,7 +270,7 @@ def _target(inp: torch.Tensor) -> torch.Tensor:
 
 def _eval_tokens(name: str, tokenizer, tok_key: str, data_dir: Path | None, seqlen: int) -> torch.Tensor:
     spec = dataset_specs.get(name, "text")
-    tokens = _text_tokens(tokenizer, tok_key, spec.corpus("evaluation", data_dir), spec.eval_separator)
+    tokens = text_tokens(tokenizer, tok_key, spec.corpus("evaluation", data_dir), spec.eval_separator)
     return (tokens if spec.eval_windows is None else tokens[: spec.eval_windows * seqlen]).unsqueeze(0)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import SAMPLE_DATA
-from lib import data
+from lib import data, token_cache
 from lib.data import (
     dataset_names,
     apportion,
@@ -38,7 +38,7 @@ def isolated_caches(tmp_path, monkeypatch):
     """Token caches in a fresh directory and an empty in-process cache for every test."""
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("WANDA_DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "_TOKEN_CACHE", {})
+    monkeypatch.setattr(token_cache, "TOKEN_CACHE", {})
 
 
 class CountingTokenizer:
@@ -460,7 +460,7 @@ def test_corpus_tokenized_once_per_process_and_cached_on_disk(tokenizer, tmp_pat
     again, _ = get_loaders("wikitext2", nsamples=3, seqlen=32, tokenizer=counting, data_dir=SAMPLE_DATA)
     assert counting.calls == 2  # in-process cache
 
-    monkeypatch.setattr(data, "_TOKEN_CACHE", {})  # a new process
+    monkeypatch.setattr(token_cache, "TOKEN_CACHE", {})  # a new process
     fresh = CountingTokenizer(tokenizer)
     from_disk, testenc = get_loaders("wikitext2", nsamples=3, seqlen=32, tokenizer=fresh, data_dir=SAMPLE_DATA)
     assert fresh.calls == 0
@@ -472,7 +472,7 @@ def test_c4_documents_cached_on_disk(tokenizer, monkeypatch):
     counting = CountingTokenizer(tokenizer)
     first, _ = get_loaders("c4", nsamples=3, seqlen=64, tokenizer=counting, data_dir=SAMPLE_DATA)
     assert counting.calls > 0
-    monkeypatch.setattr(data, "_TOKEN_CACHE", {})
+    monkeypatch.setattr(token_cache, "TOKEN_CACHE", {})
     fresh = CountingTokenizer(tokenizer)
     second, _ = get_loaders("c4", nsamples=3, seqlen=64, tokenizer=fresh, data_dir=SAMPLE_DATA)
     assert fresh.calls == 0

@@ -147,7 +147,8 @@ def load_model(
     """Load a causal LM and its tokenizer, in eval mode.
 
     Args:
-        name_or_path: Hub id, local directory, `.gguf` file, or an alias in ALIASES.
+        name_or_path: Hub id, local directory (a tiered one of `--save_compressed` too), `.gguf` file, or an
+            alias in ALIASES.
         dtype: "auto", "float32", "bfloat16" or "float16".
         device: "cpu", "cuda", "cuda:1", ...; default cuda when available.
         device_map: e.g. "auto" to spread a model too large for one GPU (needs accelerate).
@@ -156,13 +157,19 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    from lib.tiered_io import is_compressed_dir, load_tiered_model  # imports this module
+
     device = device or default_device()
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {device} was requested but CUDA is not available; use --device cpu")
     path = resolve_model_path(name_or_path)
     torch_dtype = resolve_dtype(dtype, device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map)
+        if is_compressed_dir(path):
+            model = load_tiered_model(path)
+            model = model if torch_dtype == "auto" else model.to(torch_dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map)
     except OSError as err:
         raise ModelLoadError(
             f"cannot load model {name_or_path!r} ({err.__class__.__name__}: {str(err).splitlines()[0]}); "

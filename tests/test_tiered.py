@@ -151,6 +151,12 @@ def test_cli_save_compressed_matches_save_model(tiny_llama_dir, tmp_path):
     got = state_bits(load_tiered_model(tmp_path / "tiered"))
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
     assert (tmp_path / "tiered" / "tier_map.safetensors").is_file() and (tmp_path / "tiered" / "tokenizer.json").is_file()
+    # every CLI's loader (lib.models.load_model) opens the tiered directory too
+    from lib.models import load_model
+
+    model, tokenizer = load_model(str(tmp_path / "tiered"), device="cpu")
+    assert state_bits(model).keys() == expected.keys() and all(torch.equal(expected[k], state_bits(model)[k]) for k in expected)
+    assert tokenizer.pad_token_id is not None and not model.training
 
 
 def test_large_tiles_use_int16_positions():

@@ -31,6 +31,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lib.outputs import Output, claim_outputs, write_output_json  # standard library only: imports in lm-eval's venv
+
 logger = logging.getLogger("compare_lm_eval")
 
 # our task name -> (lm-eval task, lm-eval YAML under lm_eval/tasks, local file, metrics lm-eval reports)
@@ -102,7 +107,6 @@ def run_lm_eval(args: argparse.Namespace, limits: dict[str, int | None], save) -
 
 def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> dict:
     """lib.zeroshot on the same rows."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from lib.models import load_model
     from lib.zeroshot import evaluate_task, get_task, load_records
 
@@ -149,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--tasks", nargs="+", default=list(LM_EVAL), choices=list(LM_EVAL))
         p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N", help="first N rows (default: all)")
         p.add_argument("--batch_size", type=int, default=16)
-        p.add_argument("--output", required=True, help="JSON file for this side's results")
+        p.add_argument("--output", required=True, help="JSON file for this side's results (replaces only an earlier one)")
+        p.add_argument("--overwrite", action="store_true", help="let --output replace a file this toolkit did not write")
     p = sub.add_parser("compare")
     p.add_argument("reference", help="the lm-eval side's JSON")
     p.add_argument("ours", help="our side's JSON")
@@ -162,16 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(table + "\n")
             return 0 if ok else 1
         limits = parse_limits(args.limit, args.tasks)
-        output = Path(args.output)
-        if output.exists():
-            raise ValueError(f"{output} exists; pass a new --output")
-        output.parent.mkdir(parents=True, exist_ok=True)
+        output = Output("--output", args.output, "lm_eval_parity", is_file=True)
+        with claim_outputs([output], inputs={"--model": args.model}, overwrite=args.overwrite):
+            def save(report: dict) -> None:  # after every task, so a long run keeps what it finished
+                write_output_json(args.output, {"side": args.side, "model": args.model, "limits": limits, "tasks": report},
+                                  output.kind, args.overwrite)
 
-        def save(report: dict) -> None:  # after every task, so a long run keeps what it finished
-            output.write_text(json.dumps({"side": args.side, "model": args.model, "limits": limits, "tasks": report}, indent=1))
-
-        (run_lm_eval if args.side == "lm-eval" else run_ours)(args, limits, save)
-        logger.info("wrote %s", output)
+            (run_lm_eval if args.side == "lm-eval" else run_ours)(args, limits, save)
+        logger.info("wrote %s", args.output)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,8 +8,10 @@ MODEL_DIR is a `save_pretrained` directory (`--save_model`, or a fine-tuned mode
 tier_map.safetensors (when present) gives each decoder Linear's tiers. A matrix without a
 tier map that holds at most 2 nonzeros per group of 4 is stored as all-2:4 tiles; any other
 matrix with enough zeros to gain is stored as a bitmask. The model keeps its dtype. The output
-loads with `lib.tiered_io.load_tiered_model(OUT)`; `--verify` reloads it and checks every
-tensor against the input.
+loads with `lib.tiered_io.load_tiered_model(OUT)` (and with every `--model` flag); `--verify`
+reloads it and checks every tensor against the input. OUT follows the toolkit's output rule
+(lib/outputs.py): it replaces only a missing path, an empty directory or an earlier output of
+this toolkit, unless --overwrite.
 """
 
 from __future__ import annotations
@@ -24,42 +26,46 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.results import atomic_dir
+from lib.cli import OneLineParser, run_or_fail, setup_logging
+from lib.outputs import Output, atomic_dir, claim_outputs
 from lib.tier_io import TIER_MAP_FILE, load_tier_maps
 from lib.tiered_io import COMPRESSED_FILE, ENCODINGS, load_tiered_model, save_compressed
 
 logger = logging.getLogger("compress_model")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+class RoundTripError(Exception):
+    """The reloaded output differs from the input (exit 1, not a usage error)."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(description=__doc__)
     parser.add_argument("model_dir", help="pruned model directory (save_pretrained, with tier_map.safetensors when three-tier)")
-    parser.add_argument("out", help="output directory (must not exist)")
+    parser.add_argument("out", help="output directory (replaces only an earlier output of this toolkit; see --overwrite)")
     parser.add_argument("--encoding", choices=ENCODINGS, default="tiered", help="tiered (default), or bitmask for every sparse matrix (the reference)")
     parser.add_argument("--block_size", type=int, default=None, help="tile size for matrices without a tier map (default: the tier map's, else 16)")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                         help="store the values in this dtype (default: the model's own); zeros stay zeros")
     parser.add_argument("--verify", action="store_true", help="reload the output and check it equals the input")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    parser.add_argument("--overwrite", action="store_true", help="let OUT replace a directory this toolkit did not write (default: refuse)")
+    return parser.parse_args(argv)
+
+
+def compress(args: argparse.Namespace) -> None:
     model_dir, out = Path(args.model_dir), Path(args.out)
     if not (model_dir / "config.json").is_file():
-        print(f"error: {model_dir} is not a model directory (no config.json); pass a --save_model or fine-tuning output", file=sys.stderr)
-        return 2
-    if out.exists():
-        print(f"error: {out} exists; choose a new output directory (nothing is overwritten)", file=sys.stderr)
-        return 2
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+        raise ValueError(f"{model_dir} is not a model directory (no config.json); pass a --save_model or fine-tuning output")
+    with claim_outputs([Output("out", out, "tiered_model")], inputs={"model_dir": model_dir}, overwrite=args.overwrite):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tier_maps, metadata = load_tier_maps(model_dir / TIER_MAP_FILE) if (model_dir / TIER_MAP_FILE).is_file() else ({}, {})
-    block_size = args.block_size or metadata.get("block_size", 16)
-    if tier_maps and args.block_size and args.block_size != metadata.get("block_size"):
-        print(f"error: --block_size {args.block_size} differs from the tier map's {metadata.get('block_size')}; drop the flag", file=sys.stderr)
-        return 2
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto" if args.dtype == "auto" else getattr(torch, args.dtype)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    with atomic_dir(out) as tmp:
-        save_compressed(model, tokenizer, tmp, tier_maps, block_size, metadata.get("topk_per_block", 15), args.encoding, metadata or None)
+        tier_maps, metadata = load_tier_maps(model_dir / TIER_MAP_FILE) if (model_dir / TIER_MAP_FILE).is_file() else ({}, {})
+        block_size = args.block_size or metadata.get("block_size", 16)
+        if tier_maps and args.block_size and args.block_size != metadata.get("block_size"):
+            raise ValueError(f"--block_size {args.block_size} differs from the tier map's {metadata.get('block_size')}; drop the flag")
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto" if args.dtype == "auto" else getattr(torch, args.dtype)).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        with atomic_dir(out, "tiered_model", args.overwrite, "out") as tmp:
+            save_compressed(model, tokenizer, tmp, tier_maps, block_size, metadata.get("topk_per_block", 15), args.encoding, metadata or None)
     dense = sum(t.nbytes for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
     compressed = (out / COMPRESSED_FILE).stat().st_size
     logger.info("%s: %d bytes (%s, %s); the dense tensors: %d bytes; ratio %.3f",
@@ -68,10 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         reloaded = load_tiered_model(out).state_dict()
         bad = [k for k, v in model.state_dict().items() if not torch.equal(v, reloaded[k])]
         if bad:
-            print(f"error: {len(bad)} tensors differ after the round trip, e.g. {bad[0]}", file=sys.stderr)
-            return 1
+            raise RoundTripError(f"{len(bad)} tensors differ after the round trip, e.g. {bad[0]}")
         logger.info("verified: all %d tensors equal after reloading", len(reloaded))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        return run_or_fail(compress, args, errors=(ValueError, OSError))
+    except RoundTripError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -135,8 +135,14 @@ def test_compress_model_script(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "verified" in run.stderr and (tmp_path / "out" / COMPRESSED_FILE).stat().st_size < (tmp_path / "pruned" / "model.safetensors").stat().st_size
+    # the output rule: its own earlier output is replaced, a directory it did not write is refused in one line
     again = subprocess.run([sys.executable, str(script), str(tmp_path / "pruned"), str(tmp_path / "out")], capture_output=True, text=True)
-    assert again.returncode == 2 and again.stderr.startswith("error:") and len(again.stderr.splitlines()) == 1
+    assert again.returncode == 0, again.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    refused = subprocess.run([sys.executable, str(script), str(tmp_path / "pruned"), str(tmp_path / "mine")], capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: out ") and len(refused.stderr.splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
 def test_cli_save_compressed_matches_save_model(tiny_llama_dir, tmp_path):

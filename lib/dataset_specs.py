@@ -1,22 +1,24 @@
 """The dataset registry: one `DatasetSpec` per dataset, read by calibration (lib.data), the readers
 (lib.data_sources), fine-tuning (lib.finetune_data), evaluation (lib.tasks), the experiment summary
-and the CLIs' --help.
+(lib.experiments) and the CLIs' --help.
 
 Two kinds:
 - "text": running text. Calibration draws seqlen windows ("windows": random windows of the joined
   train text, Wanda's WikiText-2 recipe; "documents": a random long-enough document, then a window,
   Wanda's C4 recipe); evaluation is perplexity over the joined evaluation text.
 - "examples": records (SQuAD v2, GSM8K, BoolQ). Calibration packs `calibration_text(example)`;
-  fine-tuning trains on `prompt(example)` + `target(example)`.
+  fine-tuning trains on `prompt(example)` + `target(example)`; with an `evaluate` it is an
+  evaluation task (--tasks) whose `metrics` the experiment summary shows.
 
-Adding a dataset is one `register(DatasetSpec(...))`, from here or from outside `lib`.
+Adding a dataset, or an evaluation task, is one `register(DatasetSpec(...))`, from here or from
+outside `lib`. Whatever needs torch is imported inside small functions, so this module stays light.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from lib.registry import register_unique
 from lib.prompts import boolq_prompt, gsm8k_calibration_text, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
@@ -24,6 +26,18 @@ from lib.prompts import boolq_prompt, gsm8k_calibration_text, gsm8k_prompt, gsm8
 KINDS = ("text", "examples")
 SAMPLING = ("windows", "documents")
 SPLITS = ("train", "eval")
+
+
+class Metric(NamedTuple):
+    """One metric of a task report as the experiment summary shows it.
+
+    key: its key in the report's metrics. header: the column header. kind: "pct" (a fraction shown
+    as 100 x value), "nll" (3 decimals) or "ppl" (2 decimals, log axis in the figure).
+    """
+
+    key: str
+    header: str
+    kind: str = "pct"
 
 
 class DataError(ValueError):
@@ -56,6 +70,15 @@ class DatasetSpec:
         local file is JSON Lines and `parse_record(record, "file:line")` turns each line into an example.
     from_hub: examples only; one Hub row (dict) -> an example.
     calibration_text / prompt / target: example -> str (prompt and target: None when not fine-tunable).
+    evaluate: examples only; (model, tokenizer, examples, **options) -> a task report (`lib.task_report`:
+        {"metrics", "counts", "per_example", "samples"}); None: not an evaluation task. The options are
+        batch_size, log_samples, progress, and what the next three fields declare.
+    answer_nll: evaluate scores a gold-answer NLL on `nll_examples` (--nll_limit applies).
+    max_new_tokens: evaluate generates; its default length, passed as `max_new_tokens` (--max_new_tokens
+        overrides it). None: it does not generate.
+    fewshot: evaluate takes `fewshot_examples`, the first --num_fewshot train examples.
+    metrics: what the experiment summary's tables show (text datasets: their perplexity, implied);
+        behaviour: what a degenerate model does instead of answering, shown in a table of its own.
     """
 
     name: str
@@ -74,6 +97,12 @@ class DatasetSpec:
     calibration_text: Callable[[dict], str] | None = None
     prompt: Callable[[dict], str] | None = None
     target: Callable[[dict], str] | None = None
+    evaluate: Callable[..., dict] | None = None
+    answer_nll: bool = False
+    max_new_tokens: int | None = None
+    fewshot: bool = False
+    metrics: tuple[Metric, ...] = ()
+    behaviour: tuple[Metric, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -84,10 +113,19 @@ class DatasetSpec:
                                         or (self.read_file is None) == (self.parse_record is None)):
             raise ValueError(f"example dataset {self.name!r} needs files for {', '.join(SPLITS)}, calibration_text "
                              "and exactly one of read_file / parse_record")
+        declared = self.answer_nll or self.fewshot or self.max_new_tokens is not None or self.metrics or self.behaviour
+        if (self.evaluate is not None or declared) and (self.kind != "examples" or self.evaluate is None):
+            raise ValueError(f"dataset {self.name!r}: only an example dataset evaluates, and answer_nll, "
+                             "max_new_tokens, fewshot, metrics and behaviour describe its evaluate")
 
     @property
     def finetunable(self) -> bool:
         return self.kind == "text" or (self.prompt is not None and self.target is not None)
+
+    @property
+    def summary_metrics(self) -> tuple[Metric, ...]:
+        """The metrics of the summary's main table: a text dataset's perplexity, else `metrics`."""
+        return (Metric("ppl", f"{self.display} PPL ↓", "ppl"),) if self.kind == "text" else self.metrics
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -110,6 +148,12 @@ def get(name: str, kind: str | None = None) -> DatasetSpec:
         what = {"text": "text dataset", "examples": "task"}.get(kind, "dataset")
         raise ValueError(f"{what} {name!r} is not one of {', '.join(names(kind))}")
     return spec
+
+
+def evaluation_tasks(answer_nll: bool = False) -> tuple[str, ...]:
+    """The example datasets with an `evaluate` (only those with a gold-answer NLL when `answer_nll`)."""
+    return tuple(name for name, spec in DATASETS.items()
+                 if spec.evaluate is not None and (spec.answer_nll or not answer_nll))
 
 
 def display_name(name: str) -> str:
@@ -136,6 +180,24 @@ def _squad_file(path: Path) -> list[dict]:
     from lib.data_sources import read_squad_json
 
     return read_squad_json(path)
+
+
+def _evaluate_squad(model, tokenizer, examples: list[dict], **options) -> dict:
+    from lib.task_evals import evaluate_squad
+
+    return evaluate_squad(model, tokenizer, examples, **options)
+
+
+def _evaluate_gsm8k(model, tokenizer, examples: list[dict], **options) -> dict:
+    from lib.task_evals import evaluate_gsm8k
+
+    return evaluate_gsm8k(model, tokenizer, examples, **options)
+
+
+def _evaluate_boolq(model, tokenizer, examples: list[dict], **options) -> dict:
+    from lib.task_evals import evaluate_boolq
+
+    return evaluate_boolq(model, tokenizer, examples, **options)
 
 
 def _gsm8k_record(record: dict, where: str) -> dict:
@@ -169,6 +231,10 @@ register(DatasetSpec(
                         "answers": list(r["answers"]["text"])},
     calibration_text=lambda ex: squad_prompt(ex["context"], ex["question"]),
     prompt=lambda ex: squad_prompt(ex["context"], ex["question"]), target=lambda ex: squad_target(ex["answers"]),
+    evaluate=_evaluate_squad, answer_nll=True, max_new_tokens=32,
+    metrics=(Metric("exact", "SQuAD EM"), Metric("f1", "SQuAD F1"), Metric("answer_nll", "SQuAD NLL ↓", "nll")),
+    behaviour=(Metric("HasAns_f1", "SQuAD F1 answerable"), Metric("NoAns_exact", "SQuAD EM unanswerable"),
+               Metric("no_answer_rate", "SQuAD no-answer rate")),
 ))
 register(DatasetSpec(
     "gsm8k", "GSM8K", "examples", "gsm8k/{train,test}.jsonl", ("openai/gsm8k", "main"),
@@ -176,6 +242,9 @@ register(DatasetSpec(
     parse_record=_gsm8k_record, from_hub=lambda r: {"question": r["question"], "answer": r["answer"]},
     calibration_text=lambda ex: gsm8k_calibration_text(ex["question"], ex["answer"]),
     prompt=lambda ex: gsm8k_prompt(ex["question"]), target=lambda ex: gsm8k_target(ex["answer"]),
+    evaluate=_evaluate_gsm8k, answer_nll=True, max_new_tokens=256, fewshot=True,
+    metrics=(Metric("strict_accuracy", "GSM8K acc (strict)"), Metric("flexible_accuracy", "GSM8K acc (flex)"),
+             Metric("answer_nll", "GSM8K NLL ↓", "nll")),
 ))
 register(DatasetSpec(
     "boolq", "BoolQ", "examples", "boolq/{train,dev}.jsonl", ("google/boolq", None),
@@ -183,4 +252,6 @@ register(DatasetSpec(
     parse_record=_boolq_record,
     from_hub=lambda r: {"question": r["question"], "passage": r["passage"], "answer": bool(r["answer"])},
     calibration_text=lambda ex: boolq_prompt(ex["passage"], ex["question"]),
+    evaluate=_evaluate_boolq, metrics=(Metric("accuracy", "BoolQ acc"),),
+    behaviour=(Metric("yes_rate", "BoolQ yes rate"),),
 ))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lib import dataset_specs
 from lib.experiment_rows import (  # noqa: F401 (data_label, load_rows, recorded_flags: the summary's API)
     EVAL_FILE,
     FINETUNE_FLAGS,
@@ -26,30 +27,29 @@ from lib.experiment_rows import (  # noqa: F401 (data_label, load_rows, recorded
     recorded_flags,
     step_times,
 )
-from lib.tasks import pairing
+from lib.task_report import pairing
 from lib.uncertainty import mean_sd, paired_bootstrap
 
 BOOTSTRAP_RESAMPLES = 2000
 MARK = "*"  # after a difference whose 95% interval excludes 0
-# (task, metric key in the eval report, column header, kind): kind "pct" shows 100 x value
-METRICS = (
-    ("wikitext2", "ppl", "WikiText2 PPL ↓", "ppl"),
-    ("squad", "exact", "SQuAD EM", "pct"),
-    ("squad", "f1", "SQuAD F1", "pct"),
-    ("gsm8k", "strict_accuracy", "GSM8K acc (strict)", "pct"),
-    ("gsm8k", "flexible_accuracy", "GSM8K acc (flex)", "pct"),
-    ("boolq", "accuracy", "BoolQ acc", "pct"),
-    ("zeroshot", "mean_acc", "Zero-shot mean acc", "pct"),
-    ("squad", "answer_nll", "SQuAD NLL ↓", "nll"),
-    ("gsm8k", "answer_nll", "GSM8K NLL ↓", "nll"),
-)
-# what a degenerate model does instead of answering: shown beside the scores, not plotted
-BEHAVIOUR = (
-    ("squad", "HasAns_f1", "SQuAD F1 answerable", "pct"),
-    ("squad", "NoAns_exact", "SQuAD EM unanswerable", "pct"),
-    ("squad", "no_answer_rate", "SQuAD no-answer rate", "pct"),
-    ("boolq", "yes_rate", "BoolQ yes rate", "pct"),
-)
+KIND_ORDER = ("ppl", "pct", "nll")  # the main table: perplexities, then scores, then answer NLLs
+SUITE_METRICS = (("zeroshot", "mean_acc", "Zero-shot mean acc", "pct"),)  # lib.zeroshot.SUITE's mean accuracy
+
+
+def summary_metrics() -> tuple[tuple[str, str, str, str], ...]:
+    """The main table's (task, metric key in the eval report, column header, kind), from the registered
+    datasets' `summary_metrics` (lib.dataset_specs) and SUITE_METRICS, ordered by KIND_ORDER (stable);
+    kind "pct" shows 100 x value."""
+    table = [(name, *metric) for name in dataset_specs.names() for metric in dataset_specs.get(name).summary_metrics]
+    return tuple(sorted(table + list(SUITE_METRICS), key=lambda m: KIND_ORDER.index(m[3])))
+
+
+def behaviour_metrics() -> tuple[tuple[str, str, str, str], ...]:
+    """What a degenerate model does instead of answering (the specs' `behaviour`): shown beside the scores,
+    not plotted."""
+    return tuple((name, *metric) for name in dataset_specs.names() for metric in dataset_specs.get(name).behaviour)
+
+
 # (A, B, what A - B asks): differences between experiments shown with their intervals
 COMPARISONS = (
     ("exp2", "exp1", "SQuAD vs WikiText2 calibration, both fine-tuned on SQuAD"),
@@ -141,8 +141,8 @@ def _present(groups: list[Group], table: tuple) -> list[tuple]:
 
 
 def results_table(groups: list[Group]) -> list[str]:
-    """The main table: one line per row (mean ± sd over seeds), the metrics of METRICS that any row has."""
-    metrics = _present(groups, METRICS)
+    """The main table: one line per row (mean ± sd over seeds), the summary_metrics() that any row has."""
+    metrics = _present(groups, summary_metrics())
     seeded = any(len(g.runs) > 1 for g in groups)
     header = ["Row", "Calibration", "Fine-tuning", "Sparsity"] + (["Seeds"] if seeded else []) + [m[2] for m in metrics]
     lines = []
@@ -159,7 +159,7 @@ def results_table(groups: list[Group]) -> list[str]:
 
 def behaviour_table(groups: list[Group]) -> list[str]:
     """SQuAD scores split by answerable / unanswerable, the no-answer rate and BoolQ's yes rate, per row."""
-    metrics = _present(groups, BEHAVIOUR)
+    metrics = _present(groups, behaviour_metrics())
     if not metrics:
         return []
     lines = [[g.label] + [format_group_value(g, task, key, kind) for task, key, _, kind in metrics] for g in groups]
@@ -168,7 +168,7 @@ def behaviour_table(groups: list[Group]) -> list[str]:
 
 def _difference_table(pairs: list[tuple[Group, Group, list[str]]], first_header: list[str]) -> list[str]:
     """One line per (A, B, leading cells): A − B with its interval for every metric either side has."""
-    metrics = _present([g for a, b, _ in pairs for g in (a, b)], METRICS)
+    metrics = _present([g for a, b, _ in pairs for g in (a, b)], summary_metrics())
     lines = [cells + [format_difference(difference(a, b, task, key), kind) for task, key, _, kind in metrics]
              for a, b, cells in pairs]
     return _markdown_table(first_header + ["Δ " + m[2] for m in metrics], lines)
@@ -214,7 +214,7 @@ def verdict(result: dict | None, sign: int) -> str:
 def expectation_lines(groups: list[Group]) -> list[str]:
     """One line per EXPECTATIONS entry whose rows are present, its verdict read off the 95% interval."""
     by_name = {g.name: g for g in groups}
-    kinds = {(task, key): kind for task, key, _, kind in METRICS}
+    kinds = {(task, key): kind for task, key, _, kind in summary_metrics()}
     lines = []
     for statement, a, b, task, key, sign in EXPECTATIONS:
         if a.startswith("*"):
@@ -244,9 +244,9 @@ def settings_notes(rows: list[Row]) -> list[str]:
     if "wikitext2" in counts:
         c = counts["wikitext2"]
         parts.append(f"WikiText2 {c['n_windows']} windows x {c['seqlen']} tokens")
-    for task, name in (("squad", "SQuAD"), ("gsm8k", "GSM8K"), ("boolq", "BoolQ")):
+    for task in dataset_specs.evaluation_tasks():
         if task in counts and "total" in counts[task]:
-            parts.append(f"{name} n = {counts[task]['total']}")
+            parts.append(f"{dataset_specs.display_name(task)} n = {counts[task]['total']}")
     if parts:
         notes.append("Evaluated on: " + ", ".join(parts) + ".")
     majority = first.metrics.get(("boolq", "majority_rate"))
@@ -254,7 +254,9 @@ def settings_notes(rows: list[Row]) -> list[str]:
         notes.append(f"BoolQ majority-class rate on these examples: {100 * majority:.1f}% (always answering it).")
     new_tokens = first.settings.get("max_new_tokens")
     if new_tokens:
-        notes.append(f"Generation capped at max_new_tokens {new_tokens} (defaults: SQuAD 32, GSM8K 256).")
+        specs = [dataset_specs.get(name) for name in dataset_specs.evaluation_tasks()]
+        defaults = ", ".join(f"{spec.display} {spec.max_new_tokens}" for spec in specs if spec.max_new_tokens is not None)
+        notes.append(f"Generation capped at max_new_tokens {new_tokens} (defaults: {defaults}).")
     keys = ("limit", "seqlen", "eval_windows", "max_new_tokens", "num_fewshot", "data_dir")
     differing = sorted({k for row in rows for k in keys if row.settings.get(k) != first.settings.get(k)})
     if differing:
@@ -346,7 +348,7 @@ def plot_results(rows: list[Row], path: str | Path) -> None:
     groups = [(g.label, by_name.get(g.reference), g) for g in finetuned] or \
              [(g.label, None, g) for g in all_groups if g.kind == "pruned"]
     dense = next((g for g in all_groups if g.kind == "dense"), None)
-    metrics = _present(all_groups, METRICS)
+    metrics = _present(all_groups, summary_metrics())
     cols = 4
     n_rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.4 * cols, 3.4 * n_rows), squeeze=False)

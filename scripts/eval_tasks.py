@@ -30,15 +30,17 @@ from lib.cli import OneLineParser, run_or_fail, seed_everything, setup_logging
 from lib.models import DEFAULT_MODEL, DTYPES, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label
 from lib.outputs import Output, OutputError, claim_outputs, write_output_json
 from lib.results import environment_info
-from lib.tasks import (
-    EXAMPLE_TASKS, check_nll_limit, check_tasks, evaluate_tasks, perplexity_tasks, task_names,
-)
+from lib import dataset_specs
+from lib.tasks import check_nll_limit, check_tasks, evaluate_tasks, example_tasks, nll_tasks, perplexity_tasks, task_names
 from lib.lm_eval_backend import BackendError, require_lm_eval
 
 logger = logging.getLogger("eval_tasks")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    specs = [dataset_specs.get(name) for name in dataset_specs.evaluation_tasks()]
+    fewshot = "/".join(spec.display for spec in specs if spec.fewshot)
+    lengths = ", ".join(f"{spec.name} {spec.max_new_tokens}" for spec in specs if spec.max_new_tokens is not None)
     p = OneLineParser(description=__doc__)
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
     p.add_argument("--tasks", nargs="+", default=["wikitext2", "squad", "gsm8k", "boolq"], metavar="TASK",
@@ -47,14 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N",
                    help="evaluate the first N examples of each example task, or per task: squad=200 gsm8k=50")
     p.add_argument("--nll_limit", nargs="+", default=None, metavar="N|TASK=N",
-                   help="squad/gsm8k: the answer NLL (one forward pass per example) on the first N examples "
-                        "instead of --limit's, e.g. squad=500 gsm8k=300")
+                   help=f"{'/'.join(nll_tasks())}: the answer NLL (one forward pass per example) on the first N "
+                        "examples instead of --limit's, e.g. squad=500 gsm8k=300")
     p.add_argument("--batch_size", type=int, default=8, help="prompts per forward pass for generation and scoring")
     p.add_argument("--seqlen", type=int, default=2048, help="perplexity window length, capped at max_position_embeddings")
     p.add_argument("--eval_windows", type=int, default=None, help="perplexity over the first N windows only (default: all)")
-    p.add_argument("--num_fewshot", type=int, default=0, help="GSM8K: prefix the first K solved train examples")
+    p.add_argument("--num_fewshot", type=int, default=0, help=f"{fewshot}: prefix the first K solved train examples")
     p.add_argument("--max_new_tokens", nargs="+", default=None, metavar="N|TASK=N",
-                   help="override generation length (defaults: squad 32, gsm8k 256); for smoke tests only")
+                   help=f"override generation length (defaults: {lengths}); for smoke tests only")
     p.add_argument("--log_samples", action="store_true", help="store per-example predictions in the report")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto = float32 on CPU, the checkpoint's dtype on GPU")
@@ -76,8 +78,8 @@ def parse_per_task(values: list[str] | None, flag: str) -> int | dict[str, int] 
     per_task = {}
     for item in values:
         task, sep, number = item.partition("=")
-        if not sep or task not in EXAMPLE_TASKS:
-            raise ValueError(f"{flag} {item!r}: use one number, or TASK=N with TASK in {', '.join(EXAMPLE_TASKS)}")
+        if not sep or task not in example_tasks():
+            raise ValueError(f"{flag} {item!r}: use one number, or TASK=N with TASK in {', '.join(example_tasks())}")
         per_task[task] = _positive_int(number, f"{flag} {task}")
     return per_task
 
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> Path:
             raise ValueError(f"--{flag} must be at least 1, got {value}")
     if args.num_fewshot < 0:
         raise ValueError(f"--num_fewshot must be >= 0, got {args.num_fewshot}")
-    if args.backend == "lm-eval" and set(args.tasks) & set(EXAMPLE_TASKS):
+    if args.backend == "lm-eval" and set(args.tasks) & set(example_tasks()):
         require_lm_eval()
     if set(args.tasks) & set(perplexity_tasks()):
         check_seqlen(args.seqlen)

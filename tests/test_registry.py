@@ -1,4 +1,5 @@
-"""The dataset registry (lib.dataset_specs): a dataset registered from outside lib/ is usable end to end."""
+"""The dataset registry (lib.dataset_specs): a dataset or an evaluation task registered from outside lib/ is
+usable end to end."""
 
 from __future__ import annotations
 
@@ -64,6 +65,79 @@ def test_a_spec_missing_what_its_kind_needs_is_refused():
         dataset_specs.DatasetSpec("bad", "Bad", "text", "-", ("x", None))
     with pytest.raises(ValueError, match="needs files"):
         dataset_specs.DatasetSpec("bad", "Bad", "examples", "-", ("x", None), calibration_text=str)
+
+
+TOY_QA_EVAL = [{"q": "two and two", "a": "two"}, {"q": "one and one", "a": "three"}, {"q": "a quick fox", "a": "fox"},
+               {"q": "a dog", "a": "cat"}]
+TOY_QA_TRAIN = [{"q": "first solved", "a": "first"}, {"q": "second solved", "a": "second"}]
+
+
+def _toy_qa_evaluate(model, tokenizer, examples, *, nll_examples, max_new_tokens, fewshot_examples, batch_size,
+                     log_samples, progress):
+    """An answer is right when it is a word of its question; the counts record what the dispatcher passed."""
+    from lib.task_report import by_id, example_ids, with_stderr
+
+    ids = example_ids(examples)
+    per_example = {"match": by_id(ids, [ex["a"] in ex["q"].split() for ex in examples])}
+    metrics = with_stderr({"match": sum(per_example["match"].values()) / len(examples)}, per_example)
+    counts = {"total": len(examples), "answer_total": len(nll_examples), "max_new_tokens": max_new_tokens,
+              "fewshot": [ex["q"] for ex in fewshot_examples], "batch_size": batch_size}
+    samples = [{"q": ex["q"]} for ex in examples] if log_samples else None
+    return {"metrics": metrics, "counts": counts, "per_example": per_example, "samples": samples}
+
+
+@pytest.fixture
+def toy_task(monkeypatch, tmp_path):
+    """An example dataset "toyqa" with its own evaluate, registered for the test only; its data dir."""
+    def record(row, where):
+        return {"q": dataset_specs.require_field(row, "q", str, where), "a": dataset_specs.require_field(row, "a", str, where)}
+
+    spec = dataset_specs.DatasetSpec(
+        "toyqa", "ToyQA", "examples", "toyqa/{train,eval}.jsonl", ("nobody/toyqa", None),
+        files={"train": ("train.jsonl", "train"), "eval": ("eval.jsonl", "validation")}, parse_record=record,
+        calibration_text=lambda ex: ex["q"], evaluate=_toy_qa_evaluate, answer_nll=True, max_new_tokens=7, fewshot=True,
+        metrics=(dataset_specs.Metric("match", "ToyQA match"),), behaviour=(dataset_specs.Metric("match", "ToyQA again"),),
+    )
+    monkeypatch.setitem(dataset_specs.DATASETS, "toyqa", spec)
+    data = tmp_path / "data"
+    (data / "toyqa").mkdir(parents=True)
+    for name, rows in (("eval.jsonl", TOY_QA_EVAL), ("train.jsonl", TOY_QA_TRAIN)):
+        (data / "toyqa" / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return data
+
+
+def test_registered_evaluation_task_runs_through_eval_tasks(toy_task, tiny_llama_dir, tiny_llama, tokenizer, tmp_path,
+                                                            capsys):
+    from lib.experiments import behaviour_metrics, summary_metrics
+    from lib.tasks import evaluate_tasks, nll_tasks, task_names
+    from scripts.eval_tasks import build_parser, main as eval_main
+
+    assert "toyqa" in task_names() and "toyqa" in nll_tasks() and "toyqa" in build_parser().format_help()
+    assert ("toyqa", "match", "ToyQA match", "pct") in summary_metrics()
+    assert behaviour_metrics()[-1] == ("toyqa", "match", "ToyQA again", "pct")
+    out = tmp_path / "eval.json"
+    assert eval_main(["--model", str(tiny_llama_dir), "--tasks", "toyqa", "--data_dir", str(toy_task), "--device", "cpu",
+                      "--limit", "toyqa=3", "--nll_limit", "toyqa=4", "--max_new_tokens", "toyqa=5", "--num_fewshot", "1",
+                      "--batch_size", "2", "--log_samples", "--output", str(out)]) == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    # match [1, 0, 1]: mean 2/3, variance (1/9 + 4/9 + 1/9) / 2 = 1/3, se sqrt(1/3) / sqrt(3) = 1/3
+    assert report["metrics"]["toyqa"] == {"match": pytest.approx(2 / 3), "match_stderr": pytest.approx(1 / 3)}
+    assert report["counts"]["toyqa"] == {"total": 3, "answer_total": 4, "max_new_tokens": 5, "fewshot": ["first solved"],
+                                         "batch_size": 2}
+    assert report["per_example"]["toyqa"] == {"match": {"0": 1.0, "1": 0.0, "2": 1.0}}
+    assert report["samples"]["toyqa"] == [{"q": row["q"]} for row in TOY_QA_EVAL[:3]]
+
+    # the spec's defaults: max_new_tokens 7, no few-shot examples, the answer NLL on the scored examples
+    result = evaluate_tasks(tiny_llama, tokenizer, ["toyqa"], data_dir=toy_task, progress=False)
+    assert result["metrics"]["toyqa"]["match"] == 0.5
+    assert result["counts"]["toyqa"] == {"total": 4, "answer_total": 4, "max_new_tokens": 7, "fewshot": [],
+                                         "batch_size": 8}
+
+
+def test_an_evaluation_field_without_evaluate_is_refused():
+    with pytest.raises(ValueError, match="describe its evaluate"):
+        dataset_specs.DatasetSpec("bad", "Bad", "examples", "-", ("x", None), files={"train": ("a", "b"), "eval": ("c", "d")},
+                                  parse_record=dict, calibration_text=str, answer_nll=True)
 
 
 @pytest.fixture

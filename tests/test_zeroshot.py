@@ -195,7 +195,7 @@ def test_suite_boolq_equals_the_toolkit_boolq_task(tokenizer):
     """Same prompt, same " no"/" yes" continuations: `--tasks boolq` accuracy == the suite's boolq acc."""
     from conftest import SAMPLE_DATA
     from lib.data import load_task_examples
-    from lib.tasks import evaluate_boolq
+    from lib.task_evals import evaluate_boolq
 
     model = make_llama()
     task = get_task("boolq")

@@ -149,6 +149,21 @@ def welch_t(a: Sequence[float], b: Sequence[float]) -> dict:
     return {**result, "t": t, "df": df, "p": student_t_two_sided_p(t, df)}
 
 
+def holm_adjust(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values: the family-wise error over all the given tests.
+
+    The i-th smallest of m p-values becomes max over j <= i of min(1, (m - j) * p_(j)); None
+    entries (tests that could not be made) are skipped and stay None.
+    """
+    order = sorted((i for i, p in enumerate(pvalues) if p is not None), key=lambda i: pvalues[i])
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def student_t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with `df` degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2)."""
     return _betainc(df / 2, 0.5, df / (df + t * t))

@@ -15,7 +15,8 @@ added to the prune time of every row that uses it); weights are restored between
 With several seeds each row shows the mean and sample sd (ddof 1) of PPL over the seeds and
 every seed's value, and pairs of rows (`--compare A B`; default: each OWL row against its
 row without OWL, each row-scope row against its matrix-scope row) are compared with Welch's
-t test over the per-seed perplexities: "exceeds the seed spread" when p < 0.05, else "not
+t test over the per-seed perplexities: "exceeds the seed spread" when its p-value, adjusted by
+Holm's method over all the comparisons of the run (family-wise error 0.05), is < 0.05, else "not
 established". The dense row does not depend on the seed and is measured once.
 
 With `--rows_dir`, every finished (row, seed) is saved there and reused by later runs with the
@@ -51,7 +52,7 @@ from lib.perplexity import perplexity
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
 from lib.outputs import Output, OutputError, check_outputs, write_output_json
 from lib.results import environment_info, write_json
-from lib.uncertainty import mean_sd, welch_t
+from lib.uncertainty import holm_adjust, mean_sd, welch_t
 
 logger = logging.getLogger("bench_quality")
 
@@ -165,14 +166,34 @@ def default_comparisons(names: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a in names and b in names]
 
 
-def compare(a: dict, b: dict) -> str:
-    """Whether PPL(a) - PPL(b) exceeds the seed spread: Welch's t test over the per-seed perplexities."""
-    test = welch_t(a["ppl_per_seed"], b["ppl_per_seed"])
-    head = f"{a['configuration']} - {b['configuration']}: {test['difference']:+.2f} PPL"
-    if test["p"] is None:
-        return head + "; one seed (or no spread): run --seeds 0 1 2 to compare against the seed spread"
-    verdict = "exceeds the seed spread" if test["p"] < 0.05 else "within the seed spread: not established"
-    return head + f"; Welch's t = {test['t']:.2f}, df = {test['df']:.1f}, p = {test['p']:.3f} over seeds: {verdict}"
+def compare(a: dict, b: dict) -> dict:
+    """Welch's t test of PPL(a) - PPL(b) over the per-seed perplexities (lib.uncertainty.welch_t), labelled."""
+    return {"a": a["configuration"], "b": b["configuration"], **welch_t(a["ppl_per_seed"], b["ppl_per_seed"])}
+
+
+def comparison_lines(tests: list[dict]) -> list[str]:
+    """One line per test, its verdict from Holm's adjustment over all the tests that have a p-value.
+
+    "exceeds the seed spread" needs the Holm-adjusted p < 0.05; a test with p < 0.05 that does not
+    survive the adjustment is reported as not established, with both p-values.
+    """
+    adjusted = holm_adjust([test["p"] for test in tests])
+    family = sum(p is not None for p in adjusted)
+    lines = []
+    for test, holm in zip(tests, adjusted):
+        head = f"{test['a']} - {test['b']}: {test['difference']:+.2f} PPL"
+        if test["p"] is None:
+            lines.append(head + "; one seed (or no spread): run --seeds 0 1 2 to compare against the seed spread")
+            continue
+        if holm < 0.05:
+            verdict = "exceeds the seed spread"
+        elif test["p"] < 0.05:
+            verdict = "exceeds the seed spread before the correction only: not established"
+        else:
+            verdict = "within the seed spread: not established"
+        lines.append(head + f"; Welch's t = {test['t']:.2f}, df = {test['df']:.1f}, p = {test['p']:.4f}, "
+                     f"Holm-adjusted over {family} = {holm:.4f}: {verdict}")
+    return lines
 
 
 def main() -> int:
@@ -233,9 +254,10 @@ def main() -> int:
         per_seed = " ".join(f"{ppl:.2f}" for ppl in row["ppl_per_seed"])
         print(f"{row['configuration']:<34}{row['sparsity']:>10.4f}{row['ppl']:>10.2f}{sd:>9}{ratio:>11}"
               f"{row['prune_s']:>9.1f}{row['eval_s']:>8.1f}  {per_seed}", flush=True)
-    comparisons = [compare(rows[a], rows[b]) for a, b in (args.compare or default_comparisons(list(rows)))]
+    comparisons = comparison_lines([compare(rows[a], rows[b]) for a, b in (args.compare or default_comparisons(list(rows)))])
     if comparisons:
-        print("\nComparisons (Welch's t test over the per-seed perplexities; p < 0.05 = exceeds the seed spread):")
+        print("\nComparisons (Welch's t test over the per-seed perplexities; exceeds the seed spread when the p-value "
+              "adjusted by Holm's method over all the comparisons shown is < 0.05):")
         for line in comparisons:
             print("  " + line)
     if args.output:

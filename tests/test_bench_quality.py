@@ -76,3 +76,29 @@ def test_seeds_give_mean_sd_per_seed_values_and_a_welch_comparison(tiny_llama_di
     assert "Welch's t = " in comparison and "df = " in comparison and ("exceeds the seed spread" in comparison
                                                                        or "not established" in comparison)
     assert report["comparisons"] == [comparison.strip()]
+
+
+def test_comparison_verdicts_follow_holm_over_all_comparisons():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def row(name, ppls):
+        return {"configuration": name, "ppl_per_seed": ppls}
+
+    tests = [
+        module.compare(row("sparsegpt", [124.1, 123.8, 123.6]), row("wanda", [763.3, 629.0, 631.5])),  # far apart
+        module.compare(row("owl", [118.7, 116.3, 115.4]), row("no owl", [124.1, 123.8, 123.6])),  # p ~ 0.02 alone
+        module.compare(row("a", [632.1, 583.0, 727.0]), row("b", [674.6, 629.0, 763.0])),  # within the spread
+        module.compare(row("c", [384.2, 407.0, 367.8]), row("d", [367.8, 358.3, 426.7])),  # within the spread
+        module.compare(row("one seed", [120.0]), row("other", [130.0])),  # no test possible
+    ]
+    p = [t["p"] for t in tests]
+    assert p[0] < 0.05 / 4 and 0.05 / 3 < p[1] < 0.05 and p[2] > 0.05 and p[3] > 0.05 and p[4] is None
+    lines = module.comparison_lines(tests)
+    assert lines[0].endswith(": exceeds the seed spread") and "Holm-adjusted over 4 = " in lines[0]
+    assert lines[1].endswith("before the correction only: not established")  # 3 * p[1] >= 0.05
+    assert lines[2].endswith("within the seed spread: not established") and lines[3].endswith("not established")
+    assert "one seed" in lines[4] and "Holm" not in lines[4]

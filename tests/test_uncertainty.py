@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from lib.uncertainty import Z_95, mean_sd, mean_stderr, paired_bootstrap, ppl_interval, student_t_two_sided_p, welch_t
+from lib.uncertainty import Z_95, holm_adjust, mean_sd, mean_stderr, paired_bootstrap, ppl_interval, student_t_two_sided_p, welch_t
 
 
 def test_mean_stderr_is_the_ddof1_standard_error():
@@ -109,3 +109,12 @@ def test_bootstrap_refuses_disjoint_reports_and_warns_on_small_overlap(caplog):
     with caplog.at_level(logging.WARNING):
         result = paired_bootstrap([{str(i): 1.0 for i in range(30)}], [{str(i): 0.0 for i in range(5)}])
     assert result["n"] == 5 and "only 5 shared examples" in caplog.text
+
+
+def test_holm_adjust_by_hand():
+    # sorted 0.01, 0.03, 0.04 of m = 3: 3 * 0.01 = 0.03; 2 * 0.03 = 0.06; max(0.06, 1 * 0.04) = 0.06
+    adjusted = holm_adjust([0.04, 0.01, None, 0.03])
+    assert adjusted[2] is None and adjusted[0] == pytest.approx(0.06) and adjusted[1] == pytest.approx(0.03)
+    assert adjusted[3] == pytest.approx(0.06)
+    assert holm_adjust([0.5, 0.9]) == [1.0, 1.0]  # capped at 1, never below an earlier step
+    assert holm_adjust([0.02]) == [0.02] and holm_adjust([]) == []

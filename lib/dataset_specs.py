@@ -182,22 +182,14 @@ def _squad_file(path: Path) -> list[dict]:
     return read_squad_json(path)
 
 
-def _evaluate_squad(model, tokenizer, examples: list[dict], **options) -> dict:
-    from lib.task_evals import evaluate_squad
+def _task_eval(name: str) -> Callable[..., dict]:
+    """`lib.task_evals.<name>` as a spec's `evaluate`, imported when first called (this module stays torch-free)."""
+    def evaluate(model, tokenizer, examples: list[dict], **options) -> dict:
+        from lib import task_evals
 
-    return evaluate_squad(model, tokenizer, examples, **options)
+        return getattr(task_evals, name)(model, tokenizer, examples, **options)
 
-
-def _evaluate_gsm8k(model, tokenizer, examples: list[dict], **options) -> dict:
-    from lib.task_evals import evaluate_gsm8k
-
-    return evaluate_gsm8k(model, tokenizer, examples, **options)
-
-
-def _evaluate_boolq(model, tokenizer, examples: list[dict], **options) -> dict:
-    from lib.task_evals import evaluate_boolq
-
-    return evaluate_boolq(model, tokenizer, examples, **options)
+    return evaluate
 
 
 def _gsm8k_record(record: dict, where: str) -> dict:
@@ -231,7 +223,7 @@ register(DatasetSpec(
                         "answers": list(r["answers"]["text"])},
     calibration_text=lambda ex: squad_prompt(ex["context"], ex["question"]),
     prompt=lambda ex: squad_prompt(ex["context"], ex["question"]), target=lambda ex: squad_target(ex["answers"]),
-    evaluate=_evaluate_squad, answer_nll=True, max_new_tokens=32,
+    evaluate=_task_eval("evaluate_squad"), answer_nll=True, max_new_tokens=32,
     metrics=(Metric("exact", "SQuAD EM"), Metric("f1", "SQuAD F1"), Metric("answer_nll", "SQuAD NLL ↓", "nll")),
     behaviour=(Metric("HasAns_f1", "SQuAD F1 answerable"), Metric("NoAns_exact", "SQuAD EM unanswerable"),
                Metric("no_answer_rate", "SQuAD no-answer rate")),
@@ -242,7 +234,7 @@ register(DatasetSpec(
     parse_record=_gsm8k_record, from_hub=lambda r: {"question": r["question"], "answer": r["answer"]},
     calibration_text=lambda ex: gsm8k_calibration_text(ex["question"], ex["answer"]),
     prompt=lambda ex: gsm8k_prompt(ex["question"]), target=lambda ex: gsm8k_target(ex["answer"]),
-    evaluate=_evaluate_gsm8k, answer_nll=True, max_new_tokens=256, fewshot=True,
+    evaluate=_task_eval("evaluate_gsm8k"), answer_nll=True, max_new_tokens=256, fewshot=True,
     metrics=(Metric("strict_accuracy", "GSM8K acc (strict)"), Metric("flexible_accuracy", "GSM8K acc (flex)"),
              Metric("answer_nll", "GSM8K NLL ↓", "nll")),
 ))
@@ -252,6 +244,6 @@ register(DatasetSpec(
     parse_record=_boolq_record,
     from_hub=lambda r: {"question": r["question"], "passage": r["passage"], "answer": bool(r["answer"])},
     calibration_text=lambda ex: boolq_prompt(ex["passage"], ex["question"]),
-    evaluate=_evaluate_boolq, metrics=(Metric("accuracy", "BoolQ acc"),),
+    evaluate=_task_eval("evaluate_boolq"), metrics=(Metric("accuracy", "BoolQ acc"),),
     behaviour=(Metric("yes_rate", "BoolQ yes rate"),),
 ))

@@ -226,7 +226,9 @@ register(DatasetSpec(
     evaluate=_task_eval("evaluate_squad"), answer_nll=True, max_new_tokens=32,
     metrics=(Metric("exact", "SQuAD EM"), Metric("f1", "SQuAD F1"), Metric("answer_nll", "SQuAD NLL ↓", "nll")),
     behaviour=(Metric("HasAns_f1", "SQuAD F1 answerable"), Metric("NoAns_exact", "SQuAD EM unanswerable"),
-               Metric("no_answer_rate", "SQuAD no-answer rate")),
+               Metric("no_answer_rate", "SQuAD no-answer rate"),
+               Metric("HasAns_answer_nll", "SQuAD NLL answerable ↓", "nll"),
+               Metric("NoAns_answer_nll", "SQuAD NLL unanswerable ↓", "nll")),
 ))
 register(DatasetSpec(
     "gsm8k", "GSM8K", "examples", "gsm8k/{train,test}.jsonl", ("openai/gsm8k", "main"),

@@ -83,7 +83,8 @@ def evaluate_squad(model: nn.Module, tokenizer, examples: Sequence[dict], batch_
         nll_examples: the examples of the answer NLL; None = `examples`.
     Returns:
         {"metrics": {"exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1",
-        "no_answer_rate", "answer_nll", each followed by its "_stderr"}, "counts": {"total",
+        "no_answer_rate", "answer_nll", "HasAns_answer_nll", "NoAns_answer_nll", each followed by its
+        "_stderr"}, "counts": {"total",
         "HasAns_total", "NoAns_total", "answer_total", "answer_tokens"}, "per_example", "samples": list
         or None}; fractions in [0, 1].
     """
@@ -102,6 +103,7 @@ def evaluate_squad(model: nn.Module, tokenizer, examples: Sequence[dict], batch_
         for key in ("exact", "f1"):
             per_example[prefix + key] = {i: s[key] for i, s, k in zip(ids, scores, keep) if k}
     per_example["no_answer_rate"] = by_id(ids, map(is_no_answer, predictions))
+    metrics.update(_split_answer_nll(per_example, examples if nll_examples is None else nll_examples))
     metrics = with_stderr(metrics, per_example)
     samples = None
     if log_samples:
@@ -111,6 +113,25 @@ def evaluate_squad(model: nn.Module, tokenizer, examples: Sequence[dict], batch_
             for ex, pred, score, example_nll in zip(examples, predictions, scores, nll["per_example"])
         ]
     return {"metrics": metrics, "counts": counts, "per_example": per_example, "samples": samples}
+
+
+def _split_answer_nll(per_example: dict, nll_examples: Sequence[dict]) -> dict:
+    """Token-weighted answer NLL of the answerable and of the unanswerable questions, apart.
+
+    The two gold targets differ in kind (a span of the context vs the fixed NO_ANSWER string): a
+    model that learns to say "unanswerable" drives the overall NLL down without reading. Adds
+    per_example["HasAns_answer_nll"] / ["NoAns_answer_nll"] (subsets of "answer_nll") and returns
+    their metrics; a subset without examples is None.
+    """
+    nll, tokens = per_example["answer_nll"], per_example["answer_tokens"]
+    ids = list(nll)  # the ids of nll_examples, in order
+    metrics = {}
+    for prefix, answerable in (("HasAns_", True), ("NoAns_", False)):
+        subset = [i for i, ex in zip(ids, nll_examples) if bool(ex["answers"]) == answerable]
+        per_example[prefix + "answer_nll"] = {i: nll[i] for i in subset}
+        n_tokens = sum(tokens[i] for i in subset)
+        metrics[prefix + "answer_nll"] = sum(nll[i] * tokens[i] for i in subset) / n_tokens if subset else None
+    return metrics
 
 
 def gsm8k_fewshot_prefix(fewshot_examples: Sequence[dict]) -> str:

@@ -15,7 +15,9 @@ from lib.uncertainty import mean_stderr
 
 # how a metric's per-example values pair up: the key holding its values, the key of their weights,
 # and whether the metric is exp(mean) of them (perplexity from window NLLs)
-PAIRING = {"ppl": ("nll", None, True), "answer_nll": ("answer_nll", "answer_tokens", False)}
+PAIRING = {"ppl": ("nll", None, True)} | {
+    key: (key, "answer_tokens", False) for key in ("answer_nll", "HasAns_answer_nll", "NoAns_answer_nll")
+}
 
 
 def pairing(metric: str) -> tuple[str, str | None, bool]:

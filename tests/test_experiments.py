@@ -196,7 +196,9 @@ def test_matrix_writes_every_file_and_row(matrix):
     assert_interval_cells(table, "## Comparisons between experiments", 6)
     verdicts = re.findall(r"^- (.*): \*\*(supported|contradicted|not established \(the interval covers 0\))\*\*$",
                           table, re.M)
-    assert len(verdicts) == 15  # fine-tuning helps its task: one per fine-tuned row (7); calibration: 4 + 2 + 2
+    # fine-tuning helps its task: one per fine-tuned row (7), plus the answerable SQuAD NLL of the 3 rows fine-tuned
+    # on SQuAD; calibration: 4 + 2 + 2, plus the answerable SQuAD NLL before and after fine-tuning (2)
+    assert len(verdicts) == 20
 
     rows = {row.name: row for row in load_rows(out)}
     assert len(rows) == 13
@@ -481,9 +483,31 @@ def test_summary_from_hand_written_reports(tmp_path):
             "-4.250 [-4.250, -4.250] *): **supported**") in table
     assert "SQuAD n = 32, GSM8K n = 16, BoolQ n = 64" in table and "majority-class rate on these examples: 62.5%" in table
     assert "| Exp 5 | 17.5 | 100.0 | 50.0 | 50.0 |" in table  # answer behaviour: HasAns F1, NoAns EM, rates
+    assert "answerable SQuAD questions" not in table  # reports without the split NLL: no verdict line for it
     assert "Warning" not in table
     write_json(out / "exp5" / "eval.json", eval_report(650.0, EXP5, limit=200))
     assert "different settings (limit)" in results_markdown(load_rows(out))
+
+
+def test_answerable_nll_gets_its_own_column_and_verdict(tmp_path):
+    """SQuAD's answer NLL split by answerability: a behaviour column and a verdict from its paired interval."""
+    write_matrix_reports(tmp_path)
+    # the answerable questions are the even ids; exp5 - pruned is -2.0 / -1.5 alternately (mean -1.75)
+    for name, values in (("pruned/wikitext2-squad", [7.0, 6.0] * 8), ("exp5", [5.0, 4.5] * 8)):
+        path = tmp_path / name / "eval.json"
+        report = json.loads(path.read_text())
+        report["per_example"]["squad"]["HasAns_answer_nll"] = {str(2 * i): v for i, v in enumerate(values)}
+        report["metrics"]["squad"]["HasAns_answer_nll"] = sum(values) / len(values)
+        write_json(path, report)
+    table = results_markdown(load_rows(tmp_path))
+    assert "| SQuAD NLL answerable ↓ |" in table
+    assert "| Pruned WikiText2 + SQuAD, before FT | 5.0 | 100.0 | 50.0 | 6.500 | 50.0 |" in table
+    assert "| Dense (no pruning, no FT) | 15.0 | 100.0 | 50.0 | — | 50.0 |" in table  # an older report: no split
+    line = next(line for line in table.splitlines() if "answerable SQuAD questions" in line)
+    assert line.startswith("- fine-tuning on SQuAD lowers the answer NLL of the answerable SQuAD questions "
+                           "(Exp 5 − Pruned WikiText2 + SQuAD, before FT: -1.750 [-")
+    low, high = (float(x) for x in line[line.index("[") + 1:line.index("]")].split(","))
+    assert -2.0 <= low < -1.75 < high <= -1.5 and line.endswith("] *): **supported**")
 
 
 def test_summary_over_seeds(tmp_path):

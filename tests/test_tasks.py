@@ -194,6 +194,13 @@ def test_squad_abstaining_model_gets_exactly_the_no_answer_share(tiny_llama, tok
     assert sum(tokens.values()) == counts["answer_tokens"]
     assert sum(nll[i] * tokens[i] for i in nll) / counts["answer_tokens"] == pytest.approx(metrics["answer_nll"])
     assert metrics["answer_nll_stderr"] == pytest.approx(mean_stderr(list(nll.values()), list(tokens.values())))
+    # the same NLL apart for the answerable (a, c) and unanswerable (b) gold targets, token-weighted
+    assert per_example["HasAns_answer_nll"] == {"a": nll["a"], "c": nll["c"]} and per_example["NoAns_answer_nll"] == {"b": nll["b"]}
+    has_tokens = tokens["a"] + tokens["c"]
+    assert metrics["HasAns_answer_nll"] == pytest.approx((nll["a"] * tokens["a"] + nll["c"] * tokens["c"]) / has_tokens)
+    assert metrics["NoAns_answer_nll"] == pytest.approx(nll["b"]) and metrics["NoAns_answer_nll_stderr"] is None
+    assert metrics["HasAns_answer_nll_stderr"] == pytest.approx(
+        mean_stderr([nll["a"], nll["c"]], [tokens["a"], tokens["c"]]))
     assert list(metrics)[:2] == ["exact", "exact_stderr"]  # each stderr right beside its metric
     assert [s["prediction"] for s in result["samples"]] == ["", "", ""]
 

@@ -255,7 +255,9 @@ def settings_notes(rows: list[Row]) -> list[str]:
         parts.append(f"WikiText2 {c['n_windows']} windows x {c['seqlen']} tokens")
     for task in dataset_specs.evaluation_tasks():
         if task in counts and "total" in counts[task]:
-            parts.append(f"{dataset_specs.display_name(task)} n = {counts[task]['total']}")
+            c = counts[task]
+            nll = f" (answer NLL: {c['answer_total']})" if c.get("answer_total", c["total"]) != c["total"] else ""
+            parts.append(f"{dataset_specs.display_name(task)} n = {c['total']}{nll}")
     if parts:
         notes.append("Evaluated on: " + ", ".join(parts) + ".")
     majority = first.metrics.get(("boolq", "majority_rate"))
@@ -266,7 +268,7 @@ def settings_notes(rows: list[Row]) -> list[str]:
         specs = [dataset_specs.get(name) for name in dataset_specs.evaluation_tasks()]
         defaults = ", ".join(f"{spec.display} {spec.max_new_tokens}" for spec in specs if spec.max_new_tokens is not None)
         notes.append(f"Generation capped at max_new_tokens {new_tokens} (defaults: {defaults}).")
-    keys = ("limit", "seqlen", "eval_windows", "max_new_tokens", "num_fewshot", "data_dir")
+    keys = ("limit", "nll_limit", "seqlen", "eval_windows", "max_new_tokens", "num_fewshot", "data_dir")
     differing = sorted({k for row in rows for k in keys if row.settings.get(k) != first.settings.get(k)})
     if differing:
         notes.append(f"**Warning**: rows were evaluated with different settings ({', '.join(differing)}); "

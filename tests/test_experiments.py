@@ -499,6 +499,9 @@ def test_answerable_nll_gets_its_own_column_and_verdict(tmp_path):
         report["per_example"]["squad"]["HasAns_answer_nll"] = {str(2 * i): v for i, v in enumerate(values)}
         report["metrics"]["squad"]["HasAns_answer_nll"] = sum(values) / len(values)
         write_json(path, report)
+    dense = json.loads((tmp_path / "dense" / "eval.json").read_text())
+    dense["counts"]["squad"].update(total=16, answer_total=32)  # generation on fewer examples than the NLL
+    write_json(tmp_path / "dense" / "eval.json", dense)
     table = results_markdown(load_rows(tmp_path))
     assert "| SQuAD NLL answerable ↓ |" in table
     assert "| Pruned WikiText2 + SQuAD, before FT | 5.0 | 100.0 | 50.0 | 6.500 | 50.0 |" in table
@@ -508,6 +511,7 @@ def test_answerable_nll_gets_its_own_column_and_verdict(tmp_path):
                            "(Exp 5 − Pruned WikiText2 + SQuAD, before FT: -1.750 [-")
     low, high = (float(x) for x in line[line.index("[") + 1:line.index("]")].split(","))
     assert -2.0 <= low < -1.75 < high <= -1.5 and line.endswith("] *): **supported**")
+    assert "SQuAD n = 16 (answer NLL: 32)" in table  # the counts of the first row
 
 
 def test_summary_over_seeds(tmp_path):

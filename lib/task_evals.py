@@ -83,10 +83,10 @@ def evaluate_squad(model: nn.Module, tokenizer, examples: Sequence[dict], batch_
         nll_examples: the examples of the answer NLL; None = `examples`.
     Returns:
         {"metrics": {"exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1",
-        "no_answer_rate", "answer_nll", "HasAns_answer_nll", "NoAns_answer_nll", each followed by its
-        "_stderr"}, "counts": {"total",
-        "HasAns_total", "NoAns_total", "answer_total", "answer_tokens"}, "per_example", "samples": list
-        or None}; fractions in [0, 1].
+        "no_answer_rate", "answer_nll", "HasAns_answer_nll", "NoAns_answer_nll" (token-weighted; None
+        for an empty subset), each followed by its "_stderr"}, "counts": {"total", "HasAns_total",
+        "NoAns_total", "answer_total", "answer_tokens"}, "per_example", "samples": list or None};
+        fractions in [0, 1].
     """
     generated, nll, nll_counts, per_example = generate_with_answer_nll(
         "squad", model, tokenizer, examples, nll_examples, lambda ex: squad_prompt(ex["context"], ex["question"]),
@@ -99,11 +99,18 @@ def evaluate_squad(model: nn.Module, tokenizer, examples: Sequence[dict], batch_
     metrics["answer_nll"] = nll["nll"]
     counts.update(nll_counts)
     ids = example_ids(examples)
-    for prefix, keep in (("", [True] * len(ids)), ("HasAns_", has_answer), ("NoAns_", [not h for h in has_answer])):
-        for key in ("exact", "f1"):
-            per_example[prefix + key] = {i: s[key] for i, s, k in zip(ids, scores, keep) if k}
+    for key in ("exact", "f1"):
+        per_example[key] = by_id(ids, (s[key] for s in scores))
+        per_example.update(_by_answerability(key, ids, [s[key] for s in scores], has_answer))
     per_example["no_answer_rate"] = by_id(ids, map(is_no_answer, predictions))
-    metrics.update(_split_answer_nll(per_example, examples if nll_examples is None else nll_examples))
+    nll_examples = examples if nll_examples is None else nll_examples
+    per_example.update(_by_answerability("answer_nll", example_ids(nll_examples), nll["per_example"],
+                                         [bool(ex["answers"]) for ex in nll_examples]))
+    tokens = per_example["answer_tokens"]
+    for prefix in ("HasAns_", "NoAns_"):  # token-weighted, like answer_nll
+        subset = per_example[prefix + "answer_nll"]
+        metrics[prefix + "answer_nll"] = (
+            sum(v * tokens[i] for i, v in subset.items()) / sum(tokens[i] for i in subset) if subset else None)
     metrics = with_stderr(metrics, per_example)
     samples = None
     if log_samples:
@@ -115,23 +122,15 @@ def evaluate_squad(model: nn.Module, tokenizer, examples: Sequence[dict], batch_
     return {"metrics": metrics, "counts": counts, "per_example": per_example, "samples": samples}
 
 
-def _split_answer_nll(per_example: dict, nll_examples: Sequence[dict]) -> dict:
-    """Token-weighted answer NLL of the answerable and of the unanswerable questions, apart.
+def _by_answerability(key: str, ids: Sequence[str], values: Sequence[float], has_answer: Sequence[bool]) -> dict:
+    """{"HasAns_<key>": {id: value} of the answerable questions, "NoAns_<key>": of the others}.
 
-    The two gold targets differ in kind (a span of the context vs the fixed NO_ANSWER string): a
-    model that learns to say "unanswerable" drives the overall NLL down without reading. Adds
-    per_example["HasAns_answer_nll"] / ["NoAns_answer_nll"] (subsets of "answer_nll") and returns
-    their metrics; a subset without examples is None.
+    The answer NLL is split too: its two gold targets differ in kind (a span of the context vs the
+    fixed NO_ANSWER string), and a model that learns to say "unanswerable" lowers the overall value
+    without reading.
     """
-    nll, tokens = per_example["answer_nll"], per_example["answer_tokens"]
-    ids = list(nll)  # the ids of nll_examples, in order
-    metrics = {}
-    for prefix, answerable in (("HasAns_", True), ("NoAns_", False)):
-        subset = [i for i, ex in zip(ids, nll_examples) if bool(ex["answers"]) == answerable]
-        per_example[prefix + "answer_nll"] = {i: nll[i] for i in subset}
-        n_tokens = sum(tokens[i] for i in subset)
-        metrics[prefix + "answer_nll"] = sum(nll[i] * tokens[i] for i in subset) / n_tokens if subset else None
-    return metrics
+    return {prefix + key: {i: float(v) for i, v, h in zip(ids, values, has_answer) if h == answerable}
+            for prefix, answerable in (("HasAns_", True), ("NoAns_", False))}
 
 
 def gsm8k_fewshot_prefix(fewshot_examples: Sequence[dict]) -> str:

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import torch
 
-from lib.cli import OneLineParser, add_dataclass_arguments, dataclass_values, run_or_fail, seed_everything, setup_logging
-from lib.data import dataset_names, get_loaders, parse_mixture
+from lib.cli import (OneLineParser, add_dataclass_arguments, check_range, dataclass_values, run_or_fail, seed_everything,
+                     setup_logging)
+from lib.data import check_sources, dataset_names, get_loaders, parse_mixture
 from lib.masks import DEFAULT_RATIOS, TIER_NAMES
-from lib.models import DEFAULT_MODEL, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label, save_model
-from lib.perplexity import perplexity
+from lib.models import (DEFAULT_MODEL, ModelLoadError, check_model_early, check_seqlen, effective_seqlen, given_seqlen,
+                        load_model, model_label, save_model)
+from lib.perplexity import perplexity, window_count
 from lib.outputs import Output, OutputError, atomic_dir, claim_outputs
 from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_model
 from lib.results import Timer, environment_info, write_json
@@ -31,6 +33,7 @@ from lib.tier_io import TIER_MAP_FILE, save_tier_maps
 from lib.tiered_io import save_compressed
 
 logger = logging.getLogger("main_block_three_tier")
+DEFAULT_SEQLEN = 2048
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
     p.add_argument("--seed", type=int, default=0, help="seed for calibration sampling and torch")
     p.add_argument("--nsamples", type=int, default=128, help="number of calibration samples")
-    p.add_argument("--seqlen", type=int, default=2048, help="calibration/evaluation length, capped at max_position_embeddings")
+    p.add_argument("--seqlen", type=int, default=None,
+                   help=f"calibration/evaluation length (default {DEFAULT_SEQLEN}, capped at the model's "
+                        "max_position_embeddings; a larger explicit value is an error)")
     p.add_argument("--calibration_dataset", "--calib_dataset", default="wikitext2",
                    help=f"one of {', '.join(dataset_names())}, or a mixture like wikitext2+squad or wikitext2:0.7,gsm8k:0.3")
     p.add_argument("--calibration_packing", choices=("concat", "none"), default="concat",
@@ -95,21 +100,25 @@ def summary_table(result, sparsity: dict, ppl: dict | None, timings: dict) -> st
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Check everything the arguments, the model's config and the data files tell, then prune (`prune_and_save`)."""
+    explicit_seqlen = given_seqlen(args, DEFAULT_SEQLEN)
     ratios = resolve_ratios(args)
     config = PruneConfig(**{**dataclass_values(args, PruneConfig), "ratios": ratios})
-    if args.nsamples <= 0:
-        raise ValueError(f"--nsamples must be positive, got {args.nsamples}")
-    if args.eval_windows is not None and args.eval_windows <= 0:
-        raise ValueError(f"--eval_windows must be positive, got {args.eval_windows}")
+    check_range("--nsamples", args.nsamples, 1)
+    check_range("--eval_windows", args.eval_windows, 1)
+    check_range("--eval_batch_size", args.eval_batch_size, 1)
     check_seqlen(args.seqlen)
     parse_mixture(args.calibration_dataset)  # fail before loading the model
     outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model"),
                Output("--save_compressed", args.save_compressed, "compressed_model")]
     with claim_outputs(outputs, inputs={"--model": args.model}, overwrite=args.overwrite):
-        return prune_and_save(args, config)
+        check_model_early(args.model, args.seqlen, explicit_seqlen)  # the config, before any weights
+        eval_text = check_sources(args.calibration_dataset, args.data_dir, evaluation=not args.no_eval)
+        return prune_and_save(args, config, explicit_seqlen, eval_text)
 
 
-def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
+def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqlen: bool = True,
+                   eval_text: str | None = None) -> dict:
     """Load, calibrate, prune, evaluate and write the outputs (claimed by `run`)."""
     seed_everything(args.seed)
     timer = Timer()
@@ -117,12 +126,16 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
     with timer("load"):
         model, tokenizer = load_model(args.model, args.dtype, args.device, args.device_map)
     check_block_fits(model, config)  # before calibration data is even tokenized
-    seqlen = effective_seqlen(model, args.seqlen)
+    seqlen = effective_seqlen(model, args.seqlen, explicit_seqlen)
     with timer("data"):
         trainloader, testenc = get_loaders(
             args.calibration_dataset, nsamples=args.nsamples, seed=args.seed, seqlen=seqlen,
             tokenizer=tokenizer, data_dir=args.data_dir, packing=args.calibration_packing,
         )
+    n_windows = None  # the evaluation's windows, counted before pruning: a short text fails here, not after
+    if not args.no_eval:
+        n_windows = window_count(testenc.input_ids.shape[1], seqlen, args.eval_windows,
+                                 f"the evaluation text {eval_text or ''}".strip())
     logger.info("pruning %s: %s", args.model, method_label(config))
     result = prune_model(model, [inp for inp, _ in trainloader], config)
     timings = {**timer.seconds, **result.timings}
@@ -130,7 +143,7 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig) -> dict:
     ppl = None
     if not args.no_eval:
         with timer("evaluation"):
-            ppl = perplexity(model, testenc.input_ids, seqlen, args.eval_windows, args.eval_batch_size)
+            ppl = perplexity(model, testenc.input_ids, seqlen, n_windows, args.eval_batch_size)
         ppl.update(perplexity_report(ppl)["metrics"])  # + ppl_stderr, ppl_ci95_low/high, nll_stderr
         timings["evaluation"] = timer.seconds["evaluation"]
     timings["total"] = time.perf_counter() - start

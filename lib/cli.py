@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import random
 import sys
 from typing import Any, Callable, NoReturn
@@ -101,3 +102,30 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
 def dataclass_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """{field name: parsed value} for the fields of `cls` (flags added by `add_dataclass_arguments`)."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+
+
+def check_range(flag: str, value: float | int | None, minimum: float | None = None,
+                maximum: float | None = None) -> None:
+    """Raise a one-line ValueError naming `flag` unless `value` is a finite number in [minimum, maximum].
+
+    None (an optional flag not given) passes; a bound of None is no bound.
+    """
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise ValueError(f"{flag} must be a finite number, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{flag} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{flag} must be at most {maximum}, got {value}")
+
+
+def check_finite_fields(instance: Any) -> None:
+    """Raise a one-line ValueError naming the flag of the first float field of the dataclass `instance`
+    (or float inside a tuple field) that is NaN or infinite; the flag is the field's metadata "flag",
+    else --<field name>."""
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"{f.metadata.get('flag', '--' + f.name)} must be a finite number, got {item}")

@@ -36,7 +36,7 @@ from lib.token_cache import DocumentTokens, text_tokens, tokenizer_key
 __all__ = [
     "dataset_names", "MIXED", "PACKING", "DataError", "calibration_samples",
     "get_loaders", "get_eval_tokens", "load_task_examples", "resolve_data_dir",
-    "parse_mixture", "apportion", "tokenizer_key",
+    "parse_mixture", "apportion", "tokenizer_key", "check_sources", "evaluation_dataset",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,8 +141,10 @@ class _ExampleStream:
         self.texts, self.n_examples, self.tokenizer, self.cache = texts, n_examples, tokenizer, cache
         self.rng = random.Random(seed)
         self.queue: deque[int] = deque()
+        self.drawn = 0  # examples handed out so far; above n_examples some repeat
 
     def next(self) -> list[int]:
+        self.drawn += 1
         if not self.queue:
             order = list(range(self.n_examples))
             self.rng.shuffle(order)
@@ -166,7 +168,16 @@ def _wikitext2_samples(n: int, seed: int, seqlen: int, tokens: torch.Tensor, lab
     for _ in range(n):
         start = rng.randint(0, tokens.numel() - seqlen - 1)
         samples.append(tokens[start : start + seqlen].unsqueeze(0))  # (1, seqlen)
+    _warn_repeated_samples(samples, label)
     return samples
+
+
+def _warn_repeated_samples(samples: list[torch.Tensor], label: str) -> None:
+    """One warning when some of the calibration samples [1, L] are identical (a text barely longer than seqlen)."""
+    distinct = len({tuple(sample[0].tolist()) for sample in samples})
+    if distinct < len(samples):
+        logger.warning("calibration: only %d distinct of %d samples from %s (the text is short for this --seqlen); "
+                       "repeated samples weigh twice", distinct, len(samples), label)
 
 
 def _c4_samples(n: int, seed: int, seqlen: int, corpus: Corpus, documents: DocumentTokens) -> list[torch.Tensor]:
@@ -195,6 +206,7 @@ def _c4_samples(n: int, seed: int, seqlen: int, corpus: Corpus, documents: Docum
         start = rng.randint(0, ids.numel() - seqlen - 1)
         samples.append(ids[start : start + seqlen].long().unsqueeze(0))  # (1, seqlen)
     documents.save()
+    _warn_repeated_samples(samples, corpus.label)
     return samples
 
 
@@ -229,6 +241,10 @@ def _task_samples(
                 ids.append(eos)
             ids = ids[:seqlen]
         samples.append(torch.tensor([ids], dtype=torch.long))  # (1, L)
+    if stream.drawn > len(examples):
+        logger.warning("calibration: %d %s samples use %d examples, but the train split has only %d distinct "
+                       "example(s), so examples repeat; use more data or a smaller --nsamples / --seqlen",
+                       n, task, stream.drawn, len(examples))
     return samples
 
 
@@ -272,6 +288,32 @@ def _eval_tokens(name: str, tokenizer, tok_key: str, data_dir: Path | None, seql
     spec = dataset_specs.get(name, "text")
     tokens = text_tokens(tokenizer, tok_key, spec.corpus("evaluation", data_dir), spec.eval_separator)
     return (tokens if spec.eval_windows is None else tokens[: spec.eval_windows * seqlen]).unsqueeze(0)
+
+
+def evaluation_dataset(name: str) -> str:
+    """The perplexity dataset that goes with calibration `name`: c4 for C4 alone, else wikitext2 (Wanda)."""
+    return "c4" if [source for source, _ in parse_mixture(name)] == ["c4"] else "wikitext2"
+
+
+def check_sources(name: str, data_dir=None, evaluation: bool = True) -> str | None:
+    """Read and validate every file calibration `name` needs, and (with `evaluation`) its perplexity text.
+
+    Meant before the model loads: a missing --data_dir or file, invalid JSON, a field of the wrong
+    type, text that is not UTF-8 or a file without examples is a DataError naming the file. Parsed
+    task files are kept for the process, so the later calibration reads them for free.
+    Returns the evaluation text's label (e.g. "wikitext2/wiki.test.raw"), or None without `evaluation`.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    for source, _ in parse_mixture(name):
+        spec = dataset_specs.get(source)
+        if spec.kind == "examples":
+            task_examples(source, "train", data_dir)
+        else:
+            spec.corpus("calibration", data_dir)
+    if not evaluation:
+        return None
+    label = dataset_specs.get(evaluation_dataset(name)).corpus("evaluation", data_dir).label
+    return label if data_dir is None else f"{label} under {data_dir}"
 
 
 def get_eval_tokens(name: str, tokenizer, data_dir=None, seqlen: int = 2048) -> torch.Tensor:
@@ -335,6 +377,5 @@ def get_loaders(
         )
         random.Random(seed).shuffle(inputs)
     trainloader = [(inp, _target(inp)) for inp in inputs]
-    eval_name = "c4" if [source for source, _ in mixture] == ["c4"] else "wikitext2"
-    testenc = BatchEncoding({"input_ids": _eval_tokens(eval_name, tokenizer, tok_key, data_dir, seqlen)})
+    testenc = BatchEncoding({"input_ids": _eval_tokens(evaluation_dataset(name), tokenizer, tok_key, data_dir, seqlen)})
     return trainloader, testenc

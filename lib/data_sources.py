@@ -1,7 +1,8 @@
 """Where calibration and evaluation text comes from: local files or the Hugging Face Hub.
 
 Readers return plain records (strings, dicts) plus an `origin` string that changes whenever the
-underlying file changes, so that token caches can be keyed on it. Tokenization and sampling live
+underlying file's bytes change (a content hash), so that token caches can be keyed on it. A file
+that is not UTF-8, or a task file without examples, is a DataError naming it. Tokenization and sampling live
 in `lib/data.py`.
 
 Local copies sit under one data directory, named as the official releases name them:
@@ -19,6 +20,7 @@ Hub ids and record parsers come from the dataset registry (lib.dataset_specs).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -44,7 +46,7 @@ class Corpus:
     """Texts of one split and where they came from.
 
     texts: documents (C4) or lines (WikiText-2), in file order; a Hub column may be lazy.
-    origin: changes whenever the source changes ("path:size:mtime", or the Hub dataset fingerprint).
+    origin: changes whenever the source's content changes ("sha256:<digest>", or the Hub dataset fingerprint).
     label: short description for logs, e.g. "wikitext2/wiki.valid.raw".
     """
 
@@ -67,9 +69,47 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return path
 
 
+_DIGESTS: dict[tuple, str] = {}  # (resolved path, inode, size, mtime, ctime) -> content digest, once per process
+_PARSED: dict[tuple, object] = {}  # (reader, file origins) -> what it read, so each file is parsed once per process
+
+
 def file_origin(path: Path) -> str:
+    """The origin of a file: "sha256:" + the digest of its bytes (the same content gives the same origin).
+
+    Hashed once per process and file version (data files are a few MB: milliseconds); a rewrite
+    changes the ctime even when it keeps the size and the mtime.
+    """
     stat = path.stat()
-    return f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _DIGESTS[key] = "sha256:" + digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def _parsed(reader: str, paths: Sequence[Path], read):
+    """`read()`, once per process for the current content of `paths` (keyed by `reader` and their origins)."""
+    key = (reader, *(file_origin(path) for path in paths))
+    if key not in _PARSED:
+        _PARSED[key] = read()
+    return _PARSED[key]
+
+
+def not_utf8(path: Path, err: UnicodeDecodeError) -> DataError:
+    """A DataError naming `path` and the byte offset (of the decompressed text for .gz) where UTF-8 decoding fails."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    try:
+        raw.decode("utf-8")  # the offset of `err` counts from the start of a read chunk, not of the file
+    except UnicodeDecodeError as whole:
+        err = whole
+    byte = err.object[err.start : err.start + 1]
+    return DataError(f"{path}: not UTF-8 text (byte 0x{byte.hex()} at offset {err.start}); convert it to UTF-8, "
+                     "e.g. with iconv -f latin1 -t utf-8")
 
 
 def _hub(dataset: str) -> tuple[str, str | None]:
@@ -140,8 +180,14 @@ class _HubColumn(Sequence):
 
 def _wikitext_lines(path: Path) -> list[str]:
     """Lines as the Hub dataset stores them: with their trailing newline, blank lines as ""."""
-    with open(path, encoding="utf-8") as f:
-        return [line if line.strip() else "" for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line if line.strip() else "" for line in f]
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, err) from err
+    if not any(lines):
+        raise DataError(f"{path} has no text; pass the official WikiText-2 raw file")
+    return lines
 
 
 def wikitext2_lines(split: str, data_dir: Path | None) -> Corpus:
@@ -159,7 +205,7 @@ def wikitext2_lines(split: str, data_dir: Path | None) -> Corpus:
             path = fallback
     if not path.is_file():
         raise _missing("wikitext2", data_dir, f"{path.name}")
-    return Corpus(_wikitext_lines(path), file_origin(path), f"wikitext2/{path.name}")
+    return Corpus(_parsed("wikitext2", [path], lambda: _wikitext_lines(path)), file_origin(path), f"wikitext2/{path.name}")
 
 
 # ---------------------------------------------------------------- C4
@@ -168,19 +214,24 @@ def wikitext2_lines(split: str, data_dir: Path | None) -> Corpus:
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a .jsonl / .json(l).gz file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path}:{lineno}: invalid JSON ({err.msg}); each line must be one JSON object"
-                ) from err
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, record
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(
+                        f"{path}:{lineno}: invalid JSON ({err.msg}); each line must be one JSON object"
+                    ) from err
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+                yield lineno, record
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, err) from err
+    except (OSError, EOFError) as err:  # a damaged .gz
+        raise DataError(f"{path}: unreadable ({err.__class__.__name__}: {err})") from err
 
 
 def _c4_files(data_dir: Path, split: str) -> list[Path]:
@@ -193,9 +244,9 @@ def _c4_files(data_dir: Path, split: str) -> list[Path]:
 
 
 def _c4_local(files: list[Path]) -> Corpus:
-    texts = [
+    texts = _parsed("c4", files, lambda: [
         require_field(record, "text", str, f"{path}:{lineno}") for path in files for lineno, record in _read_jsonl(path)
-    ]
+    ])
     origin = "|".join(file_origin(p) for p in files)
     return Corpus(texts, origin, "+".join(f"c4/{p.name}" for p in files))
 
@@ -255,6 +306,8 @@ def read_squad_json(path: Path) -> list[dict]:
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, err) from err
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg}); expected the SQuAD v2.0 JSON format") from err
     if not isinstance(doc, dict):
@@ -281,17 +334,17 @@ def read_squad_json(path: Path) -> list[dict]:
     return examples
 
 
-_PARSED: dict[str, list[dict]] = {}  # file origin -> examples, so each file is parsed once per process
-
-
 def _task_local(spec, path: Path) -> list[dict]:
-    origin = file_origin(path)
-    if origin not in _PARSED:
+    def read() -> list[dict]:
         if spec.read_file is not None:
-            _PARSED[origin] = spec.read_file(path)
+            examples = spec.read_file(path)
         else:
-            _PARSED[origin] = [spec.parse_record(record, f"{path}:{lineno}") for lineno, record in _read_jsonl(path)]
-    return _PARSED[origin]
+            examples = [spec.parse_record(record, f"{path}:{lineno}") for lineno, record in _read_jsonl(path)]
+        if not examples:
+            raise DataError(f"{path} has no examples; pass the official {spec.display} file ({spec.layout})")
+        return examples
+
+    return _parsed(spec.name, [path], read)
 
 
 def task_examples(task: str, split: str, data_dir: Path | None) -> tuple[list[dict], str]:
@@ -320,7 +373,8 @@ def task_examples(task: str, split: str, data_dir: Path | None) -> tuple[list[di
     return _task_local(spec, path), file_origin(path)
 
 
-def load_task_examples(task: str, split: str, data_dir=None, limit: int | None = None) -> list[dict]:
+def load_task_examples(task: str, split: str, data_dir=None, limit: int | None = None,
+                       flag: str | None = None) -> list[dict]:
     """Examples of SQuAD v2, GSM8K or BoolQ as plain dicts, the first `limit` in file order.
 
     Args:
@@ -329,6 +383,8 @@ def load_task_examples(task: str, split: str, data_dir=None, limit: int | None =
             without a train file falls back to the eval file with a warning.
         data_dir: local data directory (else env WANDA_DATA_DIR, else the Hub).
         limit: keep only the first N examples (None = all).
+        flag: the option that set `limit` (e.g. "--num_fewshot"): a limit above the split's size logs one
+            warning naming it and the cap.
     Returns:
         squad: {"id", "title", "context", "question", "answers"}; answers is the list of gold answer
             texts, [] for unanswerable questions.
@@ -338,4 +394,7 @@ def load_task_examples(task: str, split: str, data_dir=None, limit: int | None =
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be None or >= 0, got {limit}")
     examples, _ = task_examples(task, split, resolve_data_dir(data_dir))
+    if flag is not None and limit is not None and limit > len(examples):
+        logger.warning("%s %d exceeds the %d examples of the %s %s split; using %d", flag, limit, len(examples),
+                       task, split, len(examples))
     return [dict(ex) for ex in examples[:limit]]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -29,7 +30,16 @@ from typing import Any
 from lib.dataset_specs import display_name
 from lib.matrix import BY_NAME, CALIBRATION_ORDER, EXPERIMENTS
 
+logger = logging.getLogger(__name__)
+
 EVAL_FILE = "eval.json"
+# the keys a step's JSON output must hold to count as done (scripts/run_task_experiments.sh, `output_problem`)
+REQUIRED_KEYS = {
+    EVAL_FILE: ("tasks", "metrics", "counts", "settings"),
+    "results.json": ("args", "sparsity"),
+    "finetune_results.json": ("task", "model_name_or_path", "data_args"),
+    "config.json": ("model_type",),
+}
 SEED_SUFFIX = re.compile(r"_seed(\d+)$")
 KIND_ORDER = ("dense", "pruned", "finetuned", "other")
 
@@ -120,8 +130,45 @@ def data_label(name: str | None) -> str:
     return " + ".join(display_name(source) + (f" {share}" if share else "") for source, _, share in parts)
 
 
+def output_problem(path: str | Path) -> str | None:
+    """Why the JSON output `path` of a step cannot count as done, or None when it is sound.
+
+    It must parse as a JSON object holding the keys REQUIRED_KEYS lists for its file name; an
+    eval.json also a metrics object for every task it lists. One line, for the experiment runner
+    (which reruns the step) and the summary (which shows the row as "no data").
+    """
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "is missing"
+    except (OSError, UnicodeDecodeError) as err:
+        return f"is unreadable ({err.__class__.__name__})"
+    except json.JSONDecodeError as err:
+        return f"is not valid JSON ({err.msg}: line {err.lineno} column {err.colno})"
+    if not isinstance(report, dict):
+        return f"holds a JSON {type(report).__name__}, not an object"
+    missing = [key for key in REQUIRED_KEYS.get(path.name, ()) if key not in report]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if path.name == EVAL_FILE:
+        tasks, metrics = report["tasks"], report["metrics"]
+        if not isinstance(tasks, list) or not isinstance(metrics, dict):
+            return "has 'tasks' that is not a list or 'metrics' that is not an object"
+        absent = [task for task in tasks if not isinstance(metrics.get(task), dict)]
+        if absent:
+            return f"has no metrics for {', '.join(map(str, absent))}"
+    return None
+
+
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    problem = output_problem(path)
+    if problem:
+        logger.warning("ignoring %s: it %s", path, problem)
+        return None
+    return json.loads(path.read_text())
 
 
 def _pruned_info(out: Path, tag: str) -> tuple[str | None, float | None]:
@@ -192,7 +239,8 @@ def load_rows(out: str | Path, expected: list[str] = ()) -> list[Row]:
     eval.json is a row with `missing` set and no metrics.
     """
     out = Path(out)
-    rows = [load_row(out, path) for path in out.rglob(EVAL_FILE) if "model" not in path.relative_to(out).parts]
+    rows = [load_row(out, path) for path in out.rglob(EVAL_FILE)
+            if "model" not in path.relative_to(out).parts and _read(path) is not None]  # a damaged one: no data
     found = {row.name for row in rows}
     for name in expected:
         if name not in found:

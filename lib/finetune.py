@@ -124,12 +124,10 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
 
     # the main process of each node first converts a GGUF model and writes token caches; the others read them
     with training_args.main_process_first(desc="model and data loading"):
-        try:
-            model, tokenizer = load_model(model_args.model_name_or_path, dtype="float32",
-                                          device=str(training_args.device))
-            if model_args.tokenizer_name:
-                tokenizer = load_tokenizer(model_args.tokenizer_name)
+        try:  # the data first: a bad file fails before the model's weights load
+            tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path)
             train_set, eval_set = load_datasets(task, data_args, tokenizer, training_args.seed)
+            model, _ = load_model(model_args.model_name_or_path, dtype="float32", device=str(training_args.device))
         except (ValueError, OSError) as err:  # ModelLoadError, DataError (malformed or missing data files)
             fail(err)
     source_dir = Path(resolve_model_path(model_args.model_name_or_path))

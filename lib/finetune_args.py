@@ -15,7 +15,8 @@ from typing import Sequence
 
 import torch
 
-from lib.cli import EXIT_USAGE, one_line
+from lib.cli import EXIT_USAGE, check_finite_fields, one_line
+from lib.data_sources import resolve_data_dir
 from lib.models import DEFAULT_MODEL
 from lib.outputs import Output, check_outputs
 
@@ -86,6 +87,7 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        resolve_data_dir(self.data_dir)  # a missing directory fails here, before any model loads
         if self.max_train_samples is not None and self.max_train_samples <= 0:
             raise ValueError(f"--max_train_samples must be positive, got {self.max_train_samples}")
         if self.max_eval_samples is not None and self.max_eval_samples < 0:
@@ -151,6 +153,7 @@ def check_training_args(training_args, model_args: ModelArguments) -> None:
     for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, flag) <= 0:
             raise ValueError(f"--{flag} must be at least 1, got {getattr(training_args, flag)}")
+    check_finite_fields(training_args)  # --learning_rate nan passes every comparison
     if training_args.learning_rate < 0:
         raise ValueError(f"--learning_rate must be >= 0, got {training_args.learning_rate}")
     if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
@@ -184,6 +187,7 @@ def parse_args(task: str, argv: Sequence[str] | None = None):
         if not torch.cuda.is_available():
             values["use_cpu"] = True  # without it the Trainer runs each torchrun process alone on a CPU machine
         model_args, data_args, training_args = parser.parse_dict(values)
+        check_finite_fields(model_args)
         check_training_args(training_args, model_args)
         return model_args, data_args, training_args
     except ValueError as err:  # one line, without argparse's usage block (hundreds of Trainer flags)

@@ -83,16 +83,19 @@ def load_datasets(task: str, data_args, tokenizer, seed: int) -> tuple[list[dict
         test_ids = testenc.input_ids
         n_windows = test_ids.shape[1] // data_args.block_size
         if data_args.max_eval_samples is not None:
+            if data_args.max_eval_samples > n_windows:
+                logger.warning("--max_eval_samples %d exceeds the %d test windows of --block_size %d; using %d",
+                               data_args.max_eval_samples, n_windows, data_args.block_size, n_windows)
             n_windows = min(n_windows, data_args.max_eval_samples)
         eval_windows = test_ids[0, : n_windows * data_args.block_size].view(n_windows, data_args.block_size)
         return build_lm_dataset(train_windows), build_lm_dataset(eval_windows)
     train_examples = data.load_task_examples(task, "train", data_dir=data_args.data_dir,
-                                             limit=data_args.max_train_samples)
+                                             limit=data_args.max_train_samples, flag="--max_train_samples")
     train = build_task_dataset(task, train_examples, tokenizer, data_args.max_length)
     if data_args.max_eval_samples == 0:
         return train, []
     eval_examples = data.load_task_examples(task, "eval", data_dir=data_args.data_dir,
-                                            limit=data_args.max_eval_samples)
+                                            limit=data_args.max_eval_samples, flag="--max_eval_samples")
     return train, build_task_dataset(task, eval_examples, tokenizer, data_args.max_length)
 
 

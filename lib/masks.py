@@ -47,7 +47,7 @@ def check_ratios(ratios: tuple[float, float, float]) -> None:
     """Raise unless ratios are three non-negative numbers that sum to 1 within 1e-6."""
     if len(ratios) != 3:
         raise ValueError(f"--sparsity_ratios needs 3 values (dense, 2:4, top-k), got {len(ratios)}")
-    if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+    if not all(r >= 0 for r in ratios) or not abs(sum(ratios) - 1.0) <= 1e-6:  # NaN fails too
         raise ValueError(
             f"--sparsity_ratios {' '.join(map(str, ratios))} must be >= 0 and sum to 1 (they sum to {sum(ratios):.6g}); "
             "no normalization is applied"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from lib.cli import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +92,9 @@ def convert_gguf(gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("converting %s to a safetensors model in %s (once)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                     trust_remote_code=False)
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # a GGUF-loaded model refuses save_pretrained
@@ -120,7 +124,65 @@ def resolve_model_path(name_or_path: str) -> str:
         raise ModelLoadError(f"model path {name_or_path} does not exist")
     if path.exists() and not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json: pass a model directory, a .gguf file, a Hub id or {DEFAULT_MODEL!r}")
+    if path.is_dir():
+        check_model_dir(path, name_or_path)
     return name_or_path
+
+
+def read_json_file(path: Path, name: str) -> dict:
+    """The JSON object in `path` (a model directory's config); one-line ModelLoadError naming it when it is not one."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"model {name}: {path} is unreadable ({err.__class__.__name__}: {one_line(err)})") from err
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"model {name}: {path} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def check_model_dir(path: Path, name: str) -> dict:
+    """config.json of the local model directory `path`, refused (one line, nothing run) when it needs code.
+
+    This toolkit never runs code from a model directory (every transformers call passes
+    trust_remote_code=False, and nothing reads stdin): a config.json or tokenizer_config.json with
+    `auto_map`, a model_type this transformers version does not know, or one without a causal-LM
+    class is a ModelLoadError naming the model. Returns the parsed config.json.
+    """
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = read_json_file(path / "config.json", name)
+    for file in ("config.json", "tokenizer_config.json"):
+        values = config if file == "config.json" else (
+            read_json_file(path / file, name) if (path / file).is_file() else {})
+        if values.get("auto_map"):
+            classes = ", ".join(values["auto_map"]) if isinstance(values["auto_map"], dict) else str(values["auto_map"])
+            raise ModelLoadError(
+                f"model {name} needs code from its own directory ({file} auto_map: {classes}); this toolkit never "
+                "runs code from a model directory: use a model whose architecture transformers itself implements")
+    model_type = config.get("model_type")
+    if model_type is not None and model_type not in CONFIG_MAPPING:
+        raise ModelLoadError(
+            f"model {name} has model_type {model_type!r}, which transformers does not implement (it would need code "
+            "from the model directory, and this toolkit never runs code from a model directory)")
+    if model_type is not None and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelLoadError(f"model {name} (model_type {model_type!r}) has no causal-LM class in transformers; "
+                             "this toolkit prunes decoder-only causal language models (see 'Supported models' in the README)")
+    return config
+
+
+def peek_config(name_or_path: str) -> dict | None:
+    """The config.json of a model, read before any weights load, or None where it cannot be read yet.
+
+    A local directory is checked by `check_model_dir`; an alias or .gguf file is read from its converted
+    cache entry when one exists (None before the first conversion); a Hub id gives None.
+    """
+    if name_or_path in ALIASES or Path(name_or_path).suffix == ".gguf":
+        gguf = alias_gguf_path(name_or_path) if name_or_path in ALIASES else Path(name_or_path)
+        cached = _gguf_cache_dir(gguf) / "config.json" if gguf.is_file() else None
+        return read_json_file(cached, name_or_path) if cached is not None and cached.is_file() else None
+    path = Path(resolve_model_path(name_or_path))
+    return check_model_dir(path, name_or_path) if path.is_dir() else None
 
 
 def looks_local(name_or_path: str) -> bool:
@@ -132,7 +194,7 @@ def load_tokenizer(name_or_path: str):
     """Tokenizer for an alias, GGUF file, directory or Hub id; pad token defaults to EOS."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -169,7 +231,8 @@ def load_model(
             model = load_tiered_model(path)
             model = model if torch_dtype == "auto" else model.to(torch_dtype)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map,
+                                                         trust_remote_code=False)
     except OSError as err:
         raise ModelLoadError(
             f"cannot load model {name_or_path!r} ({err.__class__.__name__}: {str(err).splitlines()[0]}); "
@@ -181,6 +244,7 @@ def load_model(
         model.to(device)
     model.eval()
     model.config.use_cache = False
+    check_causal(model, name_or_path)
     tokenizer = load_tokenizer(name_or_path)
     return model, tokenizer
 
@@ -217,6 +281,37 @@ def decoder_layers_path(model: nn.Module) -> str:
 def check_supported(model: nn.Module) -> None:
     """Raise ModelLoadError, before any expensive step, when `model` has no prunable decoder stack."""
     decoder_layers_path(model)
+
+
+CAUSAL_PROBE_TOKENS = 16  # two probe sequences share their first half
+CAUSAL_TOLERANCE = 1e-5  # of the largest probe logit
+
+
+@torch.no_grad()
+def check_causal(model: nn.Module, name: str) -> None:
+    """Raise ModelLoadError unless `model` is a causal decoder, by a probe that reads no config flag.
+
+    Two random sequences [2, L] (L = 16, or max_position_embeddings when smaller) share their first
+    L // 2 tokens; a causal LM gives the same logits at those positions (within CAUSAL_TOLERANCE of
+    the largest logit; in practice bit-identical), a bidirectional model (BERT without is_decoder,
+    an encoder) does not. Non-finite probe logits are refused too. Cost: one forward of 2 x L tokens.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    length = min(CAUSAL_PROBE_TOKENS, limit) if isinstance(limit, int) and limit >= 2 else CAUSAL_PROBE_TOKENS
+    shared = length // 2
+    ids = torch.randint(0, model.get_input_embeddings().num_embeddings, (2, length),
+                        generator=torch.Generator().manual_seed(0))
+    ids[1, :shared] = ids[0, :shared]
+    logits = model(input_ids=ids.to(model_device(model))).logits.float()  # (2, L, V)
+    if not torch.isfinite(logits).all():
+        raise ModelLoadError(f"model {name} gives non-finite logits (NaN or inf) on a probe of {length} tokens; "
+                             "its weights are damaged or overflow in this --dtype")
+    change = (logits[0, :shared] - logits[1, :shared]).abs().max().item()
+    if change > CAUSAL_TOLERANCE * logits.abs().max().item():
+        raise ModelLoadError(
+            f"model {name} ({type(model).__name__}) is not a causal decoder: its predictions at a position change "
+            f"with later tokens (by {change:.3g}); this toolkit prunes and scores decoder-only causal LMs only "
+            "(see 'Supported models' in the README)")
 
 
 def get_decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -305,14 +400,45 @@ def check_seqlen(seqlen: int) -> None:
         raise ValueError(f"--seqlen must be at least 2 tokens, got {seqlen}")
 
 
-def effective_seqlen(model: nn.Module, seqlen: int) -> int:
-    """`seqlen` capped at the model's max_position_embeddings (never defaulted to it)."""
+def check_seqlen_fits(seqlen: int, limit: int | None, name: str) -> None:
+    """Raise ValueError when an explicit --seqlen exceeds the model's max_position_embeddings `limit`."""
     check_seqlen(seqlen)
+    if isinstance(limit, int) and seqlen > limit:
+        raise ValueError(f"--seqlen {seqlen} exceeds max_position_embeddings {limit} of model {name}; "
+                         f"pass --seqlen {limit} or less")
+
+
+def effective_seqlen(model: nn.Module, seqlen: int, explicit: bool = False) -> int:
+    """`seqlen` checked against the model's max_position_embeddings (never defaulted to it).
+
+    An explicit --seqlen above the limit is a ValueError (`check_seqlen_fits`); the default is capped
+    at the limit with a warning.
+    """
     limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and seqlen > limit:
-        logger.warning("--seqlen %d exceeds max_position_embeddings %d; using %d", seqlen, limit, limit)
+    if explicit:
+        check_seqlen_fits(seqlen, limit, getattr(model.config, "name_or_path", "") or type(model).__name__)
+        return seqlen
+    check_seqlen(seqlen)
+    if isinstance(limit, int) and seqlen > limit:
+        logger.warning("the default --seqlen %d exceeds max_position_embeddings %d; using %d", seqlen, limit, limit)
         return limit
     return seqlen
+
+
+def given_seqlen(args, default: int) -> bool:
+    """Whether --seqlen was given (a parser default of None); fills `args.seqlen` with `default` when not."""
+    explicit = args.seqlen is not None
+    args.seqlen = args.seqlen if explicit else default
+    return explicit
+
+
+def check_model_early(name_or_path: str, seqlen: int | None = None, explicit_seqlen: bool = False) -> None:
+    """What the model's config tells before its weights load: no code from its directory (`check_model_dir`)
+    and an explicit --seqlen within its positions. A model whose config cannot be read yet (a Hub id, a
+    first GGUF conversion) is checked at load."""
+    config = peek_config(name_or_path)
+    if config is not None and seqlen is not None and explicit_seqlen:
+        check_seqlen_fits(seqlen, config.get("max_position_embeddings"), name_or_path)
 
 
 def model_label(name_or_path: str) -> str:

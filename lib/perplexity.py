@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -10,6 +11,24 @@ from tqdm.auto import tqdm
 
 from lib.models import model_device
 from lib.scoring import final_hidden_states, score_tokens
+
+logger = logging.getLogger(__name__)
+
+
+def window_count(n_tokens: int, seqlen: int, max_windows: int | None = None, text: str = "the test text") -> int:
+    """Non-overlapping `seqlen` windows evaluated in `n_tokens` tokens: all, or the first `max_windows`.
+
+    Raises ValueError naming `text` when not one window fits; a `max_windows` above what the text
+    holds logs one warning with the cap.
+    """
+    available = n_tokens // seqlen
+    if available == 0:
+        raise ValueError(f"{text} has {n_tokens} tokens, fewer than one window of --seqlen {seqlen}; "
+                         "use a smaller --seqlen or a longer evaluation text")
+    if max_windows is not None and max_windows > available:
+        logger.warning("--eval_windows %d exceeds the %d windows of %d tokens in %s; using %d",
+                       max_windows, available, seqlen, text, available)
+    return available if max_windows is None else min(available, max_windows)
 
 
 @torch.no_grad()
@@ -32,11 +51,7 @@ def perplexity(
         predicted tokens, (seqlen - 1) per window; window_nll: each window's mean token NLL,
         in window order. Logits are computed a chunk of positions at a time (lib.scoring).
     """
-    n_windows = input_ids.shape[1] // seqlen
-    if max_windows is not None:
-        n_windows = min(n_windows, max_windows)
-    if n_windows == 0:
-        raise ValueError(f"the test text has {input_ids.shape[1]} tokens, fewer than one window of --seqlen {seqlen}")
+    n_windows = window_count(input_ids.shape[1], seqlen, max_windows)
     device = model_device(model)
     windows = input_ids[0, : n_windows * seqlen].view(n_windows, seqlen)  # (N, T)
     window_sums = []

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lib import allocation
+from lib.cli import check_finite_fields
 from lib.masks import (
     DEFAULT_RATIOS,
     INTRA_BLOCK_ALIASES,
@@ -92,6 +93,7 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         self.ratios = tuple(float(r) for r in self.ratios)
+        check_finite_fields(self)  # NaN passes every comparison below
         if self.sparsity_type not in PATTERNS:
             raise ValueError(f"--sparsity_type {self.sparsity_type!r} is not one of {', '.join(PATTERNS)}")
         if self.prune_method not in SCORES:

@@ -1,11 +1,13 @@
 """Task evaluation: perplexity of the text datasets, the example tasks and the zero-shot suite.
 
-`evaluate_tasks` loads the data and runs several tasks, each returning a task report
+`evaluate_tasks` runs several tasks, each returning a task report
 (`lib.task_report`: {"metrics", "counts", "per_example", "samples"}, a `m_stderr` beside every
 metric `m`). A perplexity task is any registered text dataset (`lib.dataset_specs`); an example
 task is any registered example dataset with an `evaluate` (SQuAD v2, GSM8K and BoolQ:
 `lib.task_evals`), which gets the options its spec declares; SUITE ("zeroshot") is
-`lib.zeroshot`'s multiple-choice suite. Nothing here prints or writes files.
+`lib.zeroshot`'s multiple-choice suite. The data of every task is read and validated first
+(`load_task_data`, no model needed), and every perplexity text tokenized and counted in windows,
+so a bad file fails before any task is evaluated. Nothing here prints or writes files.
 
 Perplexity's per-example values are the windows' mean NLLs (`per_example["nll"]`, keyed by
 window index); `ppl_stderr` is ppl * nll_stderr (delta method) and `ppl_ci95_low` /
@@ -17,16 +19,17 @@ from __future__ import annotations
 import logging
 from typing import Mapping, Sequence
 
+import torch
 from torch import nn
 
 from lib import dataset_specs
-from lib.data import get_eval_tokens, load_task_examples
+from lib.data import get_eval_tokens, load_task_examples, resolve_data_dir
 from lib.lm_eval_backend import LM_EVAL_TASKS, evaluate_lm_eval
-from lib.perplexity import perplexity
+from lib.perplexity import perplexity, window_count
 from lib.results import Timer
 from lib.task_report import by_id
 from lib.uncertainty import mean_stderr, ppl_interval
-from lib.zeroshot import SUITE, evaluate_suite
+from lib.zeroshot import SUITE, evaluate_suite, load_suite_records
 
 logger = logging.getLogger(__name__)
 
@@ -51,18 +54,27 @@ def task_names() -> tuple[str, ...]:
     return perplexity_tasks() + example_tasks()
 
 
+def perplexity_tokens(tokenizer, name: str, seqlen: int, data_dir=None, max_windows: int | None = None,
+                      text: str | None = None) -> tuple[torch.Tensor, int]:
+    """(the tokenized `name` test text [1, T], the number of `seqlen` windows evaluated); a text without
+    one window is a ValueError naming `text` (default: the dataset)."""
+    input_ids = get_eval_tokens(name, tokenizer, data_dir=data_dir, seqlen=seqlen)  # (1, T)
+    return input_ids, window_count(input_ids.shape[1], seqlen, max_windows, text or f"the {name} evaluation text")
+
+
 def evaluate_perplexity(
-    model: nn.Module, tokenizer, name: str, seqlen: int, data_dir=None, max_windows: int | None = None, progress: bool = True
+    model: nn.Module, tokenizer, name: str, seqlen: int, data_dir=None, max_windows: int | None = None,
+    progress: bool = True, tokens: tuple[torch.Tensor, int] | None = None,
 ) -> dict:
     """Wanda-protocol token perplexity (`lib.perplexity.perplexity`) on the `name` test text.
 
+    `tokens`: what `perplexity_tokens` returned, when already computed.
     Returns:
         {"metrics": {"ppl", "ppl_stderr", "ppl_ci95_low", "ppl_ci95_high", "nll", "nll_stderr"},
         "counts", "per_example": {"nll": {window index: mean NLL of the window}}, "samples": None}.
     """
-    input_ids = get_eval_tokens(name, tokenizer, data_dir=data_dir, seqlen=seqlen)  # (1, T)
-    result = perplexity(model, input_ids, seqlen, max_windows=max_windows, progress=progress)
-    return perplexity_report(result)
+    input_ids, n_windows = tokens or perplexity_tokens(tokenizer, name, seqlen, data_dir, max_windows)
+    return perplexity_report(perplexity(model, input_ids, seqlen, max_windows=n_windows, progress=progress))
 
 
 def perplexity_report(result: dict) -> dict:
@@ -106,6 +118,52 @@ def check_nll_limit(nll_limit: int | Mapping[str, int] | None) -> None:
         raise ValueError(f"--nll_limit applies to {' and '.join(nll_tasks())} only, got {', '.join(nll_limit)}")
 
 
+def check_task_options(tasks: Sequence[str], backend: str = "ours", num_fewshot: int = 0,
+                       nll_limit: int | Mapping[str, int] | None = None) -> None:
+    """One-line ValueErrors for task names and options that cannot run together (no data read)."""
+    check_tasks(tasks)
+    if backend not in ("ours", "lm-eval"):
+        raise ValueError(f"--backend {backend!r} is not one of ours, lm-eval")
+    if num_fewshot < 0:
+        raise ValueError(f"--num_fewshot must be >= 0, got {num_fewshot}")
+    check_nll_limit(nll_limit)
+    no_lm_eval = [task for task in tasks if task in dataset_specs.evaluation_tasks() and task not in LM_EVAL_TASKS]
+    if backend == "lm-eval" and no_lm_eval:
+        raise ValueError(f"--backend lm-eval runs {', '.join(LM_EVAL_TASKS)} only, not {', '.join(no_lm_eval)}; "
+                         "use --backend ours")
+
+
+def load_task_data(
+    tasks: Sequence[str],
+    data_dir=None,
+    limit: int | Mapping[str, int] | None = None,
+    num_fewshot: int = 0,
+    nll_limit: int | Mapping[str, int] | None = None,
+    backend: str = "ours",
+) -> dict[str, dict]:
+    """Read and validate the data of every task in `tasks` before any is evaluated (no model needed).
+
+    A missing, malformed, non-UTF-8 or empty file of any task is a DataError naming it. Returns
+    {task: data}: a perplexity task {"text": label of its test text} (tokenized by `evaluate_tasks`);
+    an example task {"examples", "nll_examples", "fewshot_examples"}; SUITE {"records": {zero-shot
+    task: rows}}; a task lm-eval runs {} (lm-eval reads its own data).
+    """
+    check_task_options(tasks, backend, num_fewshot, nll_limit)
+    data_dir = resolve_data_dir(data_dir)
+    data: dict[str, dict] = {}
+    for task in tasks:
+        if task in perplexity_tasks():
+            data[task] = {"text": dataset_specs.get(task).corpus("evaluation", data_dir).label}
+        elif task == SUITE:
+            data[task] = {"records": load_suite_records(data_dir=data_dir, limit=task_limit(limit, task))}
+        elif backend == "lm-eval":
+            data[task] = {}
+        else:
+            data[task] = _example_data(task, data_dir, task_limit(limit, task), num_fewshot,
+                                       task_limit(nll_limit, task, "--nll_limit"))
+    return data
+
+
 def evaluate_tasks(
     model: nn.Module,
     tokenizer,
@@ -121,6 +179,7 @@ def evaluate_tasks(
     backend: str = "ours",
     progress: bool = True,
     nll_limit: int | Mapping[str, int] | None = None,
+    data: dict[str, dict] | None = None,
 ) -> dict:
     """Run `tasks` in order and collect one result.
 
@@ -136,36 +195,34 @@ def evaluate_tasks(
             instead of the first `limit` (one forward pass per example, so it affords more): an int or {task: int}.
         backend: "ours", or "lm-eval" to run squad/gsm8k/boolq through lm-evaluation-harness
             (perplexity tasks always use the Wanda protocol, the zero-shot suite our scorer).
+        data: what `load_task_data` returned for these arguments (None: loaded here). Either way all
+            data is read, and every perplexity text tokenized and counted in windows, before any task runs.
     Returns:
         {"metrics": {task: dict}, "counts": {task: dict}, "seconds": {task: float},
         "per_example": {task: {metric: {id: value}}}, "samples": {task: list} (only with log_samples)}.
     """
-    check_tasks(tasks)
-    if backend not in ("ours", "lm-eval"):
-        raise ValueError(f"--backend {backend!r} is not one of ours, lm-eval")
-    if num_fewshot < 0:
-        raise ValueError(f"--num_fewshot must be >= 0, got {num_fewshot}")
-    check_nll_limit(nll_limit)
-    no_lm_eval = [task for task in tasks if task in dataset_specs.evaluation_tasks() and task not in LM_EVAL_TASKS]
-    if backend == "lm-eval" and no_lm_eval:
-        raise ValueError(f"--backend lm-eval runs {', '.join(LM_EVAL_TASKS)} only, not {', '.join(no_lm_eval)}; "
-                         "use --backend ours")
+    if data is None:
+        data = load_task_data(tasks, data_dir, limit, num_fewshot, nll_limit, backend)
+    else:
+        check_task_options(tasks, backend, num_fewshot, nll_limit)
+    tokens = {task: perplexity_tokens(tokenizer, task, seqlen, data_dir, eval_windows,
+                                      f"the {task} evaluation text {data[task]['text']}")
+              for task in tasks if task in perplexity_tasks()}
     timer = Timer()
     report: dict = {"metrics": {}, "counts": {}, "seconds": {}, "per_example": {}, "samples": {}}
     for task in tasks:
         logger.info("evaluating %s", task)
         with timer(task):
             if task in perplexity_tasks():
-                result = evaluate_perplexity(model, tokenizer, task, seqlen, data_dir, eval_windows, progress)
+                result = evaluate_perplexity(model, tokenizer, task, seqlen, progress=progress, tokens=tokens[task])
             elif task == SUITE:  # always our scorer; scripts/compare_lm_eval.py checks it against lm-eval
-                result = evaluate_suite(model, tokenizer, data_dir=data_dir, limit=task_limit(limit, task),
-                                        batch_size=batch_size, progress=progress)
+                result = evaluate_suite(model, tokenizer, batch_size=batch_size, progress=progress,
+                                        records=data[task]["records"])
             elif backend == "lm-eval":
                 result = evaluate_lm_eval(model, tokenizer, task, task_limit(limit, task), batch_size, num_fewshot)
             else:
-                result = evaluate_examples(model, tokenizer, task, data_dir, task_limit(limit, task), num_fewshot,
-                                           task_limit(max_new_tokens, task, "--max_new_tokens"),
-                                           task_limit(nll_limit, task, "--nll_limit"), batch_size=batch_size,
+                result = evaluate_examples(model, tokenizer, task, data[task],
+                                           task_limit(max_new_tokens, task, "--max_new_tokens"), batch_size=batch_size,
                                            log_samples=log_samples, progress=progress)
         report["metrics"][task] = result["metrics"]
         report["counts"][task] = result["counts"]
@@ -180,36 +237,37 @@ def evaluate_tasks(
     return report
 
 
-def evaluate_examples(
-    model: nn.Module, tokenizer, task: str, data_dir, limit: int | None, num_fewshot: int = 0,
-    max_new_tokens: int | None = None, nll_limit: int | None = None, **options
-) -> dict:
-    """The registered `evaluate` of example task `task` on its first `limit` eval examples.
+def evaluate_examples(model: nn.Module, tokenizer, task: str, data: dict, max_new_tokens: int | None = None,
+                      **options) -> dict:
+    """The registered `evaluate` of example task `task` on `data` (from `load_task_data`).
 
     Besides `options` (batch_size, log_samples, progress) it gets what its spec declares:
-    `nll_examples` (answer_nll: the first `nll_limit` eval examples, default the same as scored),
-    `max_new_tokens` (this one, else the spec's default) and `fewshot_examples` (fewshot: the first
-    `num_fewshot` train examples).
+    `nll_examples` (answer_nll), `max_new_tokens` (this one, else the spec's default) and
+    `fewshot_examples` (fewshot).
     """
     spec = dataset_specs.get(task, "examples")
-    examples, nll_examples = _load_eval_examples(task, data_dir, limit, nll_limit if spec.answer_nll else None)
     if spec.answer_nll:
-        options["nll_examples"] = nll_examples
+        options["nll_examples"] = data["nll_examples"]
     if spec.max_new_tokens is not None:
         options["max_new_tokens"] = spec.max_new_tokens if max_new_tokens is None else max_new_tokens
     if spec.fewshot:
-        options["fewshot_examples"] = (load_task_examples(task, "train", data_dir=data_dir, limit=num_fewshot)
-                                       if num_fewshot else [])
-    return spec.evaluate(model, tokenizer, examples, **options)
+        options["fewshot_examples"] = data["fewshot_examples"]
+    return spec.evaluate(model, tokenizer, data["examples"], **options)
 
 
-def _load_eval_examples(task: str, data_dir, limit: int | None, nll_limit: int | None) -> tuple[list, list]:
-    """(the first `limit` eval examples, the first `nll_limit` of them for the answer NLL; default the same)."""
-    if nll_limit is None:
-        examples = load_task_examples(task, "eval", data_dir=data_dir, limit=limit)
-        return examples, examples
-    both = load_task_examples(task, "eval", data_dir=data_dir, limit=None if limit is None else max(limit, nll_limit))
-    return both[:limit], both[:nll_limit]
+def _example_data(task: str, data_dir, limit: int | None, num_fewshot: int, nll_limit: int | None) -> dict:
+    """The first `limit` eval examples, the first `nll_limit` for the answer NLL (default: the same ones) and
+    the first `num_fewshot` train examples (tasks whose spec takes them); a value above what the split
+    holds is capped with one warning."""
+    spec = dataset_specs.get(task, "examples")
+    examples = load_task_examples(task, "eval", data_dir=data_dir, limit=limit, flag="--limit")
+    nll_examples = examples
+    if spec.answer_nll and nll_limit is not None:
+        nll_examples = load_task_examples(task, "eval", data_dir=data_dir, limit=nll_limit, flag="--nll_limit")
+    fewshot = []
+    if spec.fewshot and num_fewshot:
+        fewshot = load_task_examples(task, "train", data_dir=data_dir, limit=num_fewshot, flag="--num_fewshot")
+    return {"examples": examples, "nll_examples": nll_examples, "fewshot_examples": fewshot}
 
 
 def _format_metrics(metrics: dict) -> str:

@@ -135,7 +135,7 @@ def load_tiered_model(path: str | Path, device: str | torch.device = "cpu"):
     if not is_compressed_dir(path):
         raise FileNotFoundError(f"{path} has no {COMPRESSED_FILE}; write one with scripts/compress_model.py or --save_compressed")
     state_dict, metadata = load_compressed_state_dict(path / COMPRESSED_FILE)
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, metadata["dtype"]))
     result = model.load_state_dict(state_dict, strict=False)
     tensors = model.state_dict()

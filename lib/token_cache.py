@@ -1,7 +1,9 @@
 """Tokenized WikiText-2 / C4 text, kept per process and on disk.
 
-On disk under `lib.models.cache_root() / "tokenized"`, keyed by (tokenizer, file); a truncated or
-foreign cache file is ignored and rewritten; a cache that cannot be written only costs time.
+On disk under `lib.models.cache_root() / "tokenized"`, keyed by (tokenizer, content hash of the
+file: `lib.data_sources.file_origin`). Each entry stores its key and a SHA-256 of its token bytes; an
+entry that is unreadable, foreign or fails the checksum is logged as damaged, re-tokenized and
+rewritten. A cache that cannot be written only costs time.
 """
 
 from __future__ import annotations
@@ -35,21 +37,42 @@ def _cache_path(kind: str, key: tuple) -> Path:
     return cache_root() / "tokenized" / f"{kind}-{hashlib.sha1(repr(key).encode()).hexdigest()[:20]}.pt"
 
 
-def _load(path: Path):
+ENTRY_FORMAT = 2  # {"format", "key", "sha256", "value"}
+
+
+def _checksum(value) -> str:
+    """SHA-256 of the token ids in `value`: a tensor [T], or {document index: tensor [n_i]}."""
+    digest = hashlib.sha256()
+    items = sorted(value.items()) if isinstance(value, dict) else [(None, value)]
+    for index, tensor in items:
+        digest.update(repr(index).encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _load(path: Path, key: tuple):
+    """The cached value under `path` for `key`, or None (missing; damaged: logged once, then rebuilt)."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: recompute and overwrite it
-        logger.warning("ignoring unreadable token cache %s (%s)", path, err.__class__.__name__)
-        return None
+        entry = torch.load(path, weights_only=True)
+        if not isinstance(entry, dict) or entry.get("format") != ENTRY_FORMAT or entry.get("key") != repr(key):
+            problem = "written for another file or by another version"
+        elif entry.get("sha256") != _checksum(entry["value"]):
+            problem = "its tokens fail their checksum"
+        else:
+            return entry["value"]
+    except Exception as err:  # truncated, garbage, or the wrong types inside
+        problem = f"unreadable: {err.__class__.__name__}"
+    logger.warning("token cache %s is damaged (%s); tokenizing again and rewriting it", path, problem)
+    return None
 
 
-def _save(path: Path, value) -> None:
+def _save(path: Path, key: tuple, value) -> None:
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(value, tmp)
+        torch.save({"format": ENTRY_FORMAT, "key": repr(key), "sha256": _checksum(value), "value": value}, tmp)
         tmp.replace(path)
     except OSError as err:
         logger.warning("cannot write token cache %s (%s); continuing without it", path, err)
@@ -60,11 +83,11 @@ def text_tokens(tokenizer, tok_key: str, corpus: Corpus, separator: str) -> torc
     key = (tok_key, corpus.origin, len(corpus.texts), separator)
     if key not in TOKEN_CACHE:
         path = _cache_path("text", key)
-        tokens = _load(path)
+        tokens = _load(path, key)
         if tokens is None:
             logger.info("tokenizing %s (once; cached in %s)", corpus.label, path.parent)
             tokens = tokenizer(separator.join(corpus.texts), return_tensors="pt", verbose=False)["input_ids"][0]
-            _save(path, tokens.to(torch.int32))
+            _save(path, key, tokens.to(torch.int32))
         else:
             logger.info("tokens of %s from cache %s", corpus.label, path)
         TOKEN_CACHE[key] = tokens.long()
@@ -76,9 +99,9 @@ class DocumentTokens:
 
     def __init__(self, tokenizer, tok_key: str, corpus: Corpus):
         key = (tok_key, corpus.origin, "documents")
-        self.tokenizer, self.texts, self.path = tokenizer, corpus.texts, _cache_path("documents", key)
+        self.tokenizer, self.texts, self.key, self.path = tokenizer, corpus.texts, key, _cache_path("documents", key)
         if key not in TOKEN_CACHE:
-            TOKEN_CACHE[key] = _load(self.path) or {}
+            TOKEN_CACHE[key] = _load(self.path, key) or {}
         self.tokens: dict[int, torch.Tensor] = TOKEN_CACHE[key]
         self.n_saved = len(self.tokens)
 
@@ -90,5 +113,5 @@ class DocumentTokens:
 
     def save(self) -> None:
         if len(self.tokens) > self.n_saved:
-            _save(self.path, self.tokens)
+            _save(self.path, self.key, self.tokens)
             self.n_saved = len(self.tokens)

@@ -136,6 +136,8 @@ def load_records(task: ZeroShotTask, data_dir=None, limit: int | None = None) ->
             if limit is not None and len(located) >= limit:
                 break
             located.append((f"{path}:{lineno}", row))
+    if limit is not None and len(located) < limit:
+        logger.warning("--limit %d exceeds the %d rows of %s; using %d", limit, len(located), task.name, len(located))
     for where, row in located:
         missing = [field for field in task.fields if field not in row]
         if missing:
@@ -232,6 +234,12 @@ def evaluate_task(
     return {"metrics": summarize(samples), "counts": {"total": len(samples)}, "samples": samples}
 
 
+def load_suite_records(names: Sequence[str] | None = None, data_dir=None, limit: int | None = None) -> dict[str, list[dict]]:
+    """{task: its first `limit` rows} for every task in `names` (default: the whole registry), all read and
+    checked before any is scored."""
+    return {name: load_records(get_task(name), data_dir, limit) for name in (names or list(registry()))}
+
+
 def evaluate_suite(
     model: nn.Module,
     tokenizer,
@@ -240,6 +248,7 @@ def evaluate_suite(
     limit: int | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    records: Mapping[str, list[dict]] | None = None,
 ) -> dict:
     """Every task in `names` (default: the whole registry) and the suite means of acc and acc_norm.
 
@@ -247,10 +256,11 @@ def evaluate_suite(
         {"metrics": {"<task>_acc", "<task>_acc_stderr", "<task>_acc_norm", ..., "mean_acc",
         "mean_acc_stderr", "mean_acc_norm", "mean_acc_norm_stderr"} (flat floats),
         "counts": {"<task>": n examples}, "per_example": {"<task>_acc": {example id: 0/1}, ...} (for paired
-        intervals), "samples": {"<task>": per-example list}}.
+        intervals), "samples": {"<task>": per-example list}}. `records`: what `load_suite_records` returned
+        (then `names`, `data_dir` and `limit` are not used).
     """
-    tasks = [get_task(name) for name in (names or list(registry()))]
-    records = {task.name: load_records(task, data_dir, limit) for task in tasks}  # all data checked before scoring
+    records = load_suite_records(names, data_dir, limit) if records is None else records
+    tasks = [get_task(name) for name in records]
     per_task, counts, samples = {}, {}, {}
     for task in tasks:
         result = evaluate_task(model, tokenizer, task, records[task.name], batch_size, progress)

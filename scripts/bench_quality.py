@@ -43,18 +43,19 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.cli import OneLineParser, fail, setup_logging
+from lib.cli import OneLineParser, check_range, fail, setup_logging
 from lib.cost import checkpoint_cost
-from lib.data import get_loaders
+from lib.data import check_sources, get_loaders
 from lib.masks import DEFAULT_RATIOS
-from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
-from lib.perplexity import perplexity
+from lib.models import DEFAULT_MODEL, check_model_early, effective_seqlen, given_seqlen, load_model
+from lib.perplexity import perplexity, window_count
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
 from lib.outputs import Output, OutputError, check_outputs, write_output_json
 from lib.results import environment_info, write_json
 from lib.uncertainty import holm_adjust, mean_sd, welch_t
 
 logger = logging.getLogger("bench_quality")
+DEFAULT_SEQLEN = 512
 
 
 def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
@@ -105,19 +106,23 @@ def _cached_row(rows_dir: Path | None, name: str, seed: int, settings: dict) -> 
 class Bench:
     """One model load and test text; calibration samples and dense-model profiles per seed."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, explicit_seqlen: bool = True):
         self.args = args
+        check_model_early(args.model, args.seqlen, explicit_seqlen)  # the config and the data before the weights
+        check_sources("wikitext2", args.data_dir)
         self.model, self.tokenizer = load_model(args.model, device=args.device)
-        self.seqlen = effective_seqlen(self.model, args.seqlen)
+        self.seqlen = effective_seqlen(self.model, args.seqlen, explicit_seqlen)
         self.original = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.samples: dict[int, list] = {}
-        self.testenc = None
+        self.testenc, self.n_windows = None, None
         self.profiles: dict[tuple, tuple] = {}  # (seed, block size, owl_m, calibrated) -> (profile, seconds)
 
     def calibration(self, seed: int) -> list:
         if seed not in self.samples:
             loader, self.testenc = get_loaders("wikitext2", self.args.nsamples, seed, self.seqlen, self.tokenizer,
                                                self.args.data_dir)
+            self.n_windows = window_count(self.testenc.input_ids.shape[1], self.seqlen, self.args.eval_windows,
+                                          "the WikiText-2 test text")  # before the first pruning
             self.samples[seed] = [inp for inp, _ in loader]
         return self.samples[seed]
 
@@ -138,7 +143,7 @@ class Bench:
         tier_maps = prune_model(self.model, samples, config, progress=False, profile=profile).tier_maps if config else {}
         prune_s += time.perf_counter() - start
         start = time.perf_counter()
-        result = perplexity(self.model, self.testenc.input_ids, self.seqlen, self.args.eval_windows, progress=False)
+        result = perplexity(self.model, self.testenc.input_ids, self.seqlen, self.n_windows, progress=False)
         eval_s = time.perf_counter() - start
         return {"configuration": name, "seed": seed, "sparsity": measure_sparsity(self.model)["sparsity"],
                 "ppl": result["ppl"], "window_nll": result["window_nll"], "prune_s": prune_s, "eval_s": eval_s,
@@ -196,12 +201,23 @@ def comparison_lines(tests: list[dict]) -> list[str]:
     return lines
 
 
-def main() -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """One-line ValueErrors for numbers that cannot run, before anything loads."""
+    check_range("--nsamples", args.nsamples, 1)
+    check_range("--seqlen", args.seqlen, 2)
+    check_range("--eval_windows", args.eval_windows, 1)
+    for seed in [*args.seeds, *([] if args.seed is None else [args.seed])]:
+        check_range("--seeds / --seed", seed, 0)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--nsamples", type=int, default=32)
-    parser.add_argument("--seqlen", type=int, default=512)
+    parser.add_argument("--seqlen", type=int, default=None,
+                        help=f"default {DEFAULT_SEQLEN}, capped at the model's max_position_embeddings; a larger "
+                             "explicit value is an error")
     parser.add_argument("--eval_windows", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
                         help="calibration seeds: every row is pruned once per seed (default: 0)")
@@ -211,13 +227,17 @@ def main() -> int:
     parser.add_argument("--compare", nargs=2, action="append", default=None, metavar=("A", "B"),
                         help="compare two rows against the seed spread (repeatable; default: OWL vs no OWL, row vs matrix scope)")
     parser.add_argument("--output", default=None, help="also write the table as JSON here")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --output replace an existing file this toolkit did not write (default: refuse)")
     parser.add_argument("--rows_dir", default=None, help="save each finished (row, seed) here and reuse rows saved with the same settings")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    explicit_seqlen = given_seqlen(args, DEFAULT_SEQLEN)
     output = Output("--output", args.output, "bench_quality", is_file=True)
     try:
-        check_outputs([output], {"--model": args.model})  # before hours of pruning, not after
-    except OutputError as err:
-        parser.error(str(err))
+        check_arguments(args)
+        check_outputs([output], {"--model": args.model}, args.overwrite)  # before hours of pruning, not after
+    except (ValueError, OutputError) as err:
+        fail(err)
     setup_logging(logging.WARNING)
     seeds = [args.seed] if args.seed is not None else list(dict.fromkeys(args.seeds))
     configs = configurations(args.only)
@@ -238,7 +258,10 @@ def main() -> int:
         for seed in seeds[:1] if config is None else seeds:  # the dense model does not depend on the seed
             run = _cached_row(rows_dir, name, seed, settings(seed))
             if run is None:
-                bench = bench or Bench(args)
+                try:
+                    bench = bench or Bench(args, explicit_seqlen)
+                except ValueError as err:  # ModelLoadError, DataError, --seqlen above the model's positions
+                    fail(err)
                 run = bench.measure_row(name, config, seed)
                 if rows_dir:
                     write_json(_row_path(rows_dir, name, seed), {"settings": settings(seed), "row": run})
@@ -263,7 +286,7 @@ def main() -> int:
     if args.output:
         write_output_json(args.output, {"settings": {**vars(args), "seeds": seeds}, "environment": environment_info(),
                                         "rows": list(rows.values()), "runs": [run for name_runs in runs.values() for run in name_runs],
-                                        "comparisons": comparisons}, output.kind)
+                                        "comparisons": comparisons}, output.kind, args.overwrite)
     return 0
 
 

@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 import torch
 
 from lib.cli import OneLineParser, run_or_fail, setup_logging
+from lib.models import check_model_dir
 from lib.outputs import Output, atomic_dir, claim_outputs
 from lib.tier_io import TIER_MAP_FILE, load_tier_maps
 from lib.tiered_io import COMPRESSED_FILE, ENCODINGS, load_tiered_model, save_compressed
@@ -55,6 +56,7 @@ def compress(args: argparse.Namespace) -> None:
     model_dir, out = Path(args.model_dir), Path(args.out)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} is not a model directory (no config.json); pass a --save_model or fine-tuning output")
+    check_model_dir(model_dir, str(model_dir))  # never code from the model directory
     with claim_outputs([Output("out", out, "tiered_model")], inputs={"model_dir": model_dir}, overwrite=args.overwrite):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -62,8 +64,9 @@ def compress(args: argparse.Namespace) -> None:
         block_size = args.block_size or metadata.get("block_size", 16)
         if tier_maps and args.block_size and args.block_size != metadata.get("block_size"):
             raise ValueError(f"--block_size {args.block_size} differs from the tier map's {metadata.get('block_size')}; drop the flag")
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto" if args.dtype == "auto" else getattr(torch, args.dtype)).eval()
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto" if args.dtype == "auto" else getattr(torch, args.dtype),
+                                                     trust_remote_code=False).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         with atomic_dir(out, "tiered_model", args.overwrite, "out") as tmp:
             save_compressed(model, tokenizer, tmp, tier_maps, block_size, metadata.get("topk_per_block", 15), args.encoding, metadata or None)
     dense = sum(t.nbytes for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())

@@ -26,15 +26,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `lib` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser, run_or_fail, seed_everything, setup_logging
-from lib.models import DEFAULT_MODEL, DTYPES, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label
+from lib.cli import OneLineParser, check_range, run_or_fail, seed_everything, setup_logging
+from lib.models import (DEFAULT_MODEL, DTYPES, ModelLoadError, check_model_early, check_seqlen, effective_seqlen,
+                        given_seqlen, load_model, model_label)
 from lib.outputs import Output, OutputError, claim_outputs, write_output_json
 from lib.results import environment_info
 from lib import dataset_specs
-from lib.tasks import check_nll_limit, check_tasks, evaluate_tasks, example_tasks, nll_tasks, perplexity_tasks, task_names
+from lib.tasks import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
+                       perplexity_tasks, task_names)
 from lib.lm_eval_backend import BackendError, require_lm_eval
 
 logger = logging.getLogger("eval_tasks")
+DEFAULT_SEQLEN = 2048
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{'/'.join(nll_tasks())}: the answer NLL (one forward pass per example) on the first N "
                         "examples instead of --limit's, e.g. squad=500 gsm8k=300")
     p.add_argument("--batch_size", type=int, default=8, help="prompts per forward pass for generation and scoring")
-    p.add_argument("--seqlen", type=int, default=2048, help="perplexity window length, capped at max_position_embeddings")
+    p.add_argument("--seqlen", type=int, default=None,
+                   help=f"perplexity window length (default {DEFAULT_SEQLEN}, capped at the model's "
+                        "max_position_embeddings; a larger explicit value is an error)")
     p.add_argument("--eval_windows", type=int, default=None, help="perplexity over the first N windows only (default: all)")
     p.add_argument("--num_fewshot", type=int, default=0, help=f"{fewshot}: prefix the first K solved train examples")
     p.add_argument("--max_new_tokens", nargs="+", default=None, metavar="N|TASK=N",
@@ -95,17 +100,15 @@ def _positive_int(text: str, flag: str) -> int:
 
 
 def run(args: argparse.Namespace) -> Path:
+    explicit_seqlen = given_seqlen(args, DEFAULT_SEQLEN)
     check_tasks(args.tasks)
     limit = parse_per_task(args.limit, "--limit")
     max_new_tokens = parse_per_task(args.max_new_tokens, "--max_new_tokens")
     nll_limit = parse_per_task(args.nll_limit, "--nll_limit")
     check_nll_limit(nll_limit)
     for flag in ("batch_size", "eval_windows"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag} must be at least 1, got {value}")
-    if args.num_fewshot < 0:
-        raise ValueError(f"--num_fewshot must be >= 0, got {args.num_fewshot}")
+        check_range(f"--{flag}", getattr(args, flag), 1)
+    check_range("--num_fewshot", args.num_fewshot, 0)
     if args.backend == "lm-eval" and set(args.tasks) & set(example_tasks()):
         require_lm_eval()
     if set(args.tasks) & set(perplexity_tasks()):
@@ -113,22 +116,29 @@ def run(args: argparse.Namespace) -> Path:
     output = Path(args.output) if args.output else Path("out") / "eval" / f"{model_label(args.model)}.json"
     with claim_outputs([Output("--output", output, "eval_report", is_file=True)], inputs={"--model": args.model},
                        overwrite=args.overwrite):
-        return evaluate_and_write(args, output, limit, max_new_tokens, nll_limit)
+        perplexity = bool(set(args.tasks) & set(perplexity_tasks()))
+        check_model_early(args.model, args.seqlen if perplexity else None, explicit_seqlen)  # the config, no weights
+        data = load_task_data(args.tasks, args.data_dir, limit, args.num_fewshot, nll_limit, args.backend)
+        return evaluate_and_write(args, output, limit, max_new_tokens, nll_limit, data, explicit_seqlen)
 
 
-def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_tokens, nll_limit) -> Path:
-    """Load the model, evaluate every task and write the report to `output` (claimed by `run`)."""
+def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_tokens, nll_limit, data=None,
+                       explicit_seqlen: bool = True) -> Path:
+    """Load the model, evaluate every task on `data` (`lib.tasks.load_task_data`; None: read here) and
+    write the report to `output` (claimed by `run`)."""
     seed_everything(args.seed)
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     seconds = {"load_model": time.perf_counter() - start}
-    seqlen = effective_seqlen(model, args.seqlen) if set(args.tasks) & set(perplexity_tasks()) else None
+    perplexity = bool(set(args.tasks) & set(perplexity_tasks()))
+    seqlen = effective_seqlen(model, args.seqlen, explicit_seqlen) if perplexity else None
     logger.info("evaluating %s on %s", args.model, ", ".join(args.tasks))
 
     result = evaluate_tasks(
         model, tokenizer, args.tasks, data_dir=args.data_dir, limit=limit, batch_size=args.batch_size,
         seqlen=seqlen or args.seqlen, eval_windows=args.eval_windows, num_fewshot=args.num_fewshot,
         max_new_tokens=max_new_tokens, log_samples=args.log_samples, backend=args.backend, nll_limit=nll_limit,
+        data=data,
     )
     seconds.update(result["seconds"])
     seconds["total"] = time.perf_counter() - start

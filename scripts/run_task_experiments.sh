@@ -26,7 +26,8 @@
 # mean ± sd over the seeds of each row and 95% paired-bootstrap intervals for every difference.
 # Every setting is also an environment variable (listed by --help). Precedence: flag > environment >
 # preset > default. Without a preset the protocol is the design notes' (nsamples 128, seqlen
-# 2048, 3 epochs, lr 2e-5, batch 4 x accumulation 4, full evaluation) on $MODEL.
+# 2048, 3 epochs, lr 2e-5, batch 4 x accumulation 4, full evaluation) on $MODEL. Every numeric
+# setting is checked before the first step (one error line naming the variable).
 #
 # Layout of $OUT: dense/eval.json; pruned/<calibration>/{results/,model/,eval.json}
 # (one pruned model per calibration data set, shared by the experiments that use it);
@@ -186,8 +187,41 @@ EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-}  # e.g. "squad=24 gsm8k=128"; empty
 EVAL_DTYPE=${EVAL_DTYPE:-auto}
 EVAL_ARGS=${EVAL_ARGS:-}
 
+# every number is checked here, before the first step: a typo fails now, not after hours of earlier steps
+need_int() {  # need_int NAME MIN [optional]: $NAME is a whole number >= MIN (or empty, when optional)
+  local value=${!1} n
+  [[ -z $value && -n ${3:-} ]] && return 0
+  [[ $value =~ ^(-?)0*([0-9]+)$ ]] && n=${BASH_REMATCH[1]}${BASH_REMATCH[2]} && ((n >= $2)) ||
+    die "$1='$value' must be a whole number >= $2${3:+ (or empty)}"
+}
+need_number() {  # need_number NAME MIN VALUE: VALUE (of $NAME) is a finite decimal number >= MIN
+  [[ $3 =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] && awk -v v="$3" -v m="$2" 'BEGIN { exit !(v + 0 >= m) }' ||
+    die "$1='$3' must be a finite number >= $2"
+}
+need_limits() {  # need_limits NAME: $NAME is empty, one whole number >= 1, or TASK=N words
+  local word
+  for word in ${!1}; do
+    [[ $word =~ ^([a-z0-9_]+=)?0*[1-9][0-9]*$ ]] || die "$1: '$word' must be a whole number >= 1 or TASK=N, e.g. \"squad=200 gsm8k=50\""
+  done
+}
+for name in SEED:0 NSAMPLES:1 SEQLEN:2 FT_MAX_STEPS:-1 FT_BATCH_SIZE:1 FT_GRAD_ACCUM:1 FT_MAX_LENGTH:2 FT_BLOCK_SIZE:2 \
+    FT_EVAL_SAMPLES:0 FT_SAVE_STEPS:1 FT_SAVE_TOTAL_LIMIT:1 FT_LOGGING_STEPS:1 EVAL_SEQLEN:2 EVAL_BATCH_SIZE:1; do
+  need_int "${name%%:*}" "${name#*:}"
+done
+need_int FT_MAX_TRAIN_SAMPLES 1 optional
+need_int EVAL_WINDOWS 1 optional
+need_number FT_EPOCHS 0 "$FT_EPOCHS"
+need_number FT_LR 0 "$FT_LR"
+((FT_MAX_STEPS > 0)) || awk -v e="$FT_EPOCHS" 'BEGIN { exit !(e > 0) }' || die "FT_EPOCHS='$FT_EPOCHS' must be > 0 unless FT_MAX_STEPS > 0"
+[[ $FT_BF16 == [01] ]] || die "FT_BF16='$FT_BF16' must be 0 or 1"
+[[ $KEEP_CHECKPOINTS == [01] ]] || die "KEEP_CHECKPOINTS='$KEEP_CHECKPOINTS' must be 0 or 1"
+[[ $EVAL_DTYPE =~ ^(auto|float32|bfloat16|float16)$ ]] || die "EVAL_DTYPE='$EVAL_DTYPE' must be auto, float32, bfloat16 or float16"
+for name in EVAL_LIMITS EVAL_NLL_LIMITS EVAL_MAX_NEW_TOKENS; do need_limits "$name"; done
 read -ra RATIOS <<<"$SPARSITY_RATIOS"
 ((${#RATIOS[@]} == 3)) || die "SPARSITY_RATIOS needs three numbers (dense, 2:4, top-k shares), got '$SPARSITY_RATIOS'"
+for ratio in "${RATIOS[@]}"; do need_number SPARSITY_RATIOS 0 "$ratio"; done
+awk -v a="${RATIOS[0]}" -v b="${RATIOS[1]}" -v c="${RATIOS[2]}" 'BEGIN { d = a + b + c - 1; exit !(d < 1e-6 && d > -1e-6) }' ||
+  die "SPARSITY_RATIOS='$SPARSITY_RATIOS' must sum to 1"
 read -ra SELECTED <<<"$EXPS"
 ((${#SELECTED[@]})) || die "EXPS is empty; choose from: ${EXPERIMENTS[*]}"
 for exp in "${SELECTED[@]}"; do
@@ -242,12 +276,28 @@ step_done() {  # step_done NAME SIGNATURE: 0 when finished with this command; a 
   [[ -f $marker ]] || return 1
   [[ $(head -n 1 "$marker") == "$2" ]] ||
     die "step $1 finished earlier with other settings ($marker). Use another OUT, or delete that marker and the markers of the steps after it to redo them"
-  local line
+  local line reports=() damaged path
   while IFS= read -r line; do  # a marker certifies outputs that are still there
-    [[ $line != "output "* || -e $OUT/${line#output } ]] && continue
-    echo "redo $1: its output $OUT/${line#output } is missing"
+    [[ $line == "output "* ]] || continue
+    path=$OUT/${line#output }
+    [[ $path != *.json ]] || reports+=("$path")
+    [[ -e $path ]] && continue
+    echo "redo $1: its output $path is missing"
     return 1
   done <"$marker"
+  # a JSON output must also parse and hold what its readers need; a damaged one is kept aside, not deleted
+  if ((${#reports[@]})) && ! damaged=$("$PYTHON" "$REPO/scripts/check_step_outputs.py" "${reports[@]}"); then
+    while IFS= read -r line; do
+      path=${line%%: it *}
+      if [[ -n $DRY_RUN ]]; then
+        echo "redo $1: $line"
+        continue
+      fi
+      mv "$path" "$path.damaged-$(date +%Y%m%d-%H%M%S)"
+      echo "redo $1: $line; kept it as $path.damaged-<time> and running the step again"
+    done <<<"$damaged"
+    return 1
+  fi
   echo "skip $1: done"
 }
 

@@ -51,12 +51,12 @@ def test_pruning_cli_and_evaluation_run_on_a_registered_dataset(toy_dataset, tin
     assert cli.main(argv) == 0, capsys.readouterr().err
     report = json.loads((out / "results" / "results.json").read_text())
     assert report["args"]["calibration_dataset"] == "toy" and 0.3 < report["sparsity"]["sparsity"] < 0.6
-    assert toy_dataset == ["calibration"]
+    assert set(toy_dataset) == {"calibration"}  # read once to check it before the model loads, once to calibrate
 
     assert eval_main(["--model", str(out / "model"), "--tasks", "toy", "--seqlen", "32", "--eval_windows", "3",
                       "--device", "cpu", "--output", str(out / "eval.json")]) == 0, capsys.readouterr().err
     metrics = json.loads((out / "eval.json").read_text())["metrics"]["toy"]
-    assert toy_dataset == ["calibration", "evaluation"]
+    assert set(toy_dataset) == {"calibration", "evaluation"}
     assert metrics["ppl"] > 1 and metrics["ppl_ci95_low"] < metrics["ppl"] < metrics["ppl_ci95_high"]
 
 
@@ -171,7 +171,7 @@ def test_registered_score_and_dataset_run_the_pruning_cli_and_evaluation(
             "--save_model", str(out / "model")]
     assert "toy" in cli.build_parser().format_help()
     assert cli.main(argv) == 0, capsys.readouterr().err
-    assert len(toy_score) == 14 and toy_dataset == ["calibration"]  # 2 layers x 7 Linears
+    assert len(toy_score) == 14 and set(toy_dataset) == {"calibration"}  # 2 layers x 7 Linears
     pruned = AutoModelForCausalLM.from_pretrained(out / "model").model.layers[0].mlp.up_proj.weight
     original = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).model.layers[0].mlp.up_proj.weight
     kept = pruned != 0

@@ -21,9 +21,10 @@ import torch
 from lib.cli import OneLineParser, add_dataclass_arguments, dataclass_values, run_or_fail, seed_everything, setup_logging
 from lib.data import dataset_names, get_loaders, parse_mixture
 from lib.masks import DEFAULT_RATIOS, TIER_NAMES
-from lib.models import DEFAULT_MODEL, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label, save_model
+from lib.models import (DEFAULT_MODEL, ModelLoadError, check_seqlen, effective_seqlen, load_model, model_label, save_model,
+                        saved_size_estimate)
 from lib.perplexity import perplexity
-from lib.outputs import Output, OutputError, atomic_dir, claim_outputs
+from lib.outputs import Output, OutputError, atomic_dir, claim_outputs, run_inputs
 from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_model
 from lib.results import Timer, environment_info, write_json
 from lib.tasks import perplexity_report
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", default=None, help="results directory (results.json, log, tier maps, heat map)")
     p.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
     p.add_argument("--overwrite", action="store_true",
-                   help="let --save/--save_model replace an existing path this toolkit did not write (default: refuse)")
+                   help="let --save/--save_model/--save_compressed write into a directory this toolkit did not write: "
+                        "same-named entries are replaced, nothing else is deleted (default: refuse)")
     p.add_argument("--save_compressed", default=None, help="directory for the pruned model in the compact tiered format (README: Tiered checkpoint)")
     p.add_argument("--eval_windows", type=int, default=None, help="evaluate perplexity on the first N windows (default all)")
     p.add_argument("--eval_batch_size", type=int, default=1)
@@ -103,9 +105,10 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--eval_windows must be positive, got {args.eval_windows}")
     check_seqlen(args.seqlen)
     parse_mixture(args.calibration_dataset)  # fail before loading the model
-    outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model"),
-               Output("--save_compressed", args.save_compressed, "compressed_model")]
-    with claim_outputs(outputs, inputs={"--model": args.model}, overwrite=args.overwrite):
+    size = saved_size_estimate(args.model)  # the dense model; a compressed copy takes at least a quarter
+    outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model", size=size),
+               Output("--save_compressed", args.save_compressed, "compressed_model", size=size // 4)]
+    with claim_outputs(outputs, run_inputs(args.model, data_dir=args.data_dir), overwrite=args.overwrite):
         return prune_and_save(args, config)
 
 

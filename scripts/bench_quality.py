@@ -43,14 +43,14 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.cli import OneLineParser, fail, setup_logging
+from lib.cli import OneLineParser, fail, interrupts_end_in_one_line, setup_logging
 from lib.cost import checkpoint_cost
 from lib.data import get_loaders
 from lib.masks import DEFAULT_RATIOS
 from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
 from lib.perplexity import perplexity
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
-from lib.outputs import Output, OutputError, check_outputs, write_output_json
+from lib.outputs import Output, check_outputs, run_inputs, write_output_json
 from lib.results import environment_info, write_json
 from lib.uncertainty import holm_adjust, mean_sd, welch_t
 
@@ -211,12 +211,13 @@ def main() -> int:
     parser.add_argument("--compare", nargs=2, action="append", default=None, metavar=("A", "B"),
                         help="compare two rows against the seed spread (repeatable; default: OWL vs no OWL, row vs matrix scope)")
     parser.add_argument("--output", default=None, help="also write the table as JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="let --output replace a file this toolkit did not write")
     parser.add_argument("--rows_dir", default=None, help="save each finished (row, seed) here and reuse rows saved with the same settings")
     args = parser.parse_args()
     output = Output("--output", args.output, "bench_quality", is_file=True)
     try:
-        check_outputs([output], {"--model": args.model})  # before hours of pruning, not after
-    except OutputError as err:
+        check_outputs([output], run_inputs(args.model, data_dir=args.data_dir), args.overwrite)  # before hours of pruning
+    except ValueError as err:  # OutputError, or ModelLoadError for an alias whose package is missing
         parser.error(str(err))
     setup_logging(logging.WARNING)
     seeds = [args.seed] if args.seed is not None else list(dict.fromkeys(args.seeds))
@@ -263,9 +264,10 @@ def main() -> int:
     if args.output:
         write_output_json(args.output, {"settings": {**vars(args), "seeds": seeds}, "environment": environment_info(),
                                         "rows": list(rows.values()), "runs": [run for name_runs in runs.values() for run in name_runs],
-                                        "comparisons": comparisons}, output.kind)
+                                        "comparisons": comparisons}, output.kind, args.overwrite)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with interrupts_end_in_one_line():
+        sys.exit(main())

@@ -71,17 +71,18 @@ def _raise_interrupted(signum: int, frame: Any) -> NoReturn:
 def interrupts_end_in_one_line() -> Iterator[None]:
     """Run a CLI's work: SIGTERM and SIGHUP raise `Interrupted` (Ctrl-C raises KeyboardInterrupt), so cleanup
     runs; either ends the process (SystemExit 128 + signal number) with one line saying what was kept."""
-    from lib.outputs import forget_written, kept_summary
+    from lib.outputs import kept_summary, recording_outputs
 
-    forget_written()
     handled = (signal.SIGTERM, signal.SIGHUP) if threading.current_thread() is threading.main_thread() else ()
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in handled}
     try:
-        yield
-    except (KeyboardInterrupt, Interrupted) as err:
-        signum = getattr(err, "signum", signal.SIGINT)
-        print(f"error: interrupted by {signal.Signals(signum).name}: {kept_summary()}", file=sys.stderr)
-        raise SystemExit(128 + signum) from None
+        with recording_outputs():
+            try:
+                yield
+            except (KeyboardInterrupt, Interrupted) as err:
+                signum = getattr(err, "signum", signal.SIGINT)
+                print(f"error: interrupted by {signal.Signals(signum).name}: {kept_summary()}", file=sys.stderr)
+                raise SystemExit(128 + signum) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

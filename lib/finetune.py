@@ -27,7 +27,7 @@ from lib.checkpoints import ResumeError, resolve_resume
 from lib.finetune_args import DataArguments, ModelArguments, finetune_inputs, finetune_output, parse_args
 from lib.finetune_data import PadCollator, load_datasets
 from lib.models import load_model, load_tokenizer, measure_sparsity, resolve_model_path
-from lib.outputs import (OutputError, add_to_manifest, claim_outputs, in_place_dir, record_written, staged_entries,
+from lib.outputs import (Output, OutputError, add_to_manifest, claim_outputs, in_place_dir, record_written, staged_entries,
                          write_faults)
 from lib.results import environment_info, write_json
 from lib.sparse_training import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
@@ -180,7 +180,7 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
             logger.error("the zero pattern changed during training")
 
     model.config.use_cache = True
-    saved = save_final_model(trainer)
+    saved = save_final_model(trainer, finetune_output(training_args, model_args))
     trainer.log_metrics("train", train_metrics)
     trainer.save_metrics("train", train_metrics)
     trainer.save_state()
@@ -222,7 +222,7 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
     return results
 
 
-def save_final_model(trainer) -> list[str]:
+def save_final_model(trainer, output: Output) -> list[str]:
     """`trainer.save_model()` through a temporary sibling of --output_dir whose entries are moved in when the
     save is complete (lib.outputs.staged_entries): a failed or killed save leaves no half-written
     model.safetensors, and the next run removes the temporary. FSDP / DeepSpeed save in place (every rank
@@ -230,7 +230,7 @@ def save_final_model(trainer) -> list[str]:
     if not trainer.args.should_save or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
         trainer.save_model()
         return []
-    with staged_entries(trainer.args.output_dir, "--output_dir", "the fine-tuned model was not saved") as tmp:
+    with staged_entries(output, "the fine-tuned model was not saved") as tmp:
         trainer.save_model(str(tmp))
         saved = sorted(os.listdir(tmp))
     return saved

@@ -41,8 +41,8 @@ class ModelLoadError(ValueError):
 
 
 def cache_root() -> Path:
-    """Directory for converted models and tokenized corpora (env WANDA_CACHE overrides)."""
-    return Path(os.environ.get("WANDA_CACHE", Path.home() / ".cache" / "wanda_hybrid"))
+    """Directory for converted models and tokenized corpora (env WANDA_CACHE overrides; empty means unset)."""
+    return Path(os.environ.get("WANDA_CACHE") or Path.home() / ".cache" / "wanda_hybrid")
 
 
 def default_device() -> str:

@@ -69,7 +69,7 @@ _EMBEDDED_ERRNO = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")  # safetenso
 _TORCH_WRITE_FAILURE = re.compile(r"unexpected pos|file write failed|PytorchStreamWriter failed")
 _GIT_SEARCH_LIMIT = 100_000  # directories looked at for a .git below an output before giving up
 _LOCKS: dict[Path, int] = {}  # target path (absolute) -> file descriptor of its held lock
-_WRITTEN: dict[str, None] = {}  # outputs finished by this process, in order ("--save out/r")
+_WRITTEN: dict[str, None] | None = None  # outputs finished in the current CLI run, in order ("--save out/r")
 
 
 class OutputError(ValueError):
@@ -435,13 +435,20 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def record_written(description: str) -> None:
-    """Note an output this process finished (shown by `kept_summary`)."""
-    _WRITTEN[description] = None
+    """Note an output the current run finished (shown by `kept_summary`); nothing outside `recording_outputs`."""
+    if _WRITTEN is not None:
+        _WRITTEN[description] = None
 
 
-def forget_written() -> None:
-    """Start a new run's record of finished outputs."""
-    _WRITTEN.clear()
+@contextlib.contextmanager
+def recording_outputs() -> Iterator[None]:
+    """Record the outputs finished inside the block (a CLI run) for `kept_summary` and the write-fault line."""
+    global _WRITTEN
+    _WRITTEN = {}
+    try:
+        yield
+    finally:
+        _WRITTEN = None
 
 
 def kept_summary() -> str:
@@ -757,22 +764,24 @@ def write_output_json(path: str | Path, data: dict, kind: str, overwrite: bool =
 
 
 @contextlib.contextmanager
-def staged_entries(directory: str | Path, flag: str = "output", after: str | None = None) -> Iterator[Path]:
-    """A temporary sibling of `directory` (`.NAME.partial-PID`) to write into; when the block succeeds its
-    entries are moved into `directory`, each replacing a same-named entry (logged), nothing else touched.
+def staged_entries(output: Output, after: str | None = None) -> Iterator[Path]:
+    """A temporary sibling of the directory `output.path` (`.NAME.partial-PID`) to write into; when the block
+    succeeds its entries are moved into the directory, each replacing a same-named entry (logged, as a
+    warning when it was not this toolkit's), nothing else touched.
 
-    For a directory whose owner already decided it may be written into (`in_place_dir`). A failed block
-    leaves `directory` as it was; a write fault becomes one OutputError line ending in `after`.
+    For a directory already claimed and allowed to be written into (`in_place_dir`). A failed block leaves
+    the directory as it was; a write fault becomes one OutputError line ending in `after`.
     """
-    target = Path(directory).expanduser().absolute()
+    target = Path(output.path).expanduser().absolute()
     tmp = _temporary(target, "partial")
     try:
-        with write_faults(flag, target, after):
+        with write_faults(output.flag, target, after):
             _remove(tmp)
             tmp.mkdir()
             yield tmp
+            ours = _inspect_dir(target).ours if target.is_dir() else []
             for name in sorted(os.listdir(tmp)):
-                _move_in(tmp / name, target / name)
+                _move_in(tmp / name, target / name, "" if name in ours else f" ({output.force}; not written by this toolkit)")
     finally:
         _remove(tmp)
 

@@ -713,6 +713,9 @@ def _install(tmp: Path, path: Path, output: Output, overwrite: bool) -> None:
         return
     state = _inspect_dir(path)
     if not state.entries or (state.kind == output.kind and state.listed and not state.changed and not state.foreign):
+        if state.entries:
+            logger.info("replacing %s, an earlier %s output of this toolkit (%d entries)", path, output.kind,
+                        len(state.entries))
         _swap(tmp, path)
     else:
         _merge(tmp, path, output, state, overwrite)

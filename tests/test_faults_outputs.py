@@ -280,6 +280,26 @@ def test_full_disk_while_saving_is_one_line(tiny_llama_dir, tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "r"]
 
 
+def test_full_disk_while_writing_a_checkpoint_removes_it(tiny_llama_dir, tmp_path, monkeypatch, capsys):
+    import transformers
+
+    from lib.finetune import main
+
+    def disk_full(self, output_dir):
+        (Path(output_dir) / "optimizer.pt").write_bytes(b"PK")  # partly written, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(transformers.Trainer, "_save_optimizer_and_scheduler", disk_full)
+    output_dir = tmp_path / "ft"
+    with pytest.raises(SystemExit) as exit_info:
+        main("gsm8k", finetune_argv(tiny_llama_dir, SAMPLE_DATA, output_dir, "--max_steps", "2", "--save_strategy",
+                                    "steps", "--save_steps", "1"))
+    assert one_line_error(capsys, exit_info.value.code) == (
+        f"error: cannot write --output_dir {output_dir}: no space left on device (ENOSPC); the fine-tuned model was "
+        "not saved")
+    assert list(tmp_path.iterdir()) == []  # the half-written checkpoint-1, then the marker-only directory: gone
+
+
 # ---------------------------------------------------------------- signals
 
 SLOW_SAVE = """

@@ -686,21 +686,25 @@ def _swap(tmp: Path, path: Path) -> None:
 def _merge(tmp: Path, path: Path, output: Output, state: _Existing, overwrite: bool) -> None:
     """Move the entries of `tmp` into the existing directory `path` that holds entries not ours (module docstring)."""
     names = sorted(name for name in os.listdir(tmp) if name != MARKER_FILE)
-    clashes = [name for name in names if os.path.lexists(path / name) and name not in state.ours]
+    own = state.marked and state.kind == output.kind
+    ours = set(state.ours) if own else set()  # entries of another kind's output count as foreign here
+    clashes = [name for name in names if os.path.lexists(path / name) and name not in ours]
     if clashes and not overwrite:
         raise OutputError(f"{output.flag} {path / clashes[0]} exists and this toolkit did not write it; nothing was "
                           f"written; move it away, or pass {output.force} to replace it")
     for name in names:
         remove_stale_temporaries(path / name)
-        _move_in(tmp / name, path / name, "" if name in state.ours else f" ({output.force}; not written by this toolkit)")
-    if state.marked and state.kind == output.kind:
-        for name in sorted(set(state.ours) - set(names)):
-            _remove(path / name)
-            logger.info("removed %s: an earlier output of this toolkit that this run does not write", path / name)
+        _move_in(tmp / name, path / name, "" if name in ours else f" ({output.force}; not written by this toolkit)")
+    removed = sorted(ours - set(names))
+    for name in removed:
+        _remove(path / name)
+        logger.info("removed %s: an earlier output of this toolkit that this run does not write", path / name)
+    if own:
         write_marker(path, output.kind, manifest(path, names))
-    if state.foreign or state.changed:
-        logger.warning("%s %s: wrote %d entries, kept %d entries this toolkit did not write (e.g. %r)", output.flag,
-                       path, len(names), len(state.foreign) + len(state.changed), (state.changed + state.foreign)[0])
+    kept = [name for name in state.entries if name not in names and name not in removed]
+    if kept:
+        (logger.info if own else logger.warning)("%s %s: wrote %d entries and kept the %d others there (e.g. %r)",
+                                                 output.flag, path, len(names), len(kept), kept[0])
 
 
 def _install(tmp: Path, path: Path, output: Output, overwrite: bool) -> None:
@@ -782,7 +786,8 @@ def staged_entries(output: Output, after: str | None = None) -> Iterator[Path]:
             _remove(tmp)
             tmp.mkdir()
             yield tmp
-            ours = _inspect_dir(target).ours if target.is_dir() else []
+            state = _inspect_dir(target) if target.is_dir() else _Existing()
+            ours = state.ours if state.kind == output.kind else []
             for name in sorted(os.listdir(tmp)):
                 _move_in(tmp / name, target / name, "" if name in ours else f" ({output.force}; not written by this toolkit)")
     finally:

@@ -23,9 +23,9 @@ from lib.cli import (OneLineParser, add_dataclass_arguments, check_range, datacl
 from lib.data import check_sources, dataset_names, get_loaders, parse_mixture
 from lib.masks import DEFAULT_RATIOS, TIER_NAMES
 from lib.models import (DEFAULT_MODEL, ModelLoadError, check_model_early, check_seqlen, effective_seqlen, given_seqlen,
-                        load_model, model_label, save_model)
+                        load_model, model_label, save_model, saved_size_estimate)
 from lib.perplexity import perplexity, window_count
-from lib.outputs import Output, OutputError, atomic_dir, claim_outputs
+from lib.outputs import Output, OutputError, atomic_dir, claim_outputs, run_inputs
 from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_model
 from lib.results import Timer, environment_info, write_json
 from lib.tasks import perplexity_report
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", default=None, help="results directory (results.json, log, tier maps, heat map)")
     p.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
     p.add_argument("--overwrite", action="store_true",
-                   help="let --save/--save_model replace an existing path this toolkit did not write (default: refuse)")
+                   help="let --save/--save_model/--save_compressed write into a directory this toolkit did not write: "
+                        "same-named entries are replaced, nothing else is deleted (default: refuse)")
     p.add_argument("--save_compressed", default=None, help="directory for the pruned model in the compact tiered format (README: Tiered checkpoint)")
     p.add_argument("--eval_windows", type=int, default=None, help="evaluate perplexity on the first N windows (default all)")
     p.add_argument("--eval_batch_size", type=int, default=1)
@@ -109,9 +110,10 @@ def run(args: argparse.Namespace) -> dict:
     check_range("--eval_batch_size", args.eval_batch_size, 1)
     check_seqlen(args.seqlen)
     parse_mixture(args.calibration_dataset)  # fail before loading the model
-    outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model"),
-               Output("--save_compressed", args.save_compressed, "compressed_model")]
-    with claim_outputs(outputs, inputs={"--model": args.model}, overwrite=args.overwrite):
+    size = saved_size_estimate(args.model)  # the dense model; a compressed copy takes at least a quarter
+    outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model", size=size),
+               Output("--save_compressed", args.save_compressed, "compressed_model", size=size // 4)]
+    with claim_outputs(outputs, run_inputs(args.model, data_dir=args.data_dir), overwrite=args.overwrite):
         check_model_early(args.model, args.seqlen, explicit_seqlen)  # the config, before any weights
         eval_text = check_sources(args.calibration_dataset, args.data_dir, evaluation=not args.no_eval)
         return prune_and_save(args, config, explicit_seqlen, eval_text)

@@ -1,21 +1,28 @@
-"""What every command-line entry point shares: logging setup, seeding, one-line errors.
+"""What every command-line entry point shares: logging setup, seeding, one-line errors and interrupts.
 
     parser = OneLineParser(description=__doc__)
     args = parser.parse_args(argv)
     setup_logging()
     seed_everything(args.seed)
     return run_or_fail(run, args, errors=(ValueError, OutputError))   # 0, or 2 with "error: ..." on stderr
+
+Ctrl-C, SIGTERM and SIGHUP during `run_or_fail` (or `interrupts_end_in_one_line`) unwind the run, so every
+`finally` and context manager removes its temporaries and locks, and end it with one stderr line saying
+what was kept and the status 128 + the signal number.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
 import random
+import signal
 import sys
-from typing import Any, Callable, NoReturn
+import threading
+from typing import Any, Callable, Iterator, NoReturn
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%H:%M:%S"
@@ -49,13 +56,50 @@ def fail(message: Any) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
-def run_or_fail(function: Callable[..., Any], *args: Any, errors: tuple[type[BaseException], ...] = (ValueError,)) -> int:
-    """Call `function(*args)`; 0 when it returns, 2 with a one-line stderr error when it raises one of `errors`."""
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP, raised like KeyboardInterrupt so that the run unwinds through its cleanup."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: Any) -> NoReturn:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupts_end_in_one_line() -> Iterator[None]:
+    """Run a CLI's work: SIGTERM and SIGHUP raise `Interrupted` (Ctrl-C raises KeyboardInterrupt), so cleanup
+    runs; either ends the process (SystemExit 128 + signal number) with one line saying what was kept."""
+    from lib.outputs import kept_summary, recording_outputs
+
+    handled = (signal.SIGTERM, signal.SIGHUP) if threading.current_thread() is threading.main_thread() else ()
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in handled}
     try:
-        function(*args)
-    except errors as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return EXIT_USAGE
+        with recording_outputs():
+            try:
+                yield
+            except (KeyboardInterrupt, Interrupted) as err:
+                signum = getattr(err, "signum", signal.SIGINT)
+                print(f"error: interrupted by {signal.Signals(signum).name}: {kept_summary()}", file=sys.stderr)
+                raise SystemExit(128 + signum) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_or_fail(function: Callable[..., Any], *args: Any, errors: tuple[type[BaseException], ...] = (ValueError,)) -> int:
+    """Call `function(*args)`; 0 when it returns, 2 with a one-line stderr error when it raises one of `errors`.
+
+    An interrupt exits with one line and 128 + the signal number (`interrupts_end_in_one_line`).
+    """
+    with interrupts_end_in_one_line():
+        try:
+            function(*args)
+        except errors as err:
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return EXIT_USAGE
     return 0
 
 

@@ -11,22 +11,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import shutil
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from torch import nn
 
-from lib.cli import fail
+from lib.cli import fail, interrupts_end_in_one_line
 from lib.cli import setup_logging as setup_cli_logging
 from lib.checkpoints import ResumeError, resolve_resume
-from lib.finetune_args import DataArguments, ModelArguments, finetune_output, parse_args
+from lib.finetune_args import DataArguments, ModelArguments, finetune_inputs, finetune_output, parse_args
 from lib.finetune_data import PadCollator, load_datasets
 from lib.models import load_model, load_tokenizer, measure_sparsity, resolve_model_path
-from lib.outputs import OutputError, claim_outputs, write_marker
+from lib.outputs import (Output, OutputError, add_to_manifest, claim_outputs, in_place_dir, record_written, staged_entries,
+                         write_faults)
 from lib.results import environment_info, write_json
 from lib.sparse_training import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
 from lib.tier_io import TIER_MAP_FILE
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 SPARSITY_FILE = "sparsity.json"
 RESULTS_FILE = "finetune_results.json"
+TRAINER_FILES = ("train_results.json", "eval_results.json", "all_results.json", "trainer_state.json")
 
 
 def record_mask(model: nn.Module, model_args: ModelArguments, source_dir: Path, start: dict) -> SparsityMask | None:
@@ -93,31 +96,40 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fine-tune for `task` ("squad", "gsm8k" or "lm") from command-line arguments; return the results dict.
 
     Before any loading: --output_dir is checked (see `check_training_args`), locked against a second
-    run writing it and marked as this toolkit's, and --resume_from_checkpoint is resolved to a
-    complete checkpoint.
+    run writing it and marked as this toolkit's when it is new, empty or an earlier fine-tune's
+    (`lib.outputs.in_place_dir`), and --resume_from_checkpoint is resolved to a complete checkpoint.
+    A write fault (full disk, file-size limit) is one line; so is Ctrl-C / SIGTERM, after which a
+    directory this run created and left holding only the marker is removed again.
     """
     model_args, data_args, training_args = parse_args(task, argv)
     setup_logging(training_args)
-    main_process = training_args.process_index == 0
-    claim = contextlib.nullcontext()
-    if main_process:
-        claim = claim_outputs([finetune_output(training_args)], {"--model_name_or_path": model_args.model_name_or_path},
-                              model_args.overwrite_output_dir)
-    try:
-        training_args.resume_from_checkpoint = resolve_resume(training_args.resume_from_checkpoint,
-                                                              training_args.output_dir)
-        with claim:
-            if main_process:
-                Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-                write_marker(training_args.output_dir, "finetune")
-            return train(task, model_args, data_args, training_args)
-    except (OutputError, ResumeError) as err:
-        fail(err)
+    with interrupts_end_in_one_line():
+        try:
+            with claimed_output_dir(model_args, data_args, training_args):
+                training_args.resume_from_checkpoint = resolve_resume(training_args.resume_from_checkpoint,
+                                                                      training_args.output_dir)
+                with write_faults("--output_dir", Path(training_args.output_dir).absolute(),
+                                  after="the fine-tuned model was not saved"):
+                    return train(task, model_args, data_args, training_args)
+        except (OutputError, ResumeError) as err:
+            fail(err)
+
+
+@contextlib.contextmanager
+def claimed_output_dir(model_args: ModelArguments, data_args: DataArguments, training_args) -> Iterator[None]:
+    """On the main process: --output_dir claimed (lib.outputs.claim_outputs) and marked (in_place_dir) for the block."""
+    if training_args.process_index != 0:
+        yield
+        return
+    output = finetune_output(training_args, model_args)
+    with claim_outputs([output], finetune_inputs(model_args, data_args, training_args), model_args.overwrite_output_dir):
+        with in_place_dir(output):
+            yield
 
 
 def train(task: str, model_args: ModelArguments, data_args: DataArguments, training_args) -> dict[str, Any]:
     """Load the model and data, fine-tune with the sparsity mask, save the model and the reports."""
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     set_seed(training_args.seed)
     started = time.perf_counter()
@@ -138,7 +150,7 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
     start = measure_sparsity(model)
     mask = record_mask(model, model_args, source_dir, start)
     training_args.prediction_loss_only = True  # eval_loss only; never gather [N, T, vocab] logits
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model,
         args=training_args,
         train_dataset=train_set,
@@ -166,7 +178,7 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
             logger.error("the zero pattern changed during training")
 
     model.config.use_cache = True
-    trainer.save_model()  # save_pretrained (safetensors) + tokenizer, on the main process only
+    saved = save_final_model(trainer, finetune_output(training_args, model_args))
     trainer.log_metrics("train", train_metrics)
     trainer.save_metrics("train", train_metrics)
     trainer.save_state()
@@ -202,5 +214,43 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
             shutil.copy2(source_dir / TIER_MAP_FILE, output_dir / TIER_MAP_FILE)
         write_json(output_dir / SPARSITY_FILE, sparsity)
         write_json(output_dir / RESULTS_FILE, results)
+        add_to_manifest(output_dir, "finetune", saved + [TIER_MAP_FILE, SPARSITY_FILE, RESULTS_FILE, *TRAINER_FILES])
+        record_written(f"--output_dir {output_dir} (the fine-tuned model)")
         logger.info("saved the fine-tuned model, %s and %s to %s", SPARSITY_FILE, RESULTS_FILE, output_dir)
     return results
+
+
+def save_final_model(trainer, output: Output) -> list[str]:
+    """`trainer.save_model()` through a temporary sibling of --output_dir whose entries are moved in when the
+    save is complete (lib.outputs.staged_entries): a failed or killed save leaves no half-written
+    model.safetensors, and the next run removes the temporary. FSDP / DeepSpeed save in place (every rank
+    takes part). Returns the names of the entries saved (on the main process)."""
+    if not trainer.args.should_save or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        trainer.save_model()
+        return []
+    with staged_entries(output, "the fine-tuned model was not saved") as tmp:
+        trainer.save_model(str(tmp))
+        saved = sorted(os.listdir(tmp))
+    return saved
+
+
+def _trainer_class():
+    """The Trainer, with a checkpoint that fails or is interrupted while written removed again (and each
+    finished one noted for the one line an interrupted run ends with)."""
+    from transformers import Trainer
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class CheckpointCleaningTrainer(Trainer):
+        def _save_checkpoint(self, model, trial):
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            existed = folder.exists()
+            try:
+                super()._save_checkpoint(model, trial)
+            except BaseException:
+                if not existed and self.args.should_save:
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
+            if self.args.should_save:
+                record_written(f"--output_dir checkpoint {folder} (resume with --resume_from_checkpoint latest)")
+
+    return CheckpointCleaningTrainer

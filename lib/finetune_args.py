@@ -15,10 +15,11 @@ from typing import Sequence
 
 import torch
 
+from lib.checkpoints import RESUME_LATEST
 from lib.cli import EXIT_USAGE, check_finite_fields, one_line
 from lib.data_sources import resolve_data_dir
-from lib.models import DEFAULT_MODEL
-from lib.outputs import Output, check_outputs
+from lib.models import DEFAULT_MODEL, saved_size_estimate
+from lib.outputs import Output, check_outputs, run_inputs
 
 from lib import dataset_specs
 from lib.finetune_data import LM_TASK
@@ -51,8 +52,9 @@ class ModelArguments:
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Write into an --output_dir that holds files this toolkit did not write (default: refuse; "
-                  "nothing is deleted either way)."},
+        metadata={"help": "Write into an --output_dir that holds files this toolkit did not write, or another kind of "
+                  "its outputs: same-named entries are replaced, nothing else is deleted (the meaning of --overwrite "
+                  "in every CLI; default: refuse)."},
     )
     min_layer_sparsity: float = field(
         default=0.01,
@@ -143,12 +145,13 @@ def check_precision(bf16: bool, fp16: bool, use_cpu: bool) -> None:
                          "support: use --fp16 instead")
 
 
-def check_training_args(training_args, model_args: ModelArguments) -> None:
+def check_training_args(training_args, model_args: ModelArguments, data_args: DataArguments) -> None:
     """One-line ValueErrors for the TrainingArguments values this module relies on, and the --output_dir rule.
 
-    --output_dir must not be a file, the input model (or inside / around it), or a directory with
-    content this toolkit did not write (unless --overwrite_output_dir); an earlier fine-tune's
-    directory is fine (the Trainer resumes or rewrites its own files there).
+    --output_dir follows the output rule (lib.outputs): not a file, a protected place or an input (the model
+    as resolved, the data, the cache; the resume checkpoint may lie inside it), and not a directory with
+    content this toolkit did not write or another kind of its outputs (unless --overwrite_output_dir); an
+    earlier fine-tune's directory is fine (the Trainer resumes or rewrites its own files there).
     """
     for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, flag) <= 0:
@@ -160,13 +163,21 @@ def check_training_args(training_args, model_args: ModelArguments) -> None:
         raise ValueError(f"--num_train_epochs must be positive (or --max_steps > 0), got {training_args.num_train_epochs}")
     if Path(training_args.output_dir).is_file():
         raise ValueError(f"--output_dir {training_args.output_dir} is a file; name a directory")
-    check_outputs([finetune_output(training_args)], {"--model_name_or_path": model_args.model_name_or_path},
+    check_outputs([finetune_output(training_args, model_args)], finetune_inputs(model_args, data_args, training_args),
                   model_args.overwrite_output_dir)
 
 
-def finetune_output(training_args) -> Output:
-    return Output("--output_dir", training_args.output_dir, "finetune",
-                  force="pass --overwrite_output_dir to write into it anyway (nothing is deleted)")
+def finetune_output(training_args, model_args: ModelArguments) -> Output:
+    """--output_dir as an output of kind "finetune": at least the size of the model it saves."""
+    return Output("--output_dir", training_args.output_dir, "finetune", force="--overwrite_output_dir",
+                  size=saved_size_estimate(model_args.model_name_or_path), may_contain=("--resume_from_checkpoint",))
+
+
+def finetune_inputs(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
+    """What a fine-tune reads (lib.outputs.run_inputs): the model as resolved, the data, the cache, the resume checkpoint."""
+    resume = training_args.resume_from_checkpoint
+    extra = {"--resume_from_checkpoint": Path(resume)} if resume and resume not in RESUME_LATEST else {}
+    return run_inputs(model_args.model_name_or_path, "--model_name_or_path", data_args.data_dir, extra)
 
 
 def parse_args(task: str, argv: Sequence[str] | None = None):
@@ -188,7 +199,7 @@ def parse_args(task: str, argv: Sequence[str] | None = None):
             values["use_cpu"] = True  # without it the Trainer runs each torchrun process alone on a CPU machine
         model_args, data_args, training_args = parser.parse_dict(values)
         check_finite_fields(model_args)
-        check_training_args(training_args, model_args)
+        check_training_args(training_args, model_args, data_args)
         return model_args, data_args, training_args
     except ValueError as err:  # one line, without argparse's usage block (hundreds of Trainer flags)
         parser.exit(EXIT_USAGE, f"{parser.prog}: error: {one_line(err)}\n")

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -37,6 +36,7 @@ ALIASES = {
 # config attributes that hold the number of routed experts of a mixture-of-experts model
 EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GGUF_EXPANSION = 2  # float32 bytes per byte of a GGUF file, at least (its weights take at most 16 bits)
 
 
 class ModelLoadError(ValueError):
@@ -44,8 +44,8 @@ class ModelLoadError(ValueError):
 
 
 def cache_root() -> Path:
-    """Directory for converted models and tokenized corpora (env WANDA_CACHE overrides)."""
-    return Path(os.environ.get("WANDA_CACHE", Path.home() / ".cache" / "wanda_hybrid"))
+    """Directory for converted models and tokenized corpora (env WANDA_CACHE overrides; empty means unset)."""
+    return Path(os.environ.get("WANDA_CACHE") or Path.home() / ".cache" / "wanda_hybrid")
 
 
 def default_device() -> str:
@@ -85,13 +85,41 @@ def _gguf_cache_dir(gguf: Path) -> Path:
 
 
 def convert_gguf(gguf: Path) -> Path:
-    """Dequantize a GGUF checkpoint once into a cached safetensors model directory; return the directory."""
+    """Dequantize a GGUF checkpoint once into a cached safetensors model directory; return the directory.
+
+    Processes converting the same file serialize on a lock beside the cache entry: the second waits, then
+    reuses the result. The conversion is written to a temporary sibling (lib.outputs.atomic_dir) renamed
+    into place when complete and removed on failure; those of dead processes are removed by the next run.
+    A full disk is one OutputError line (checked before converting, from the GGUF's size).
+    """
+    from lib.outputs import locked, remove_stale_temporaries
+
     target = _gguf_cache_dir(gguf)
-    if (target / "config.json").is_file():
-        return target
+    if not (target / "config.json").is_file():
+        with locked(target, f"waiting for another process converting {gguf.name} into {target}"):
+            if (target / "config.json").is_file():
+                logger.info("reusing %s, converted meanwhile by another process", target)
+            else:
+                _convert_into_cache(gguf, target)
+    remove_stale_temporaries(target)  # those of processes killed while another one converted
+    return target
+
+
+def _convert_into_cache(gguf: Path, target: Path) -> None:
+    """Write the conversion of `gguf` to `target` atomically (call with the lock of `target` held)."""
+    from lib.outputs import Output, atomic_dir, check_free_space
+
+    flag = "the model cache entry"
+    check_free_space([Output(flag, target, "converted_model", size=GGUF_EXPANSION * gguf.stat().st_size)])
+    logger.info("converting %s to a safetensors model in %s (once)", gguf.name, target)
+    with atomic_dir(target, "converted_model", flag=flag) as tmp:
+        _write_converted(gguf, tmp)
+
+
+def _write_converted(gguf: Path, out: Path) -> None:
+    """Dequantize `gguf` to float32 and `save_pretrained` the model and tokenizer into `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logger.info("converting %s to a safetensors model in %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                      trust_remote_code=False)
@@ -103,12 +131,39 @@ def convert_gguf(gguf: Path) -> Path:
     model.load_state_dict(quantized.state_dict())
     if model.generation_config is not None and quantized.generation_config is not None:
         model.generation_config = quantized.generation_config
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
-    return target
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def model_input_paths(name_or_path: str) -> list[Path]:
+    """The local paths a model name reads, found without converting or downloading anything: a .gguf file
+    (or an alias's) and its cache directory; a local directory; a Hub id's download cache entry."""
+    if name_or_path in ALIASES:
+        gguf = alias_gguf_path(name_or_path)
+        return [gguf, _gguf_cache_dir(gguf)]
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return [path, _gguf_cache_dir(path)]
+    if path.exists() or looks_local(name_or_path):
+        return [path]
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return [Path(HF_HUB_CACHE) / f"models--{name_or_path.replace('/', '--')}"]
+
+
+def saved_size_estimate(name_or_path: str) -> int:
+    """A lower bound of the bytes a saved copy of the model takes: its weight files (*.safetensors, *.bin),
+    GGUF_EXPANSION x a GGUF not converted yet; 0 when unknown (a Hub id)."""
+    paths = model_input_paths(name_or_path)
+    if paths and paths[0].suffix == ".gguf":
+        converted = paths[1]
+        if not (converted / "config.json").is_file():
+            return GGUF_EXPANSION * paths[0].stat().st_size
+        paths = [converted]
+    directory = paths[0] if paths else None
+    if directory is None or not directory.is_dir() or not (directory / "config.json").is_file():
+        return 0
+    return sum(p.stat().st_size for pattern in ("*.safetensors", "*.bin") for p in directory.glob(pattern))
 
 
 def resolve_model_path(name_or_path: str) -> str:

@@ -5,25 +5,22 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import platform
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from lib.outputs import atomic_dir  # noqa: F401 (the output rule lives in lib.outputs)
+from lib.outputs import atomic_dir, write_text_atomic  # noqa: F401 (the output rule lives in lib.outputs)
 
 logger = logging.getLogger(__name__)
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename) with stable formatting."""
+    """Write JSON atomically (temp file + rename, the temporary removed on failure) with stable formatting."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json_text(data))
-    tmp.rename(path)
+    write_text_atomic(path, json_text(data))
 
 
 def json_text(data: Any) -> str:

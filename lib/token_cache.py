@@ -74,7 +74,8 @@ def _save(path: Path, key: tuple, value) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"format": ENTRY_FORMAT, "key": repr(key), "sha256": _checksum(value), "value": value}, tmp)
         tmp.replace(path)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk or a file-size limit as RuntimeError
+        tmp.unlink(missing_ok=True)
         logger.warning("cannot write token cache %s (%s); continuing without it", path, err)
 
 

@@ -43,14 +43,14 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.cli import OneLineParser, check_range, fail, setup_logging
+from lib.cli import OneLineParser, check_range, fail, interrupts_end_in_one_line, setup_logging
 from lib.cost import checkpoint_cost
 from lib.data import check_sources, get_loaders
 from lib.masks import DEFAULT_RATIOS
 from lib.models import DEFAULT_MODEL, check_model_early, effective_seqlen, given_seqlen, load_model
 from lib.perplexity import perplexity, window_count
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
-from lib.outputs import Output, OutputError, check_outputs, write_output_json
+from lib.outputs import Output, check_outputs, run_inputs, write_output_json
 from lib.results import environment_info, write_json
 from lib.uncertainty import holm_adjust, mean_sd, welch_t
 
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     output = Output("--output", args.output, "bench_quality", is_file=True)
     try:
         check_arguments(args)
-        check_outputs([output], {"--model": args.model}, args.overwrite)  # before hours of pruning, not after
-    except (ValueError, OutputError) as err:
+        check_outputs([output], run_inputs(args.model, data_dir=args.data_dir), args.overwrite)  # before hours of pruning
+    except ValueError as err:  # OutputError, or ModelLoadError for an alias whose package is missing
         fail(err)
     setup_logging(logging.WARNING)
     seeds = [args.seed] if args.seed is not None else list(dict.fromkeys(args.seeds))
@@ -291,4 +291,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with interrupts_end_in_one_line():
+        sys.exit(main())

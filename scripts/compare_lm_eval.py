@@ -34,7 +34,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.outputs import Output, claim_outputs, write_output_json  # standard library only: imports in lm-eval's venv
+from lib.cli import interrupts_end_in_one_line  # noqa: E402 (both import in lm-eval's venv)
+from lib.outputs import Output, claim_outputs, run_inputs, write_output_json  # noqa: E402
 
 logger = logging.getLogger("compare_lm_eval")
 
@@ -161,20 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=1.0, help="largest allowed |difference| in points")
     args = parser.parse_args(argv)
     try:
-        if args.side == "compare":
-            table, ok = compare(json.loads(Path(args.reference).read_text())["tasks"], json.loads(Path(args.ours).read_text())["tasks"],
-                                args.tolerance)
-            sys.stdout.write(table + "\n")
-            return 0 if ok else 1
-        limits = parse_limits(args.limit, args.tasks)
-        output = Output("--output", args.output, "lm_eval_parity", is_file=True)
-        with claim_outputs([output], inputs={"--model": args.model}, overwrite=args.overwrite):
-            def save(report: dict) -> None:  # after every task, so a long run keeps what it finished
-                write_output_json(args.output, {"side": args.side, "model": args.model, "limits": limits, "tasks": report},
-                                  output.kind, args.overwrite)
+        with interrupts_end_in_one_line():  # Ctrl-C / SIGTERM: one line, nothing half-written
+            if args.side == "compare":
+                table, ok = compare(json.loads(Path(args.reference).read_text())["tasks"], json.loads(Path(args.ours).read_text())["tasks"],
+                                    args.tolerance)
+                sys.stdout.write(table + "\n")
+                return 0 if ok else 1
+            limits = parse_limits(args.limit, args.tasks)
+            output = Output("--output", args.output, "lm_eval_parity", is_file=True)
+            with claim_outputs([output], run_inputs(args.model, data_dir=args.data_dir), overwrite=args.overwrite):
+                def save(report: dict) -> None:  # after every task, so a long run keeps what it finished
+                    write_output_json(args.output, {"side": args.side, "model": args.model, "limits": limits, "tasks": report},
+                                      output.kind, args.overwrite)
 
-            (run_lm_eval if args.side == "lm-eval" else run_ours)(args, limits, save)
-        logger.info("wrote %s", args.output)
+                (run_lm_eval if args.side == "lm-eval" else run_ours)(args, limits, save)
+            logger.info("wrote %s", args.output)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,8 +10,9 @@ tier map that holds at most 2 nonzeros per group of 4 is stored as all-2:4 tiles
 matrix with enough zeros to gain is stored as a bitmask. The model keeps its dtype. The output
 loads with `lib.tiered_io.load_tiered_model(OUT)` (and with every `--model` flag); `--verify`
 reloads it and checks every tensor against the input. OUT follows the toolkit's output rule
-(lib/outputs.py): it replaces only a missing path, an empty directory or an earlier output of
-this toolkit, unless --overwrite.
+(lib/outputs.py): it replaces only a missing path, an empty directory or an earlier tiered_model
+output of this toolkit; --overwrite writes into any other directory, replacing same-named entries
+and deleting nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ if __package__ in (None, ""):
 import torch
 
 from lib.cli import OneLineParser, run_or_fail, setup_logging
-from lib.models import check_model_dir
-from lib.outputs import Output, atomic_dir, claim_outputs
+from lib.models import check_model_dir, saved_size_estimate
+from lib.outputs import Output, atomic_dir, claim_outputs, run_inputs
 from lib.tier_io import TIER_MAP_FILE, load_tier_maps
 from lib.tiered_io import COMPRESSED_FILE, ENCODINGS, load_tiered_model, save_compressed
 
@@ -48,7 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                         help="store the values in this dtype (default: the model's own); zeros stay zeros")
     parser.add_argument("--verify", action="store_true", help="reload the output and check it equals the input")
-    parser.add_argument("--overwrite", action="store_true", help="let OUT replace a directory this toolkit did not write (default: refuse)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let OUT write into a directory this toolkit did not write: same-named entries are replaced, "
+                             "nothing else is deleted (default: refuse)")
     return parser.parse_args(argv)
 
 
@@ -57,7 +60,8 @@ def compress(args: argparse.Namespace) -> None:
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} is not a model directory (no config.json); pass a --save_model or fine-tuning output")
     check_model_dir(model_dir, str(model_dir))  # never code from the model directory
-    with claim_outputs([Output("out", out, "tiered_model")], inputs={"model_dir": model_dir}, overwrite=args.overwrite):
+    output = Output("out", out, "tiered_model", size=saved_size_estimate(str(model_dir)) // 4)
+    with claim_outputs([output], run_inputs(str(model_dir), model_flag="model_dir"), overwrite=args.overwrite):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tier_maps, metadata = load_tier_maps(model_dir / TIER_MAP_FILE) if (model_dir / TIER_MAP_FILE).is_file() else ({}, {})

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `li
 from lib.cli import OneLineParser, check_range, run_or_fail, seed_everything, setup_logging
 from lib.models import (DEFAULT_MODEL, DTYPES, ModelLoadError, check_model_early, check_seqlen, effective_seqlen,
                         given_seqlen, load_model, model_label)
-from lib.outputs import Output, OutputError, claim_outputs, write_output_json
+from lib.outputs import Output, OutputError, claim_outputs, run_inputs, write_output_json
 from lib.results import environment_info
 from lib import dataset_specs
 from lib.tasks import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ours (offline, default) or lm-eval for squad/gsm8k/boolq (needs `pip install lm-eval` and its datasets)")
     p.add_argument("--output", default=None, help="report path (default: out/eval/<model>.json)")
     p.add_argument("--overwrite", action="store_true",
-                   help="let --output replace an existing file this toolkit did not write (default: refuse)")
+                   help="let --output replace a file this toolkit did not write (default: refuse)")
     return p
 
 
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> Path:
     if set(args.tasks) & set(perplexity_tasks()):
         check_seqlen(args.seqlen)
     output = Path(args.output) if args.output else Path("out") / "eval" / f"{model_label(args.model)}.json"
-    with claim_outputs([Output("--output", output, "eval_report", is_file=True)], inputs={"--model": args.model},
-                       overwrite=args.overwrite):
+    with claim_outputs([Output("--output", output, "eval_report", is_file=True)],
+                       run_inputs(args.model, data_dir=args.data_dir), overwrite=args.overwrite):
         perplexity = bool(set(args.tasks) & set(perplexity_tasks()))
         check_model_early(args.model, args.seqlen if perplexity else None, explicit_seqlen)  # the config, no weights
         data = load_task_data(args.tasks, args.data_dir, limit, args.num_fewshot, nll_limit, args.backend)

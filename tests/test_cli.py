@@ -115,7 +115,8 @@ def test_interrupted_run_leaves_no_result(tiny_llama_dir, tmp_path, monkeypatch)
     import lib.plots
 
     monkeypatch.setattr(lib.plots, "plot_tier_maps", boom)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as exit_info:  # issue 23: one line and 128 + SIGINT, no traceback
         cli.main(["--model", str(tiny_llama_dir), *BASE, "--no_eval", "--save", str(tmp_path / "r")])
+    assert exit_info.value.code == 130
     assert not (tmp_path / "r").exists()
     assert not list(tmp_path.glob(".r*"))

@@ -15,7 +15,7 @@ import pytest
 
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA
-from lib.outputs import MARKER_FILE, MARKER_KEY, OutputError, atomic_dir, write_output_json
+from lib.outputs import MARKER_FILE, MARKER_KEY, OutputError, atomic_dir, manifest, write_marker, write_output_json
 from scripts import eval_tasks
 
 BASE = ["--data_dir", str(SAMPLE_DATA), "--nsamples", "2", "--seqlen", "32", "--device", "cpu", "--no_eval"]
@@ -69,24 +69,36 @@ def test_save_refuses_what_it_did_not_write(tiny_llama_dir, tmp_path, capsys, no
     before = listing(tmp_path)
     for flag in ("--save", "--save_model"):
         err = one_line_error(capsys, cli.main(["--model", str(tiny_llama_dir), *BASE, flag, str(target)]))
-        assert f"{flag} {target}" in err and "--overwrite" in err
+        assert f"{flag} {target}" in err
+        if existing == "file":  # a directory output never replaces a file, not even with --overwrite
+            assert "is an existing file" in err and "--overwrite" not in err
+            err = one_line_error(capsys, cli.main(["--model", str(tiny_llama_dir), *BASE, flag, str(target),
+                                                   "--overwrite"]))
+            assert "is an existing file" in err
+        else:
+            assert "--overwrite" in err
         assert listing(tmp_path) == before  # nothing gone, no temporary, no lock file
 
 
-def test_save_replaces_its_own_earlier_output_and_overwrite_forces(tiny_llama_dir, tmp_path):
+def test_save_replaces_its_own_earlier_output_and_overwrite_writes_into(tiny_llama_dir, tmp_path):
     target = tmp_path / "r"
     assert cli.main(["--model", str(tiny_llama_dir), *BASE, "--save", str(target)]) == 0
     marker = json.loads((target / MARKER_FILE).read_text())
     assert marker["kind"] == "results" and marker["tool"] == "wanda_hybrid"
-    (target / "stale.txt").write_text("from the earlier run")  # inside our own output: replaced with it
+    assert sorted(marker["entries"]) == sorted(p.name for p in target.iterdir() if p.name != MARKER_FILE)
+    first = (target / "results.json").read_bytes()
+    (target / "notes.txt").write_text("added by the user")  # inside our own output: kept (issue 23)
     assert cli.main(["--model", str(tiny_llama_dir), *BASE, "--save", str(target)]) == 0
-    assert not (target / "stale.txt").exists() and (target / "results.json").is_file()
+    assert (target / "notes.txt").read_text() == "added by the user"
+    assert (target / "results.json").read_bytes() != first  # replaced (its timings differ)
+    assert "notes.txt" not in json.loads((target / MARKER_FILE).read_text())["entries"]
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "x.txt").write_text("x")
     assert cli.main(["--model", str(tiny_llama_dir), *BASE, "--save", str(foreign), "--overwrite"]) == 0
-    assert (foreign / "results.json").is_file() and not (foreign / "x.txt").exists()
+    assert (foreign / "results.json").is_file() and (foreign / "x.txt").read_text() == "x"
+    assert not (foreign / MARKER_FILE).exists()  # never marked: it held foreign files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign", "r"]
 
 
@@ -278,8 +290,8 @@ def test_stale_temporaries_are_removed_and_an_interrupted_swap_restored(tmp_path
     (tmp_path / f".r.partial-{pid}").mkdir()
     (tmp_path / f".r.partial-{pid}" / "big.bin").write_bytes(b"0" * 1000)
     (tmp_path / f".r.old-{pid}").mkdir()  # killed between moving the old result aside and the new one in
-    (tmp_path / f".r.old-{pid}" / MARKER_FILE).write_text("{}")
     (tmp_path / f".r.old-{pid}" / "results.json").write_text('{"earlier": 1}')
+    write_marker(tmp_path / f".r.old-{pid}", "results", manifest(tmp_path / f".r.old-{pid}"))
     (tmp_path / f".other.partial-{pid}").mkdir()  # another output's: not ours to touch
     with pytest.raises(RuntimeError):
         with atomic_dir(target, "results"):

@@ -30,6 +30,7 @@ from lib.outputs import OutputError, claim_outputs, write_marker
 from lib.results import environment_info, write_json
 from lib.sparse_training import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
 from lib.tier_io import TIER_MAP_FILE
+from lib.weight_files import WeightFileError
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
     with training_args.main_process_first(desc="model and data loading"):
         try:
             model, tokenizer = load_model(model_args.model_name_or_path, dtype="float32",
-                                          device=str(training_args.device))
+                                          device=str(training_args.device), verify_checksums=model_args.verify_checksums)
             if model_args.tokenizer_name:
                 tokenizer = load_tokenizer(model_args.tokenizer_name)
             train_set, eval_set = load_datasets(task, data_args, tokenizer, training_args.seed)
@@ -138,7 +139,10 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
         fail(f"--eval_strategy {training_args.eval_strategy} needs evaluation data; drop --max_eval_samples 0")
 
     start = measure_sparsity(model)
-    mask = record_mask(model, model_args, source_dir, start)
+    try:
+        mask = record_mask(model, model_args, source_dir, start)
+    except WeightFileError as err:  # a damaged tier_map.safetensors
+        fail(err)
     training_args.prediction_loss_only = True  # eval_loss only; never gather [N, T, vocab] logits
     trainer = Trainer(
         model=model,

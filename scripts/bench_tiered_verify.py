@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""What checksum verification adds to loading a tiered checkpoint (lib/tiered_io.py, format version 2).
+
+Loads DIR with `load_tiered_model(DIR, verify=True)` and `verify=False` alternately (one warm-up
+each, then --repeats of each, interleaved so that load on a shared machine hits both alike) and
+prints the median wall and process CPU seconds of each and their ratios, which the format
+promises to keep at or below 1.05. It also times the checksums alone (CRC-32 over every stored
+tensor already in memory) as a share of the verified load: on a busy machine the two medians
+move by more than the checksums cost, and this share is the steadier number. Make the default
+model's checkpoint with
+
+    python main_block_three_tier.py --nsamples 8 --seqlen 256 --no_eval --data_dir sample_data --save_compressed out/tiered
+    python scripts/bench_tiered_verify.py out/tiered
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lib.cli import OneLineParser, run_or_fail, setup_logging
+from lib.models import ModelLoadError
+from lib.tiered_io import COMPRESSED_FILE, is_compressed_dir, load_tiered_model, read_tensors, tensor_checksum
+from lib.weight_files import read_header
+
+
+def seconds(fn) -> tuple[float, float]:
+    """(wall, process CPU) seconds of fn()."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def bench(args: argparse.Namespace) -> None:
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    if not is_compressed_dir(args.dir):
+        raise ValueError(f"{args.dir} has no {COMPRESSED_FILE}; write one with --save_compressed (see --help)")
+    path = Path(args.dir) / COMPRESSED_FILE
+    times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for verify in (True, False):  # warm-up: page cache, imports
+        load_tiered_model(args.dir, verify=verify)
+    for _ in range(args.repeats):
+        for verify in (True, False):
+            times[verify].append(seconds(lambda: load_tiered_model(args.dir, verify=verify)))
+    tensors = read_tensors(path, [n for n in read_header(path) if n != "__metadata__"], None)
+    crc, _ = medians([seconds(lambda: [tensor_checksum(t) for t in tensors.values()]) for _ in range(args.repeats)])
+    (verified, verified_cpu), (trusted, trusted_cpu) = medians(times[True]), medians(times[False])
+    size = sum(t.nbytes for t in tensors.values())
+    print(f"{path}: {size / 1e6:.1f} MB in {len(tensors)} tensors; {args.repeats} loads each, interleaved")
+    for verify, label in ((True, "checksums verified   "), (False, "--no_verify_checksums")):
+        wall, cpu = medians(times[verify])
+        print(f"load, {label}  median {wall:.3f} s wall, {cpu:.3f} s CPU  "
+              f"(wall: {' '.join(f'{t:.2f}' for t, _ in times[verify])})")
+    print(f"ratio verified / not verified: {verified / trusted:.3f} (wall), {verified_cpu / trusted_cpu:.3f} (CPU)")
+    print(f"checksums alone: median {crc:.3f} s ({size / 1e9 / crc:.2f} GB/s), {crc / verified:.1%} of the verified load")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(description=__doc__)
+    parser.add_argument("dir", help="a tiered checkpoint directory (--save_compressed / compress_model.py)")
+    parser.add_argument("--repeats", type=int, default=7, help="loads of each kind (median)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    return run_or_fail(bench, args, errors=(ValueError, ModelLoadError, OSError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

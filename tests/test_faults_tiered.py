@@ -238,59 +238,11 @@ def edit_extra_tensor(t, m):
     return "tensor model.bogus.weight is not a tensor of the model"
 
 
-def edit_dtype_load(t, m):
-    m["dtype"] = "load"
-    return "dtype 'load' is not one of float32, bfloat16, float16"
-
-
-def edit_dtype_bfloat16(t, m):
-    m["dtype"] = "bfloat16"
-    return "dtype float32, expected bfloat16"
-
-
-def edit_block_size_8(t, m):
-    m["block_size"] = 8
-    return ".tier_map: shape"
-
-
-def edit_block_size_6(t, m):
-    m["block_size"] = 6
-    return "block_size 6 is not a positive multiple of 4"
-
-
-def edit_shape_other_grid(t, m):
-    name = first(m)
-    m["matrices"][name]["shape"][1] += 16
-    return f"{name}.tier_map: shape"
-
-
-def edit_shape_same_grid(t, m):
-    name = first(m)  # 64 -> 63 columns: the same 4 x 4 tiles, so only the model's shape can object
-    m["matrices"][name]["shape"][1] -= 1
-    return f"tensor {name} decodes to float32"
-
-
-def edit_shape_not_two_ints(t, m):
-    name = first(m)
-    m["matrices"][name]["shape"] = [64]
-    return f"{name}: shape [64] is not two positive integers"
-
-
 def edit_topk_length(t, m):
     name = first(m, with_tier=TOPK, tensors=t)
     t[f"{name}.topk_values"] = t[f"{name}.topk_values"][:, :-1]
     t[f"{name}.topk_positions"] = t[f"{name}.topk_positions"][:, :-1]
     return f"{name}.topk_values: shape"
-
-
-def edit_topk_per_block(t, m):
-    m["topk_per_block"] = 14
-    return ".topk_values: shape"
-
-
-def edit_topk_above_block_area(t, m):
-    m["topk_per_block"] = 257
-    return "topk_per_block 257 is not in [0, 256]"
 
 
 def edit_unknown_encoding(t, m):
@@ -344,14 +296,39 @@ def edit_plain_tensor_shape(t, m):
     return "tensor model.norm.weight decodes to float32 (63,)"
 
 
-def edit_version_3(t, m):
-    m["version"] = 3
-    return "format version 3; this toolkit reads versions 1, 2"
+def metadata_edit(key: str, value, expected: str):
+    """An edit setting metadata[key] = value; the load error must contain `expected`."""
+    def edit(t, m):
+        m[key] = value
+        return expected
+
+    edit.__name__ = f"edit_{key}_{value}"
+    return edit
 
 
-def edit_version_1_with_checksums(t, m):
-    m["version"] = 1
-    return "version 1 has no checksums, but this file carries them"
+def shape_edit(label: str, new_shape, expected: str):
+    """An edit of the first tiered matrix's shape [O, I] to new_shape([O, I]); `expected` is formatted with its name."""
+    def edit(t, m):
+        name = first(m)
+        m["matrices"][name]["shape"] = new_shape(m["matrices"][name]["shape"])
+        return expected.format(name=name)
+
+    edit.__name__ = f"edit_shape_{label}"
+    return edit
+
+
+edit_dtype_load = metadata_edit("dtype", "load", "dtype 'load' is not one of float32, bfloat16, float16")
+edit_dtype_bfloat16 = metadata_edit("dtype", "bfloat16", "dtype float32, expected bfloat16")  # the values stay float32
+edit_block_size_8 = metadata_edit("block_size", 8, ".tier_map: shape")
+edit_block_size_6 = metadata_edit("block_size", 6, "block_size 6 is not a positive multiple of 4")
+edit_topk_per_block = metadata_edit("topk_per_block", 14, ".topk_values: shape")
+edit_topk_above_block_area = metadata_edit("topk_per_block", 257, "topk_per_block 257 is not in [0, 256]")
+edit_version_3 = metadata_edit("version", 3, "format version 3; this toolkit reads versions 1, 2")
+edit_version_1_with_checksums = metadata_edit("version", 1, "version 1 has no checksums, but this file carries them")
+edit_shape_other_grid = shape_edit("other_grid", lambda s: [s[0], s[1] + 16], "{name}.tier_map: shape")
+# 64 -> 63 columns: the same 4 x 4 tiles, so only the model's shape can object
+edit_shape_same_grid = shape_edit("same_grid", lambda s: [s[0], s[1] - 1], "tensor {name} decodes to float32")
+edit_shape_not_two_ints = shape_edit("not_two_ints", lambda s: s[:1], "{name}: shape [64] is not two positive integers")
 
 
 INVARIANT_EDITS = [edit_tier_code_7, edit_map_shape, edit_missing_tensor, edit_missing_plain_tensor, edit_extra_tensor,

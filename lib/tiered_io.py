@@ -152,7 +152,7 @@ def check_metadata(metadata, path: Path) -> None:
     version = metadata.get("version")
     if version not in READABLE_VERSIONS or not _is_int(version):
         raise bad(f"format version {version!r:.20}; this toolkit reads versions {', '.join(map(str, READABLE_VERSIONS))}")
-    if metadata.get("dtype") not in DTYPES:
+    if not isinstance(metadata.get("dtype"), str) or metadata["dtype"] not in DTYPES:
         raise bad(f"dtype {metadata.get('dtype')!r:.40} is not one of {', '.join(DTYPES)}")
     b, topk = metadata.get("block_size"), metadata.get("topk_per_block")
     if not (_is_int(b) and b > 0 and b % 4 == 0):
@@ -185,7 +185,7 @@ def read_metadata(header: dict, path: Path, verify: bool = True) -> dict:
         raise TieredFormatError(f"{path} has no 'tiered' metadata; it was not written by save_compressed / compress_model.py")
     try:
         metadata = json.loads(raw)
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise TieredFormatError(f"{path}: damaged 'tiered' metadata: not JSON ({err})") from None
     check_metadata(metadata, path)
     if metadata["version"] == 1:
@@ -206,7 +206,9 @@ def check_tensor_names(metadata: dict, stored: set[str], path: Path, verify: boo
                 raise TieredFormatError(f"{path}: tensor {name}.{field} is missing ({info['encoding']} encoding of {name})")
     if verify and metadata["version"] >= 2:
         listed = set(metadata["checksums"]["tensors"])
-        for name in sorted(listed ^ stored):
+        unmatched = sorted(listed ^ stored)
+        if unmatched:
+            name = unmatched[0]
             raise TieredFormatError(f"{path}: tensor {name} is " + ("missing (its checksum is listed)" if name in listed
                                                                     else "stored without a checksum"))
 

@@ -51,7 +51,7 @@ def _read_prefix(path: Path) -> tuple[int, bytes]:
 
 def _check_entry(path: Path, name: str, entry) -> tuple[int, int]:
     """The (begin, end) data offsets of one header entry, after checking its dtype and shape agree with them."""
-    if not (isinstance(entry, dict) and entry.get("dtype") in DTYPE_SIZES and isinstance(entry.get("shape"), list)
+    if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPE_SIZES and isinstance(entry.get("shape"), list)
             and all(type(d) is int and d >= 0 for d in entry["shape"]) and isinstance(entry.get("data_offsets"), list)
             and len(entry["data_offsets"]) == 2 and all(type(o) is int and o >= 0 for o in entry["data_offsets"])):
         raise WeightFileError(f"{path}: damaged header: tensor {name!r} has no valid dtype, shape and data_offsets ({entry!r:.80})")
@@ -150,8 +150,8 @@ def check_model_weights(model_dir: str | Path) -> None:
         if name in shapes and tuple(shape) != shapes[name]:
             raise WeightFileError(f"{path}: tensor {name} has shape {tuple(shape)}, but the model of "
                                   f"{model_dir / 'config.json'} needs {shapes[name]}; the weights belong to another config")
-    if set(stored) <= set(shapes):
-        missing = sorted(name for name in shapes if not tied.get(name, {name}) & set(stored))
+    if stored.keys() <= shapes.keys():
+        missing = sorted(name for name in shapes if not tied.get(name, {name}) & stored.keys())
         if missing:
             where = files[0] if len(files) == 1 else model_dir / WEIGHTS_INDEX
             raise WeightFileError(f"{where}: lacks {len(missing)} tensors the model of "

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -318,6 +319,7 @@ def shape_edit(label: str, new_shape, expected: str):
 
 
 edit_dtype_load = metadata_edit("dtype", "load", "dtype 'load' is not one of float32, bfloat16, float16")
+edit_dtype_list = metadata_edit("dtype", [1], "dtype [1] is not one of float32, bfloat16, float16")
 edit_dtype_bfloat16 = metadata_edit("dtype", "bfloat16", "dtype float32, expected bfloat16")  # the values stay float32
 edit_block_size_8 = metadata_edit("block_size", 8, ".tier_map: shape")
 edit_block_size_6 = metadata_edit("block_size", 6, "block_size 6 is not a positive multiple of 4")
@@ -332,7 +334,7 @@ edit_shape_not_two_ints = shape_edit("not_two_ints", lambda s: s[:1], "{name}: s
 
 
 INVARIANT_EDITS = [edit_tier_code_7, edit_map_shape, edit_missing_tensor, edit_missing_plain_tensor, edit_extra_tensor,
-                   edit_dtype_load, edit_dtype_bfloat16, edit_block_size_8, edit_block_size_6, edit_shape_other_grid,
+                   edit_dtype_load, edit_dtype_list, edit_dtype_bfloat16, edit_block_size_8, edit_block_size_6, edit_shape_other_grid,
                    edit_shape_same_grid, edit_shape_not_two_ints, edit_topk_length, edit_topk_per_block,
                    edit_topk_above_block_area, edit_unknown_encoding, edit_tile_counts, edit_duplicated_topk_positions,
                    edit_swapped_topk_positions, edit_flipped_nm_meta_byte, edit_bitmask_bit, edit_uint8_field_as_int8,
@@ -476,6 +478,19 @@ def test_tampered_tiered_model_through_a_real_process(copy, tmp_path):
     line = run.stderr.strip().splitlines()[-1]
     assert run.stderr.count("error:") == 1 and line.startswith("error: ") and str(path) in line, run.stderr
     assert f"tensor {first(metadata)}.tier_map fails its crc32 checksum" in line
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"dtype": [1], "shape": [1], "data_offsets": [0, 4]}, "tensor 'a' has no valid dtype, shape and data_offsets"),
+    ({"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}, "tensor 'a' (F32 [2]) spans bytes 0..4, which is not its size"),
+    ({"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}, "leave a gap or overlap at byte 0"),
+])
+def test_damaged_header_entries_are_named(tmp_path, entry, expected):
+    header = json.dumps({"a": entry}).encode()
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    with pytest.raises(WeightFileError, match=f"^{re.escape(str(path))}: damaged header: .*{re.escape(expected)}"):
+        read_header(path)
 
 
 # ---------------------------------------------------------------- plain (save_pretrained) model directories

@@ -16,6 +16,7 @@ model's checkpoint with
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -31,10 +32,13 @@ from lib.weight_files import read_header
 
 
 def seconds(fn) -> tuple[float, float]:
-    """(wall, process CPU) seconds of fn()."""
+    """(wall, process CPU) seconds of fn(), without freeing its result."""
+    gc.collect()
     wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    result = fn()
+    elapsed = time.perf_counter() - wall, time.process_time() - cpu
+    del result
+    return elapsed
 
 
 def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
@@ -50,9 +54,10 @@ def bench(args: argparse.Namespace) -> None:
     times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     for verify in (True, False):  # warm-up: page cache, imports
         load_tiered_model(args.dir, verify=verify)
-    for _ in range(args.repeats):
-        for verify in (True, False):
+    for repeat in range(args.repeats):
+        for verify in ((True, False) if repeat % 2 == 0 else (False, True)):  # alternate which goes first
             times[verify].append(seconds(lambda: load_tiered_model(args.dir, verify=verify)))
+    paired = statistics.median(v[0] / t[0] for v, t in zip(times[True], times[False]))
     tensors = read_tensors(path, [n for n in read_header(path) if n != "__metadata__"], None)
     crc, _ = medians([seconds(lambda: [tensor_checksum(t) for t in tensors.values()]) for _ in range(args.repeats)])
     (verified, verified_cpu), (trusted, trusted_cpu) = medians(times[True]), medians(times[False])
@@ -62,14 +67,15 @@ def bench(args: argparse.Namespace) -> None:
         wall, cpu = medians(times[verify])
         print(f"load, {label}  median {wall:.3f} s wall, {cpu:.3f} s CPU  "
               f"(wall: {' '.join(f'{t:.2f}' for t, _ in times[verify])})")
-    print(f"ratio verified / not verified: {verified / trusted:.3f} (wall), {verified_cpu / trusted_cpu:.3f} (CPU)")
+    print(f"ratio verified / not verified: {verified / trusted:.3f} (medians, wall), {verified_cpu / trusted_cpu:.3f} "
+          f"(medians, CPU), {paired:.3f} (median of the {args.repeats} paired wall ratios)")
     print(f"checksums alone: median {crc:.3f} s ({size / 1e9 / crc:.2f} GB/s), {crc / verified:.1%} of the verified load")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(description=__doc__)
     parser.add_argument("dir", help="a tiered checkpoint directory (--save_compressed / compress_model.py)")
-    parser.add_argument("--repeats", type=int, default=7, help="loads of each kind (median)")
+    parser.add_argument("--repeats", type=int, default=11, help="loads of each kind (median)")
     args = parser.parse_args(argv)
     setup_logging()
     return run_or_fail(bench, args, errors=(ValueError, ModelLoadError, OSError))

@@ -426,7 +426,8 @@ def cli_error(capsys, code: int) -> str:
 
 @pytest.mark.parametrize("edit", [edit_tier_code_7, edit_map_shape, edit_missing_tensor, edit_dtype_load, edit_block_size_8,
                                   edit_shape_other_grid, edit_topk_length, edit_unknown_encoding, edit_duplicated_topk_positions,
-                                  edit_flipped_nm_meta_byte, edit_dtype_bfloat16, edit_permuted_tier_map],
+                                  edit_swapped_topk_positions, edit_flipped_nm_meta_byte, edit_dtype_bfloat16,
+                                  edit_permuted_tier_map],
                          ids=lambda f: f.__name__.removeprefix("edit_"))
 def test_tampered_tiered_model_is_one_line_in_eval_tasks(copy, tmp_path, capsys, edit):
     path = copy / COMPRESSED_FILE
@@ -437,6 +438,26 @@ def test_tampered_tiered_model_is_one_line_in_eval_tasks(copy, tmp_path, capsys,
     code = eval_tasks.main(["--model", str(copy), "--tasks", "wikitext2", "--data_dir", str(SAMPLE_DATA), "--device", "cpu",
                             "--seqlen", "32", "--eval_windows", "1", "--output", str(output)])
     assert str(path) in cli_error(capsys, code) and not output.exists()
+
+
+@pytest.mark.parametrize("damage, expected", [("truncated", "truncated: the header describes"),
+                                             ("last byte flipped", "fails its crc32 checksum"),
+                                             ("header digit changed", "damaged header")])
+def test_damaged_tiered_bytes_are_one_line_in_eval_tasks(copy, tmp_path, capsys, damage, expected):
+    path = copy / COMPRESSED_FILE
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[:-1000]
+    elif damage == "last byte flipped":
+        data[-1] ^= 0x40
+    else:  # the end offset of the first entry: its span no longer matches its shape
+        end = data.index(b"]", data.index(b'"data_offsets":[')) - 1
+        data[end] = ord("1") if data[end] != ord("1") else ord("2")
+    path.write_bytes(data)
+    code = eval_tasks.main(["--model", str(copy), "--tasks", "wikitext2", "--data_dir", str(SAMPLE_DATA), "--device", "cpu",
+                            "--output", str(tmp_path / "eval.json")])
+    line = cli_error(capsys, code)
+    assert line.startswith(f"error: {path}: ") and expected in line, line
 
 
 def test_flag_skips_checksums_in_eval_tasks_and_prune(copy, tmp_path, capsys):

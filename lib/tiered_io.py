@@ -13,7 +13,8 @@ Loading checks before decoding, each defect one line (TieredFormatError / Weight
 naming the file and the tensor or field: the safetensors header against the file's size; the
 metadata (format, version 1 or 2, dtype from DTYPES, block_size a positive multiple of 4,
 topk_per_block in [0, b*b], known encodings, shapes of 2 positive ints); the checksums of the
-metadata and of every tensor as it is read (`verify=False` skips them, for trusted files);
+metadata and of every tensor, in one pass over the bytes just read, in a second thread while the
+model is built (`verify=False` skips them, for trusted files);
 every encoded field present with the invariants of `lib.tiered`; and, in `load_tiered_model`,
 the decoded tensors against the model config.json builds (names, shapes, dtypes). Version 1
 files (no checksums) still load, structure checked, with one warning.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -213,21 +215,25 @@ def check_tensor_names(metadata: dict, stored: set[str], path: Path, verify: boo
                                                                     else "stored without a checksum"))
 
 
-def read_tensors(path: Path, names: list[str], checksums: dict[str, str] | None) -> dict[str, torch.Tensor]:
-    """The named tensors of a safetensors file; each checked against `checksums` (when given) right after it is read."""
+def read_tensors(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """The named tensors of a safetensors file (backed by the mapped file: reading them is what touches the bytes)."""
     from safetensors import SafetensorError, safe_open
 
-    tensors = {}
     try:
         with safe_open(str(path), framework="pt") as f:
-            for name in names:
-                tensors[name] = f.get_tensor(name)
-                if checksums is not None and tensor_checksum(tensors[name]) != checksums[name]:
-                    raise TieredFormatError(f"{path}: tensor {name} fails its {CHECKSUM_ALGORITHM} checksum: the file is "
-                                            "damaged (or was edited); copy or write it again")
+            return {name: f.get_tensor(name) for name in names}
     except SafetensorError as err:
         raise WeightFileError(f"{path}: {one_line(err)}") from None
-    return tensors
+
+
+def first_mismatch(tensors: dict[str, torch.Tensor], checksums: dict[str, str]) -> str | None:
+    """The first tensor (in `tensors` order) whose `tensor_checksum` is not its entry in `checksums`, else None."""
+    return next((name for name, tensor in tensors.items() if tensor_checksum(tensor) != checksums[name]), None)
+
+
+def checksum_error(path: Path, name: str) -> TieredFormatError:
+    return TieredFormatError(f"{path}: tensor {name} fails its {CHECKSUM_ALGORITHM} checksum: the file is damaged "
+                             "(or was edited); copy or write it again")
 
 
 def decode_matrices(tensors: dict[str, torch.Tensor], metadata: dict, path: Path) -> dict[str, torch.Tensor]:
@@ -247,20 +253,28 @@ def decode_matrices(tensors: dict[str, torch.Tensor], metadata: dict, path: Path
     return tensors
 
 
+def open_compressed(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict, dict[str, str] | None]:
+    """(stored tensors, checked metadata, the tensor checksums to verify or None) of a `model.tiered.safetensors`
+    file: header, metadata (and its checksum) and tensor names checked, the tensors' bytes not yet."""
+    header = read_header(path)
+    metadata = read_metadata(header, path, verify)
+    stored = [name for name in header if name != "__metadata__"]
+    check_tensor_names(metadata, set(stored), path, verify)
+    if not verify:
+        logger.info("%s: checksums not verified (trusted file)", path)
+    checksums = metadata["checksums"]["tensors"] if verify and metadata["version"] >= 2 else None
+    return read_tensors(path, stored), metadata, checksums
+
+
 def load_compressed_state_dict(path: str | Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     """Decode a `model.tiered.safetensors` file: (state dict with dense weights, its "tiered" metadata).
 
     Checks the file as the module docstring says before decoding; `verify=False` skips the checksums.
     """
     path = Path(path)
-    header = read_header(path)
-    metadata = read_metadata(header, path, verify)
-    stored = [name for name in header if name != "__metadata__"]
-    check_tensor_names(metadata, set(stored), path, verify)
-    checksums = metadata["checksums"]["tensors"] if verify and metadata["version"] >= 2 else None
-    if not verify:
-        logger.info("%s: checksums not verified (trusted file)", path)
-    tensors = read_tensors(path, stored, checksums)
+    tensors, metadata, checksums = open_compressed(path, verify)
+    if checksums is not None and (name := first_mismatch(tensors, checksums)) is not None:
+        raise checksum_error(path, name)
     return decode_matrices(tensors, metadata, path), metadata
 
 
@@ -289,17 +303,25 @@ def load_tiered_model(path: str | Path, device: str | torch.device = "cpu", veri
     """A compressed directory -> an AutoModelForCausalLM (eval mode) with the exact pruned weights.
 
     The file is checked before decoding (module docstring); `verify=False` skips the checksums (trusted
-    files). The model is built from config.json on the CPU (randomly initialized, then overwritten), so
-    it needs host memory for the dense model; then moved to `device`.
+    files). The checksums are computed in a second thread while this one builds the model from
+    config.json (on the CPU, randomly initialized, then overwritten: host memory for the dense model),
+    which hides their cost where a core is free; then moved to `device`.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
     if not is_compressed_dir(path):
         raise FileNotFoundError(f"{path} has no {COMPRESSED_FILE}; write one with scripts/compress_model.py or --save_compressed")
-    state_dict, metadata = load_compressed_state_dict(path / COMPRESSED_FILE, verify)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[metadata["dtype"]])
-    check_against_model(state_dict, model, path / COMPRESSED_FILE)
+    file = path / COMPRESSED_FILE
+    tensors, metadata, checksums = open_compressed(file, verify)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        mismatch = pool.submit(first_mismatch, tensors, checksums) if checksums is not None else None
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[metadata["dtype"]])
+        damaged = mismatch.result() if mismatch is not None else None
+    if damaged is not None:
+        raise checksum_error(file, damaged)
+    state_dict = decode_matrices(tensors, metadata, file)
+    check_against_model(state_dict, model, file)
     model.load_state_dict(state_dict, strict=False)
     return model.to(device).eval()

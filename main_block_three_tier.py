@@ -30,7 +30,7 @@ from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_mod
 from lib.results import Timer, environment_info, write_json
 from lib.tasks import perplexity_report
 from lib.tier_io import TIER_MAP_FILE, save_tier_maps
-from lib.tiered_io import save_compressed
+from lib.tiered_io import add_verify_flag, save_compressed
 
 logger = logging.getLogger("main_block_three_tier")
 DEFAULT_SEQLEN = 2048
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--device_map", default=None, help="e.g. auto: spread a model larger than one GPU")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    add_verify_flag(p)
     p.add_argument("--save", default=None, help="results directory (results.json, log, tier maps, heat map)")
     p.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
     p.add_argument("--overwrite", action="store_true",
@@ -126,7 +127,7 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
     timer = Timer()
     start = time.perf_counter()
     with timer("load"):
-        model, tokenizer = load_model(args.model, args.dtype, args.device, args.device_map)
+        model, tokenizer = load_model(args.model, args.dtype, args.device, args.device_map, args.verify_checksums)
     check_block_fits(model, config)  # before calibration data is even tokenized
     seqlen = effective_seqlen(model, args.seqlen, explicit_seqlen)
     with timer("data"):

@@ -32,6 +32,7 @@ from lib.outputs import (Output, OutputError, add_to_manifest, claim_outputs, in
 from lib.results import environment_info, write_json
 from lib.sparse_training import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
 from lib.tier_io import TIER_MAP_FILE
+from lib.weight_files import WeightFileError
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
         try:  # the data first: a bad file fails before the model's weights load
             tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path)
             train_set, eval_set = load_datasets(task, data_args, tokenizer, training_args.seed)
-            model, _ = load_model(model_args.model_name_or_path, dtype="float32", device=str(training_args.device))
+            model, _ = load_model(model_args.model_name_or_path, dtype="float32", device=str(training_args.device),
+                                  verify_checksums=model_args.verify_checksums)
         except (ValueError, OSError) as err:  # ModelLoadError, DataError (malformed or missing data files)
             fail(err)
     source_dir = Path(resolve_model_path(model_args.model_name_or_path))
@@ -148,7 +150,10 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
         fail(f"--eval_strategy {training_args.eval_strategy} needs evaluation data; drop --max_eval_samples 0")
 
     start = measure_sparsity(model)
-    mask = record_mask(model, model_args, source_dir, start)
+    try:
+        mask = record_mask(model, model_args, source_dir, start)
+    except WeightFileError as err:  # a damaged tier_map.safetensors
+        fail(err)
     training_args.prediction_loss_only = True  # eval_loss only; never gather [N, T, vocab] logits
     trainer = _trainer_class()(
         model=model,

@@ -50,6 +50,11 @@ class ModelArguments:
                   "after every optimizer step). --no_preserve_sparsity is plain Trainer fine-tuning, which "
                   "densifies a pruned model."},
     )
+    verify_checksums: bool = field(
+        default=True,
+        metadata={"help": "Verify the checksums of a tiered model directory (README: Tiered checkpoint); "
+                  "--no_verify_checksums skips them for trusted files (the structure is still checked)."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Write into an --output_dir that holds files this toolkit did not write, or another kind of "

@@ -260,6 +260,7 @@ def load_model(
     dtype: str = "auto",
     device: str | None = None,
     device_map: str | None = None,
+    verify_checksums: bool = True,
 ):
     """Load a causal LM and its tokenizer, in eval mode.
 
@@ -269,12 +270,14 @@ def load_model(
         dtype: "auto", "float32", "bfloat16" or "float16".
         device: "cpu", "cuda", "cuda:1", ...; default cuda when available.
         device_map: e.g. "auto" to spread a model too large for one GPU (needs accelerate).
+        verify_checksums: verify a tiered directory's checksums (False: trusted files; the structure is still checked).
     Returns:
         (model, tokenizer)
     """
     from transformers import AutoModelForCausalLM
 
     from lib.tiered_io import is_compressed_dir, load_tiered_model  # imports this module
+    from lib.weight_files import check_model_weights  # imports this module
 
     device = device or default_device()
     if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -283,9 +286,11 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, device)
     try:
         if is_compressed_dir(path):
-            model = load_tiered_model(path)
+            model = load_tiered_model(path, verify=verify_checksums)
             model = model if torch_dtype == "auto" else model.to(torch_dtype)
         else:
+            if Path(path).is_dir():
+                check_model_weights(path)  # one line for a truncated or foreign weight file
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map,
                                                          trust_remote_code=False)
     except OSError as err:

@@ -1,7 +1,9 @@
 """Tier maps on disk: one uint8 [block rows, block cols] map per pruned Linear, in safetensors.
 
 Tier codes: 0 = dense, 1 = 2:4, 2 = top-k. Keys are module paths
-("model.layers.0.mlp.up_proj"); metadata carries block size, ratios and top-k.
+("model.layers.0.mlp.up_proj"); metadata carries block size, ratios and top-k, each value as
+JSON. `load_tier_maps` checks the file before trusting it (header against the file size, JSON
+metadata, every map 2-D uint8 with codes 0-2) and names the file and the defect in one line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import torch
 
 from lib.masks import DENSE, NM, TOPK, TIER_NAMES  # noqa: F401  (tier codes, re-exported)
+from lib.weight_files import WeightFileError, read_header
 
 TIER_MAP_FILE = "tier_map.safetensors"
 
@@ -24,11 +27,32 @@ def save_tier_maps(path: str | Path, tier_maps: dict[str, torch.Tensor], metadat
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
+def _metadata(header: dict, path: Path) -> dict:
+    """The JSON-decoded metadata values of a tier-map file's header."""
+    try:
+        return {k: json.loads(v) for k, v in header.get("__metadata__", {}).items()}
+    except (TypeError, ValueError) as err:
+        raise WeightFileError(f"{path}: damaged metadata: a value is not JSON ({err})") from None
+
+
 def load_tier_maps(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read what `save_tier_maps` wrote: ({module path: uint8 [R, C]}, metadata)."""
+    """Read what `save_tier_maps` wrote: ({module path: uint8 [R, C]}, metadata).
+
+    Raises WeightFileError (lib.weight_files) naming the file and the defect: an unreadable or truncated
+    file, metadata that is not JSON, a map that is not 2-D uint8 or holds a code other than 0, 1, 2.
+    """
     from safetensors import safe_open
 
+    path = Path(path)
+    header = read_header(path)
+    metadata = _metadata(header, path)
+    for name, entry in header.items():
+        if name != "__metadata__" and (entry["dtype"] != "U8" or len(entry["shape"]) != 2):
+            raise WeightFileError(f"{path}: tier map {name} is {entry['dtype']} {entry['shape']}; tier maps are 2-D uint8")
     with safe_open(str(path), framework="pt") as f:
-        metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
         maps = {name: f.get_tensor(name) for name in f.keys()}
+    for name, tier_map in maps.items():
+        if tier_map.numel() and int(tier_map.max()) > TOPK:
+            raise WeightFileError(f"{path}: tier map {name} holds the code {int(tier_map.max())}; codes are "
+                                  f"{DENSE} dense, {NM} 2:4, {TOPK} top-k")
     return maps, metadata

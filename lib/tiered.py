@@ -32,6 +32,13 @@ index the padded tile; padding positions hold zero.
 
 Exactness: every stored value keeps its bits; a weight that is not stored decodes as +0.0,
 so a pruned -0.0 (what multiplying by a mask writes) comes back as +0.0, the same number.
+
+**Invariants** (`check_tiered` / `check_bitmask`, run on what a file holds before decoding it):
+every field has the dtype and shape above (values in the file's dtype); tier codes are 0, 1 or 2;
+the map is [R, C]; each tier's tensors have as many tiles as the map has codes of that tier; every
+2:4 nibble has first < second; top-k positions are strictly increasing and < b*b; a bitmask sets
+no bit past column I and exactly as many bits as there are values. A violation raises
+TieredFormatError naming the field and the first offending tile.
 """
 
 from __future__ import annotations
@@ -43,6 +50,16 @@ from lib.masks import DENSE, NM, TOPK, from_blocks, to_blocks
 TIERED_FIELDS = ("tier_map", "dense", "nm_values", "nm_meta", "topk_values", "topk_positions")
 BITMASK_FIELDS = ("bitmask", "values")
 _NIBBLE = torch.tensor([[n & 3, n >> 2] for n in range(16)])  # (16, 2): nibble -> (first, second)
+_POPCOUNT = torch.tensor([bin(n).count("1") for n in range(256)])  # (256,): byte -> set bits
+
+
+class TieredFormatError(ValueError):
+    """Stored fields that break the format's invariants; the message names the field (and the file, once known)."""
+
+
+def position_dtype(block_size: int) -> torch.dtype:
+    """dtype of the top-k positions of b x b tiles: uint8 when b*b <= 256, else int16."""
+    return torch.uint8 if block_size * block_size <= 256 else torch.int16
 
 
 def _first_slots(nonzero: torch.Tensor, n_slots: int, what: str) -> torch.Tensor:
@@ -83,7 +100,7 @@ def encode_tiered(weight: torch.Tensor, tier_map: torch.Tensor, block_size: int,
         "nm_values": nm_tiles.gather(-1, nm_slots).reshape(len(nm_tiles), b, b // 2),
         "nm_meta": (nibbles[..., 0] | nibbles[..., 1] << 4).to(torch.uint8),
         "topk_values": topk_tiles.gather(1, topk_slots),
-        "topk_positions": topk_slots.to(torch.uint8 if b * b <= 256 else torch.int16),
+        "topk_positions": topk_slots.to(position_dtype(b)),
     }
 
 
@@ -107,6 +124,69 @@ def decode_tiered(encoded: dict[str, torch.Tensor], shape: tuple[int, int], bloc
     flat.scatter_(1, encoded["topk_positions"].long(), topk_values)
     tiles[tiers == TOPK] = flat.reshape(-1, b, b)
     return from_blocks(tiles.reshape(*tier_map.shape, b, b), *shape)
+
+
+def _expect(tensor: torch.Tensor, field: str, shape: tuple[int, ...], dtype: torch.dtype, what: str) -> None:
+    """Raise TieredFormatError unless `tensor` has `shape` and `dtype` (`what` says where the shape comes from)."""
+    if tensor.dtype != dtype:
+        raise TieredFormatError(f"{field}: dtype {str(tensor.dtype)[6:]}, expected {str(dtype)[6:]}")
+    if tuple(tensor.shape) != shape:
+        raise TieredFormatError(f"{field}: shape {tuple(tensor.shape)}, expected {shape} ({what})")
+
+
+def _first(bad: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first True entry of a bool tensor, in row-major order."""
+    return tuple(int(i) for i in bad.nonzero()[0])
+
+
+def check_tiered(encoded: dict[str, torch.Tensor], shape: tuple[int, int], block_size: int, topk_per_block: int,
+                 dtype: torch.dtype) -> None:
+    """Raise TieredFormatError unless `encoded` (the TIERED_FIELDS) can be what `encode_tiered` wrote for a
+    [O, I] = `shape` weight of `dtype` (see Invariants in the module docstring). block_size: a multiple of 4."""
+    b = block_size
+    grid = (-(-shape[0] // b), -(-shape[1] // b))
+    tier_map = encoded["tier_map"]
+    _expect(tier_map, "tier_map", grid, torch.uint8, f"ceil({shape[0]}/{b}) x ceil({shape[1]}/{b}) tiles")
+    if (tier_map > TOPK).any():
+        r, c = _first(tier_map > TOPK)
+        raise TieredFormatError(f"tier_map: tile ({r}, {c}) has tier code {int(tier_map[r, c])}; "
+                                f"codes are {DENSE} dense, {NM} 2:4, {TOPK} top-k")
+    n = torch.bincount(tier_map.flatten().long(), minlength=3).tolist()
+    k = min(topk_per_block, b * b)
+    _expect(encoded["dense"], "dense", (n[DENSE], b, b), dtype, f"{n[DENSE]} dense tiles in the tier map")
+    _expect(encoded["nm_values"], "nm_values", (n[NM], b, b // 2), dtype, f"{n[NM]} 2:4 tiles in the tier map")
+    _expect(encoded["nm_meta"], "nm_meta", (n[NM], b * b // 8), torch.uint8, f"{n[NM]} 2:4 tiles in the tier map")
+    _expect(encoded["topk_values"], "topk_values", (n[TOPK], k), dtype, f"{n[TOPK]} top-k tiles x {k} values")
+    _expect(encoded["topk_positions"], "topk_positions", (n[TOPK], k), position_dtype(b), f"{n[TOPK]} top-k tiles x {k} values")
+    nibbles = torch.stack((encoded["nm_meta"] & 15, encoded["nm_meta"] >> 4), dim=-1)  # (T_nm, b*b/8, 2)
+    unordered = (nibbles & 3) >= (nibbles >> 2)
+    if unordered.any():
+        t, byte, half = _first(unordered)
+        nibble = int(nibbles[t, byte, half])
+        raise TieredFormatError(f"nm_meta: 2:4 tile {t}, group {2 * byte + half}: offsets {nibble & 3}, {nibble >> 2} "
+                                "(the first must be below the second)")
+    positions = encoded["topk_positions"].long()  # (T_topk, k)
+    outside = (positions < 0) | (positions >= b * b)
+    if outside.any():
+        t, j = _first(outside)
+        raise TieredFormatError(f"topk_positions: top-k tile {t}, slot {j}: position {int(positions[t, j])} is outside 0..{b * b - 1}")
+    unordered = positions[:, 1:] <= positions[:, :-1]
+    if unordered.any():
+        t, j = _first(unordered)
+        raise TieredFormatError(f"topk_positions: top-k tile {t}, slots {j}, {j + 1}: positions {int(positions[t, j])}, "
+                                f"{int(positions[t, j + 1])} are not strictly increasing")
+
+
+def check_bitmask(encoded: dict[str, torch.Tensor], shape: tuple[int, int], dtype: torch.dtype) -> None:
+    """Raise TieredFormatError unless `encoded` (the BITMASK_FIELDS) can be what `encode_bitmask` wrote for a
+    [O, I] = `shape` weight of `dtype`: bitmask uint8 [O, ceil(I/8)] with no bit past column I, values [popcount]."""
+    bitmask, values = encoded["bitmask"], encoded["values"]
+    _expect(bitmask, "bitmask", (shape[0], -(-shape[1] // 8)), torch.uint8, f"{shape[0]} rows x ceil({shape[1]}/8) bytes")
+    if shape[1] % 8 and bitmask.numel() and int(bitmask[:, -1].max()) >> (shape[1] % 8):
+        row = _first(bitmask[:, -1] >> (shape[1] % 8) != 0)[0]
+        raise TieredFormatError(f"bitmask: row {row} sets a bit past column {shape[1] - 1}")
+    n_set = int(_POPCOUNT[bitmask.long()].sum())
+    _expect(values, "values", (n_set,), dtype, "one per bit the bitmask sets")
 
 
 def nm_tier_map(weight: torch.Tensor, block_size: int) -> torch.Tensor | None:

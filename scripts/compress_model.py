@@ -7,7 +7,9 @@
 MODEL_DIR is a `save_pretrained` directory (`--save_model`, or a fine-tuned model); its
 tier_map.safetensors (when present) gives each decoder Linear's tiers. A matrix without a
 tier map that holds at most 2 nonzeros per group of 4 is stored as all-2:4 tiles; any other
-matrix with enough zeros to gain is stored as a bitmask. The model keeps its dtype. The output
+matrix with enough zeros to gain is stored as a bitmask. MODEL_DIR may also be a tiered directory
+(checksums verified): that rewrites, e.g., a format-1 file in the current format with checksums.
+The model keeps its dtype. The output
 loads with `lib.tiered_io.load_tiered_model(OUT)` (and with every `--model` flag); `--verify`
 reloads it and checks every tensor against the input. OUT follows the toolkit's output rule
 (lib/outputs.py): it replaces only a missing path, an empty directory or an earlier tiered_model
@@ -31,7 +33,8 @@ from lib.cli import OneLineParser, run_or_fail, setup_logging
 from lib.models import check_model_dir, saved_size_estimate
 from lib.outputs import Output, atomic_dir, claim_outputs, run_inputs
 from lib.tier_io import TIER_MAP_FILE, load_tier_maps
-from lib.tiered_io import COMPRESSED_FILE, ENCODINGS, load_tiered_model, save_compressed
+from lib.tiered_io import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
+from lib.weight_files import check_model_weights
 
 logger = logging.getLogger("compress_model")
 
@@ -68,8 +71,13 @@ def compress(args: argparse.Namespace) -> None:
         block_size = args.block_size or metadata.get("block_size", 16)
         if tier_maps and args.block_size and args.block_size != metadata.get("block_size"):
             raise ValueError(f"--block_size {args.block_size} differs from the tier map's {metadata.get('block_size')}; drop the flag")
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto" if args.dtype == "auto" else getattr(torch, args.dtype),
-                                                     trust_remote_code=False).eval()
+        dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+        if is_compressed_dir(model_dir):
+            model = load_tiered_model(model_dir)
+            model = model if dtype == "auto" else model.to(dtype)
+        else:
+            check_model_weights(model_dir)
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=False).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         with atomic_dir(out, "tiered_model", args.overwrite, "out") as tmp:
             save_compressed(model, tokenizer, tmp, tier_maps, block_size, metadata.get("topk_per_block", 15), args.encoding, metadata or None)

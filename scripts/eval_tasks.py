@@ -35,6 +35,7 @@ from lib import dataset_specs
 from lib.tasks import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
                        perplexity_tasks, task_names)
 from lib.lm_eval_backend import BackendError, require_lm_eval
+from lib.tiered_io import add_verify_flag
 
 logger = logging.getLogger("eval_tasks")
 DEFAULT_SEQLEN = 2048
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log_samples", action="store_true", help="store per-example predictions in the report")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto = float32 on CPU, the checkpoint's dtype on GPU")
+    add_verify_flag(p)
     p.add_argument("--seed", type=int, default=0, help="torch / numpy / random seed (generation is greedy)")
     p.add_argument("--backend", choices=("ours", "lm-eval"), default="ours",
                    help="ours (offline, default) or lm-eval for squad/gsm8k/boolq (needs `pip install lm-eval` and its datasets)")
@@ -128,7 +130,7 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
     write the report to `output` (claimed by `run`)."""
     seed_everything(args.seed)
     start = time.perf_counter()
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device, verify_checksums=args.verify_checksums)
     seconds = {"load_model": time.perf_counter() - start}
     perplexity = bool(set(args.tasks) & set(perplexity_tasks()))
     seqlen = effective_seqlen(model, args.seqlen, explicit_seqlen) if perplexity else None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from lib.registry import register_unique
+from lib.core.registry import register_unique
 from lib.prompts import boolq_prompt, gsm8k_calibration_text, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
 
 KINDS = ("text", "examples")

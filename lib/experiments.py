@@ -3,7 +3,7 @@
 Runs of the same row with different seeds form a `Group`: the tables show mean +- sd over its
 seeds. Every difference shown (fine-tuned - pruned, and the COMPARISONS between experiments)
 comes with a 95% paired-bootstrap interval over the examples both sides share
-(`lib.uncertainty.paired_bootstrap`: examples resampled by id, seeds resampled per side), and
+(`lib.core.uncertainty.paired_bootstrap`: examples resampled by id, seeds resampled per side), and
 the EXPECTATIONS verdicts are read off those intervals. Fractions stay in [0, 1] here; the table
 shows them as percentages. Nothing here prints; `plot_results` writes the one figure it is asked for.
 """
@@ -28,7 +28,7 @@ from lib.experiment_rows import (  # noqa: F401 (data_label, load_rows, recorded
     step_times,
 )
 from lib.task_report import pairing
-from lib.uncertainty import mean_sd, paired_bootstrap
+from lib.core.uncertainty import mean_sd, paired_bootstrap
 
 BOOTSTRAP_RESAMPLES = 2000
 MARK = "*"  # after a difference whose 95% interval excludes 0

@@ -21,15 +21,18 @@ from typing import Any, Iterator, Sequence
 
 from torch import nn
 
-from lib.cli import fail, interrupts_end_in_one_line
-from lib.cli import setup_logging as setup_cli_logging
+from lib.core.cli import fail, interrupts_end_in_one_line
+from lib.core.cli import setup_logging as setup_cli_logging
 from lib.checkpoints import ResumeError, resolve_resume
 from lib.finetune_args import DataArguments, ModelArguments, finetune_inputs, finetune_output, parse_args
 from lib.finetune_data import PadCollator, load_datasets
 from lib.models import load_model, load_tokenizer, measure_sparsity, resolve_model_path
-from lib.outputs import (Output, OutputError, add_to_manifest, claim_outputs, in_place_dir, record_written, staged_entries,
-                         write_faults)
-from lib.results import environment_info, write_json
+from lib.core.outputs import Output, claim_outputs
+from lib.core.errors import OutputError
+from lib.core.markers import add_to_manifest
+from lib.core.writes import in_place_dir, staged_entries
+from lib.core.files import record_written, write_faults
+from lib.core.results import environment_info, write_json
 from lib.sparse_training import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
 from lib.tier_io import TIER_MAP_FILE
 from lib.weight_files import WeightFileError
@@ -98,7 +101,7 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     Before any loading: --output_dir is checked (see `check_training_args`), locked against a second
     run writing it and marked as this toolkit's when it is new, empty or an earlier fine-tune's
-    (`lib.outputs.in_place_dir`), and --resume_from_checkpoint is resolved to a complete checkpoint.
+    (`lib.core.writes.in_place_dir`), and --resume_from_checkpoint is resolved to a complete checkpoint.
     A write fault (full disk, file-size limit) is one line; so is Ctrl-C / SIGTERM, after which a
     directory this run created and left holding only the marker is removed again.
     """
@@ -118,7 +121,7 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def claimed_output_dir(model_args: ModelArguments, data_args: DataArguments, training_args) -> Iterator[None]:
-    """On the main process: --output_dir claimed (lib.outputs.claim_outputs) and marked (in_place_dir) for the block."""
+    """On the main process: --output_dir claimed (lib.core.outputs.claim_outputs) and marked (in_place_dir) for the block."""
     if training_args.process_index != 0:
         yield
         return
@@ -227,7 +230,7 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
 
 def save_final_model(trainer, output: Output) -> list[str]:
     """`trainer.save_model()` through a temporary sibling of --output_dir whose entries are moved in when the
-    save is complete (lib.outputs.staged_entries): a failed or killed save leaves no half-written
+    save is complete (lib.core.writes.staged_entries): a failed or killed save leaves no half-written
     model.safetensors, and the next run removes the temporary. FSDP / DeepSpeed save in place (every rank
     takes part). Returns the names of the entries saved (on the main process)."""
     if not trainer.args.should_save or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:

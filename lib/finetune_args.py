@@ -16,10 +16,10 @@ from typing import Sequence
 import torch
 
 from lib.checkpoints import RESUME_LATEST
-from lib.cli import EXIT_USAGE, check_finite_fields, one_line
+from lib.core.cli import EXIT_USAGE, check_finite_fields, one_line
 from lib.data_sources import resolve_data_dir
 from lib.models import DEFAULT_MODEL, saved_size_estimate
-from lib.outputs import Output, check_outputs, run_inputs
+from lib.core.outputs import Output, check_outputs, run_inputs
 
 from lib import dataset_specs
 from lib.finetune_data import LM_TASK
@@ -153,7 +153,7 @@ def check_precision(bf16: bool, fp16: bool, use_cpu: bool) -> None:
 def check_training_args(training_args, model_args: ModelArguments, data_args: DataArguments) -> None:
     """One-line ValueErrors for the TrainingArguments values this module relies on, and the --output_dir rule.
 
-    --output_dir follows the output rule (lib.outputs): not a file, a protected place or an input (the model
+    --output_dir follows the output rule (lib.core.outputs): not a file, a protected place or an input (the model
     as resolved, the data, the cache; the resume checkpoint may lie inside it), and not a directory with
     content this toolkit did not write or another kind of its outputs (unless --overwrite_output_dir); an
     earlier fine-tune's directory is fine (the Trainer resumes or rewrites its own files there).
@@ -179,7 +179,7 @@ def finetune_output(training_args, model_args: ModelArguments) -> Output:
 
 
 def finetune_inputs(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
-    """What a fine-tune reads (lib.outputs.run_inputs): the model as resolved, the data, the cache, the resume checkpoint."""
+    """What a fine-tune reads (lib.core.outputs.run_inputs): the model as resolved, the data, the cache, the resume checkpoint."""
     resume = training_args.resume_from_checkpoint
     extra = {"--resume_from_checkpoint": Path(resume)} if resume and resume not in RESUME_LATEST else {}
     return run_inputs(model_args.model_name_or_path, "--model_name_or_path", data_args.data_dir, extra)

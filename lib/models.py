@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib.cli import one_line
+from lib.core.cli import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,11 @@ def convert_gguf(gguf: Path) -> Path:
     """Dequantize a GGUF checkpoint once into a cached safetensors model directory; return the directory.
 
     Processes converting the same file serialize on a lock beside the cache entry: the second waits, then
-    reuses the result. The conversion is written to a temporary sibling (lib.outputs.atomic_dir) renamed
+    reuses the result. The conversion is written to a temporary sibling (lib.core.writes.atomic_dir) renamed
     into place when complete and removed on failure; those of dead processes are removed by the next run.
     A full disk is one OutputError line (checked before converting, from the GGUF's size).
     """
-    from lib.outputs import locked, remove_stale_temporaries
+    from lib.core.files import locked, remove_stale_temporaries
 
     target = _gguf_cache_dir(gguf)
     if not (target / "config.json").is_file():
@@ -107,7 +107,8 @@ def convert_gguf(gguf: Path) -> Path:
 
 def _convert_into_cache(gguf: Path, target: Path) -> None:
     """Write the conversion of `gguf` to `target` atomically (call with the lock of `target` held)."""
-    from lib.outputs import Output, atomic_dir, check_free_space
+    from lib.core.outputs import Output, check_free_space
+    from lib.core.writes import atomic_dir
 
     flag = "the model cache entry"
     check_free_space([Output(flag, target, "converted_model", size=GGUF_EXPANSION * gguf.stat().st_size)])

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lib import allocation
-from lib.cli import check_finite_fields
+from lib.core.cli import check_finite_fields
 from lib.masks import (
     DEFAULT_RATIOS,
     INTRA_BLOCK_ALIASES,
@@ -46,7 +46,7 @@ from lib.models import (  # noqa: F401 (measure_sparsity: re-export)
     unpruned_weights,
 )
 from lib.capture import Captured, LayerInput, capture_layer_inputs, hidden_output, layer_device, run_layer, to_device
-from lib.results import Timer
+from lib.core.results import Timer
 from lib.pruning_methods import PATTERNS, SCORES, pattern_names, score_names
 from lib.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
 from lib.stats import ActNormStats, HessianStats  # noqa: F401 (HessianStats: SparseGPT's statistic)
@@ -60,7 +60,7 @@ TIER_SCOPES = ("matrix", "row", "layer", "model")
 class PruneConfig:
     """What to prune and how; validated on construction (messages name the CLI flag).
 
-    The pruning CLI's flags are these fields (lib.cli.add_dataclass_arguments): the metadata holds each
+    The pruning CLI's flags are these fields (lib.core.cli.add_dataclass_arguments): the metadata holds each
     flag's help, choices and other spellings, and the defaults are written only here.
     """
 

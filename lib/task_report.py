@@ -2,7 +2,7 @@
 
 A task evaluation returns {"metrics", "counts", "per_example", "samples"}. Beside every metric
 `m` stands `m_stderr`, the sample standard error (ddof = 1) of the mean of its per-example
-values (`lib.uncertainty`); `per_example[m]` keeps those values as {example id: value} (the
+values (`lib.core.uncertainty`); `per_example[m]` keeps those values as {example id: value} (the
 example's own "id" when it has one, else its index in the eval split; perplexity: the window
 index), so two reports over the same examples can be paired. No models here, no torch.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from lib.uncertainty import mean_stderr
+from lib.core.uncertainty import mean_stderr
 
 # how a metric's per-example values pair up: the key holding its values, the key of their weights,
 # and whether the metric is exp(mean) of them (perplexity from window NLLs)

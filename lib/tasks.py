@@ -26,9 +26,9 @@ from lib import dataset_specs
 from lib.data import get_eval_tokens, load_task_examples, resolve_data_dir
 from lib.lm_eval_backend import LM_EVAL_TASKS, evaluate_lm_eval
 from lib.perplexity import perplexity, window_count
-from lib.results import Timer
+from lib.core.results import Timer
 from lib.task_report import by_id
-from lib.uncertainty import mean_stderr, ppl_interval
+from lib.core.uncertainty import mean_stderr, ppl_interval
 from lib.zeroshot import SUITE, evaluate_suite, load_suite_records
 
 logger = logging.getLogger(__name__)

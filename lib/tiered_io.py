@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib.cli import one_line
+from lib.core.cli import one_line
 from lib.models import DTYPES, decoder_linear_weights
 from lib.tier_io import TIER_MAP_FILE, save_tier_maps
 from lib.tiered import (BITMASK_FIELDS, TIERED_FIELDS, TieredFormatError, check_bitmask, check_tiered, decode_bitmask,

@@ -23,8 +23,8 @@ from torch import nn
 
 from lib.data_sources import DataError, _read_jsonl, load_hub_split, resolve_data_dir
 from lib.generation import continuation_logprobs
-from lib.registry import register_unique
-from lib.uncertainty import mean_stderr
+from lib.core.registry import register_unique
+from lib.core.uncertainty import mean_stderr
 
 logger = logging.getLogger(__name__)
 

@@ -43,16 +43,17 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.cli import OneLineParser, check_range, fail, interrupts_end_in_one_line, setup_logging
+from lib.core.cli import OneLineParser, check_range, fail, interrupts_end_in_one_line, setup_logging
 from lib.cost import checkpoint_cost
 from lib.data import check_sources, get_loaders
 from lib.masks import DEFAULT_RATIOS
 from lib.models import DEFAULT_MODEL, check_model_early, effective_seqlen, given_seqlen, load_model
 from lib.perplexity import perplexity, window_count
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
-from lib.outputs import Output, check_outputs, run_inputs, write_output_json
-from lib.results import environment_info, write_json
-from lib.uncertainty import holm_adjust, mean_sd, welch_t
+from lib.core.outputs import Output, check_outputs, run_inputs
+from lib.core.writes import write_output_json
+from lib.core.results import environment_info, write_json
+from lib.core.uncertainty import holm_adjust, mean_sd, welch_t
 
 logger = logging.getLogger("bench_quality")
 DEFAULT_SEQLEN = 512
@@ -172,7 +173,7 @@ def default_comparisons(names: list[str]) -> list[tuple[str, str]]:
 
 
 def compare(a: dict, b: dict) -> dict:
-    """Welch's t test of PPL(a) - PPL(b) over the per-seed perplexities (lib.uncertainty.welch_t), labelled."""
+    """Welch's t test of PPL(a) - PPL(b) over the per-seed perplexities (lib.core.uncertainty.welch_t), labelled."""
     return {"a": a["configuration"], "b": b["configuration"], **welch_t(a["ppl_per_seed"], b["ppl_per_seed"])}
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser, run_or_fail, setup_logging
+from lib.core.cli import OneLineParser, run_or_fail, setup_logging
 from lib.models import ModelLoadError
 from lib.tiered_io import COMPRESSED_FILE, is_compressed_dir, load_tiered_model
 

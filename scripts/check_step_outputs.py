@@ -15,7 +15,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/check_step_outputs.py`: this checkout's `lib` first
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser
+from lib.core.cli import OneLineParser
 from lib.experiment_rows import output_problem
 
 

@@ -34,8 +34,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import interrupts_end_in_one_line  # noqa: E402 (both import in lm-eval's venv)
-from lib.outputs import Output, claim_outputs, run_inputs, write_output_json  # noqa: E402
+from lib.core.cli import interrupts_end_in_one_line  # noqa: E402 (both import in lm-eval's venv)
+from lib.core.outputs import Output, claim_outputs, run_inputs  # noqa: E402
+from lib.core.writes import write_output_json
 
 logger = logging.getLogger("compare_lm_eval")
 

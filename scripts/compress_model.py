@@ -12,7 +12,7 @@ matrix with enough zeros to gain is stored as a bitmask. MODEL_DIR may also be a
 The model keeps its dtype. The output
 loads with `lib.tiered_io.load_tiered_model(OUT)` (and with every `--model` flag); `--verify`
 reloads it and checks every tensor against the input. OUT follows the toolkit's output rule
-(lib/outputs.py): it replaces only a missing path, an empty directory or an earlier tiered_model
+(lib/core/outputs.py): it replaces only a missing path, an empty directory or an earlier tiered_model
 output of this toolkit; --overwrite writes into any other directory, replacing same-named entries
 and deleting nothing.
 """
@@ -29,9 +29,10 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.cli import OneLineParser, run_or_fail, setup_logging
+from lib.core.cli import OneLineParser, run_or_fail, setup_logging
 from lib.models import check_model_dir, saved_size_estimate
-from lib.outputs import Output, atomic_dir, claim_outputs, run_inputs
+from lib.core.outputs import Output, claim_outputs, run_inputs
+from lib.core.writes import atomic_dir
 from lib.tier_io import TIER_MAP_FILE, load_tier_maps
 from lib.tiered_io import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
 from lib.weight_files import check_model_weights

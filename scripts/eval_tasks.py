@@ -26,11 +26,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `lib` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser, check_range, run_or_fail, seed_everything, setup_logging
+from lib.core.cli import OneLineParser, check_range, run_or_fail, seed_everything, setup_logging
 from lib.models import (DEFAULT_MODEL, DTYPES, ModelLoadError, check_model_early, check_seqlen, effective_seqlen,
                         given_seqlen, load_model, model_label)
-from lib.outputs import Output, OutputError, claim_outputs, run_inputs, write_output_json
-from lib.results import environment_info
+from lib.core.outputs import Output, claim_outputs, run_inputs
+from lib.core.errors import OutputError
+from lib.core.writes import write_output_json
+from lib.core.results import environment_info
 from lib import dataset_specs
 from lib.tasks import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
                        perplexity_tasks, task_names)

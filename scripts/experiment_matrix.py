@@ -13,7 +13,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/experiment_matrix.py`: this checkout's `lib` first
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser
+from lib.core.cli import OneLineParser
 from lib.matrix import bash_declarations, table
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/summarize_experiments.py`: make `lib` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser, fail, setup_logging
+from lib.core.cli import OneLineParser, fail, setup_logging
 from lib.experiments import load_rows, plot_results, results_markdown, step_times
 
 logger = logging.getLogger("summarize_experiments")

@@ -1,4 +1,4 @@
-"""lib/cli.py: one-line errors, seeding, and `lib` importable once installed (pyproject.toml)."""
+"""lib/core/cli.py: one-line errors, seeding, and `lib` importable once installed (pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from lib.cli import OneLineParser, run_or_fail, seed_everything
+from lib.core.cli import OneLineParser, run_or_fail, seed_everything
 
 
 def test_run_or_fail_turns_a_listed_error_into_one_stderr_line(capsys):

@@ -24,7 +24,7 @@ import torch
 
 from conftest import REPO, SAMPLE_DATA
 from lib.experiments import data_label, load_rows, recorded_flags, results_markdown, verdict
-from lib.results import write_json
+from lib.core.results import write_json
 
 SCRIPT = REPO / "scripts" / "run_task_experiments.sh"
 EXPERIMENTS = ("baseline", "exp1", "exp2", "exp3", "exp4", "exp5", "exp6")

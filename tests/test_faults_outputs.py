@@ -21,7 +21,9 @@ import pytest
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA
 from lib.models import DEFAULT_MODEL, convert_gguf, model_input_paths
-from lib.outputs import MARKER_FILE, OutputError, manifest, write_marker, write_output_json
+from lib.core.markers import MARKER_FILE, manifest, write_marker
+from lib.core.errors import OutputError
+from lib.core.writes import write_output_json
 from scripts import compress_model, eval_tasks
 from test_safety import BASE, dead_pid, finetune_argv, listing, no_model_load, one_line_error  # noqa: F401 (fixture)
 
@@ -132,7 +134,7 @@ def test_a_mount_point_is_refused_before_any_work(tiny_llama_dir, capsys, no_mod
 
 
 def test_not_enough_free_space_is_refused_before_loading(tiny_llama_dir, tmp_path, capsys, no_model_load):
-    from lib.outputs import free_bytes
+    from lib.core.files import free_bytes
 
     model = shutil.copytree(tiny_llama_dir, tmp_path / "model")
     with open(model / "padding.safetensors", "wb") as f:  # sparse: a model larger than the free space, on paper

@@ -15,7 +15,9 @@ import pytest
 
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA
-from lib.outputs import MARKER_FILE, MARKER_KEY, OutputError, atomic_dir, manifest, write_marker, write_output_json
+from lib.core.markers import MARKER_FILE, MARKER_KEY, manifest, write_marker
+from lib.core.errors import OutputError
+from lib.core.writes import atomic_dir, write_output_json
 from scripts import eval_tasks
 
 BASE = ["--data_dir", str(SAMPLE_DATA), "--nsamples", "2", "--seqlen", "32", "--device", "cpu", "--no_eval"]
@@ -223,7 +225,8 @@ def test_unpacked_calibration_never_repeats_examples(tiny_llama_dir, capsys):
 WRITER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[1])
-    from lib.outputs import OutputError, atomic_dir
+    from lib.core.errors import OutputError
+    from lib.core.writes import atomic_dir
     target, wins, refused = sys.argv[2], 0, 0
     deadline = time.time() + float(sys.argv[3])
     while time.time() < deadline:
@@ -260,7 +263,7 @@ def test_cli_refuses_a_path_another_process_is_writing(tiny_llama_dir, tmp_path)
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             sys.path.insert(0, {str(REPO)!r})
-            from lib.outputs import atomic_dir
+            from lib.core.writes import atomic_dir
             with atomic_dir({str(target)!r}, "results") as out:
                 print("holding", flush=True)
                 time.sleep(60)

@@ -15,7 +15,7 @@ from conftest import REPO, make_llama, make_opt
 from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
 from lib.prompts import NO_ANSWER, boolq_prompt
 from lib.perplexity import perplexity
-from lib.uncertainty import mean_stderr
+from lib.core.uncertainty import mean_stderr
 from lib.task_evals import answer_nll, evaluate_boolq, evaluate_gsm8k, evaluate_squad, gsm8k_fewshot_prefix
 from lib.tasks import check_tasks, evaluate_tasks, perplexity_report, task_limit
 

@@ -1,4 +1,4 @@
-"""lib/uncertainty.py against values worked by hand on fixed per-example lists."""
+"""lib/core/uncertainty.py against values worked by hand on fixed per-example lists."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from lib.uncertainty import Z_95, holm_adjust, mean_sd, mean_stderr, paired_bootstrap, ppl_interval, student_t_two_sided_p, welch_t
+from lib.core.uncertainty import (Z_95, holm_adjust, mean_sd, mean_stderr, paired_bootstrap, ppl_interval,
+                                  student_t_two_sided_p, welch_t)
 
 
 def test_mean_stderr_is_the_ddof1_standard_error():

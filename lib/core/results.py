@@ -1,4 +1,4 @@
-"""JSON results files and run metadata; output paths and atomic directories are lib.outputs' (re-exported)."""
+"""JSON results files and run metadata (environment, git commit) and a named wall-clock timer."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from lib.outputs import atomic_dir, write_text_atomic  # noqa: F401 (the output rule lives in lib.outputs)
+from lib.core.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename, the temporary removed on failure) with stable formatting."""
+    """Write JSON atomically (`lib.core.files.atomic_write`) with stable formatting."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json_text(data))
+    atomic_write_text(path, json_text(data))
 
 
 def json_text(data: Any) -> str:
@@ -40,7 +40,7 @@ def _json_default(value: Any) -> Any:
 
 def git_commit() -> str | None:
     """The checkout's commit hash (with '-dirty' when modified), or None outside git."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # lib/core/results.py -> the checkout
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()

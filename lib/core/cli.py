@@ -24,6 +24,8 @@ import sys
 import threading
 from typing import Any, Callable, Iterator, NoReturn
 
+from lib.core.files import kept_summary, recording_outputs
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%H:%M:%S"
 EXIT_USAGE = 2  # bad input, like argparse
@@ -72,8 +74,6 @@ def _raise_interrupted(signum: int, frame: Any) -> NoReturn:
 def interrupts_end_in_one_line() -> Iterator[None]:
     """Run a CLI's work: SIGTERM and SIGHUP raise `Interrupted` (Ctrl-C raises KeyboardInterrupt), so cleanup
     runs; either ends the process (SystemExit 128 + signal number) with one line saying what was kept."""
-    from lib.outputs import kept_summary, recording_outputs
-
     handled = (signal.SIGTERM, signal.SIGHUP) if threading.current_thread() is threading.main_thread() else ()
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in handled}
     try:

@@ -21,7 +21,8 @@ import torch
 from lib.core.cli import (OneLineParser, add_dataclass_arguments, check_range, dataclass_values, run_or_fail,
                           seed_everything, setup_logging)
 from lib.data import check_sources, dataset_names, get_loaders, parse_mixture
-from lib.masks import DEFAULT_RATIOS, TIER_NAMES
+from lib.masks import DEFAULT_RATIOS
+from lib.tiered.tier_map import TIER_NAMES
 from lib.models import (DEFAULT_MODEL, ModelLoadError, check_model_early, check_seqlen, effective_seqlen, given_seqlen,
                         load_model, model_label, save_model, saved_size_estimate)
 from lib.perplexity import perplexity, window_count
@@ -31,8 +32,8 @@ from lib.core.writes import atomic_dir
 from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_model
 from lib.core.results import Timer, environment_info, write_json
 from lib.tasks import perplexity_report
-from lib.tier_io import TIER_MAP_FILE, save_tier_maps
-from lib.tiered_io import add_verify_flag, save_compressed
+from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
+from lib.tiered.checkpoint import add_verify_flag, save_compressed
 
 logger = logging.getLogger("main_block_three_tier")
 DEFAULT_SEQLEN = 2048

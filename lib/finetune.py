@@ -34,7 +34,7 @@ from lib.core.writes import in_place_dir, staged_entries
 from lib.core.files import record_written, write_faults
 from lib.core.results import environment_info, write_json
 from lib.sparse_training import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
-from lib.tier_io import TIER_MAP_FILE
+from lib.tiered.tier_map import TIER_MAP_FILE
 from lib.weight_files import WeightFileError
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Letters used in shapes: O = out_features, I = in_features, b = block_size,
 R = ceil(O / b) block rows, C = ceil(I / b) block columns.
 Polarity: a `keep` mask is a bool tensor, True = weight kept.
-Tier codes in a tier map (uint8 [R, C]): DENSE = 0, NM = 1 (2:4), TOPK = 2.
+Tier codes in a tier map (uint8 [R, C]): DENSE = 0, NM = 1 (2:4), TOPK = 2 (lib.tiered.tier_map).
 
 No modules, no devices, no logging: tensors in, new tensors out.
 """
@@ -14,8 +14,9 @@ import math
 
 import torch
 
-DENSE, NM, TOPK = 0, 1, 2
-TIER_NAMES = ("dense", "2:4", "topk")
+from lib.tiered.tier_map import DENSE, NM, TIER_NAMES, TOPK
+from lib.tiered.tiles import from_blocks, pad, to_blocks
+
 INTRA_BLOCK_SCORES = ("method", "magnitude")  # inside 2:4 / top-k blocks: the ranking score, or |W|
 INTRA_BLOCK_ALIASES = {"wanda": "method"}  # the spelling before other scores existed
 DEFAULT_RATIOS = (0.35, 0.45, 0.2)  # block shares dense / 2:4 / top-k of the three-tier scheme
@@ -64,30 +65,6 @@ def tier_counts(n_blocks: int, ratios: tuple[float, float, float]) -> tuple[int,
     n_dense = math.floor(n_blocks * ratios[0] + 1e-9)
     n_nm = min(math.floor(n_blocks * ratios[1] + 1e-9), n_blocks - n_dense)
     return n_dense, n_nm, n_blocks - n_dense - n_nm
-
-
-def _pad(x: torch.Tensor, rows: int, cols: int, value: float) -> torch.Tensor:
-    """Pad a 2-D tensor at the bottom/right to [rows, cols] with `value`."""
-    if x.shape == (rows, cols):
-        return x
-    out = x.new_full((rows, cols), value)
-    out[: x.shape[0], : x.shape[1]] = x
-    return out
-
-
-def to_blocks(x: torch.Tensor, block_size: int, fill: float = 0.0) -> torch.Tensor:
-    """[O, I] -> [R, C, b, b], padding partial edge blocks with `fill`."""
-    b = block_size
-    n_rows, n_cols = -(-x.shape[0] // b), -(-x.shape[1] // b)
-    padded = _pad(x, n_rows * b, n_cols * b, fill)
-    return padded.view(n_rows, b, n_cols, b).permute(0, 2, 1, 3)  # (R, C, b, b)
-
-
-def from_blocks(blocks: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
-    """[R, C, b, b] -> [O, I], dropping padding."""
-    n_rows, n_cols, b, _ = blocks.shape
-    full = blocks.permute(0, 2, 1, 3).reshape(n_rows * b, n_cols * b)  # (R*b, C*b)
-    return full[:out_features, :in_features]
 
 
 def block_mean_scores(score: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -177,7 +154,7 @@ def nm_keep(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
         raise ValueError(f"N:M sparsity needs 0 < N <= M, got {n}:{m}")
     out_features, in_features = score.shape
     groups = -(-in_features // m)
-    s = _pad(score.float(), out_features, groups * m, -math.inf).view(out_features, groups, m)  # (O, G, m)
+    s = pad(score.float(), out_features, groups * m, -math.inf).view(out_features, groups, m)  # (O, G, m)
     return _best_n_of_groups(s, n).view(out_features, groups * m)[:, :in_features]
 
 

@@ -277,7 +277,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
-    from lib.tiered_io import is_compressed_dir, load_tiered_model  # imports this module
+    from lib.tiered.checkpoint import is_compressed_dir, load_tiered_model  # imports this module
     from lib.weight_files import check_model_weights  # imports this module
 
     device = device or default_device()

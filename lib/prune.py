@@ -25,18 +25,8 @@ from tqdm.auto import tqdm
 
 from lib import allocation
 from lib.core.cli import check_finite_fields
-from lib.masks import (
-    DEFAULT_RATIOS,
-    INTRA_BLOCK_ALIASES,
-    INTRA_BLOCK_SCORES,
-    assign_tiers,
-    assign_tiers_row_balanced,
-    block_mean_scores,
-    check_block_size,
-    check_ratios,
-    tier_counts,
-    tier_histogram,
-)
+from lib.masks import (DEFAULT_RATIOS, INTRA_BLOCK_ALIASES, INTRA_BLOCK_SCORES, assign_tiers, assign_tiers_row_balanced,
+                       block_mean_scores, check_block_size, check_ratios, tier_counts, tier_histogram)
 from lib.models import (  # noqa: F401 (measure_sparsity: re-export)
     decoder_layers_path,
     decoder_linears,

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lib.models import decoder_linear_weights
-from lib.tier_io import TIER_MAP_FILE, load_tier_maps
+from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps
 
 try:  # transformers is needed only for the callback
     from transformers import TrainerCallback

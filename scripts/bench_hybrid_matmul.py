@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time the reference hybrid matmul (lib/hybrid_matmul.py) against the dense matmul of the same weight.
+"""Time the reference hybrid matmul (lib/tiered/matmul.py) against the dense matmul of the same weight.
 
 Matrices: a Llama-2-7B MLP shape (4096 x 11008, random weights) and one decoder layer of the
 default model (its seven Linears, real weights), each with a three-tier mask (|W| ranking,
@@ -31,9 +31,10 @@ if __package__ in (None, ""):
 import torch
 import torch.nn.functional as F
 
-from lib.hybrid_matmul import tiered_matmul
-from lib.masks import NM, expand_tier_map, nm_keep, three_tier_mask
-from lib.tiered import encode_tiered
+from lib.tiered.matmul import tiered_matmul
+from lib.tiered.tier_map import NM
+from lib.masks import expand_tier_map, nm_keep, three_tier_mask
+from lib.tiered.format import encode_tiered
 
 BATCHES = (1, 64)
 

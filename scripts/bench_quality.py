@@ -44,7 +44,7 @@ if __package__ in (None, ""):
 import torch
 
 from lib.core.cli import OneLineParser, check_range, fail, interrupts_end_in_one_line, setup_logging
-from lib.cost import checkpoint_cost
+from lib.tiered.cost import checkpoint_cost
 from lib.data import check_sources, get_loaders
 from lib.masks import DEFAULT_RATIOS
 from lib.models import DEFAULT_MODEL, check_model_early, effective_seqlen, given_seqlen, load_model

@@ -10,7 +10,7 @@ tier map that holds at most 2 nonzeros per group of 4 is stored as all-2:4 tiles
 matrix with enough zeros to gain is stored as a bitmask. MODEL_DIR may also be a tiered directory
 (checksums verified): that rewrites, e.g., a format-1 file in the current format with checksums.
 The model keeps its dtype. The output
-loads with `lib.tiered_io.load_tiered_model(OUT)` (and with every `--model` flag); `--verify`
+loads with `lib.tiered.checkpoint.load_tiered_model(OUT)` (and with every `--model` flag); `--verify`
 reloads it and checks every tensor against the input. OUT follows the toolkit's output rule
 (lib/core/outputs.py): it replaces only a missing path, an empty directory or an earlier tiered_model
 output of this toolkit; --overwrite writes into any other directory, replacing same-named entries
@@ -33,8 +33,8 @@ from lib.core.cli import OneLineParser, run_or_fail, setup_logging
 from lib.models import check_model_dir, saved_size_estimate
 from lib.core.outputs import Output, claim_outputs, run_inputs
 from lib.core.writes import atomic_dir
-from lib.tier_io import TIER_MAP_FILE, load_tier_maps
-from lib.tiered_io import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
+from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps
+from lib.tiered.checkpoint import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
 from lib.weight_files import check_model_weights
 
 logger = logging.getLogger("compress_model")

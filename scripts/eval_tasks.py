@@ -37,7 +37,7 @@ from lib import dataset_specs
 from lib.tasks import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
                        perplexity_tasks, task_names)
 from lib.lm_eval_backend import BackendError, require_lm_eval
-from lib.tiered_io import add_verify_flag
+from lib.tiered.checkpoint import add_verify_flag
 
 logger = logging.getLogger("eval_tasks")
 DEFAULT_SEQLEN = 2048

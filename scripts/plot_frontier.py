@@ -2,7 +2,7 @@
 """Quality against cost: PPL vs stored bytes and vs MACs per token from a bench_quality JSON.
 
 Reads the rows `scripts/bench_quality.py --output FILE` wrote (each with the cost fields of
-`lib.cost.checkpoint_cost`), draws frontier.png (two panels, every configuration labelled,
+`lib.tiered.cost.checkpoint_cost`), draws frontier.png (two panels, every configuration labelled,
 the Pareto frontier of each panel marked) and prints the table in Markdown.
 
     python scripts/plot_frontier.py out/bench_quality.json --output frontier.png
@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cost import pareto_front
+from lib.tiered.cost import pareto_front
 
 COST_KEYS = ("stored_bytes", "weight_bytes_per_token", "macs_per_token")
 AXES = [("stored_bytes", "stored checkpoint (MB, model.tiered.safetensors)", 1e6),

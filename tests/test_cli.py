@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 import main_block_three_tier as cli
 from conftest import SAMPLE_DATA
-from lib.tier_io import load_tier_maps
+from lib.tiered.tier_map import load_tier_maps
 
 BASE = ["--data_dir", str(SAMPLE_DATA), "--nsamples", "4", "--seqlen", "64", "--eval_windows", "3", "--device", "cpu"]
 

@@ -34,14 +34,14 @@ from safetensors.torch import load_file, save_file
 
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA, make_llama, make_tokenizer
-from lib.masks import DENSE, TOPK
+from lib.tiered.tier_map import DENSE, TOPK
 from lib.models import load_model
 from lib.prune import PruneConfig, prune_model
 from lib.sparse_training import tensors_sha256
-from lib.tier_io import TIER_MAP_FILE, load_tier_maps, save_tier_maps
-from lib.tiered import TieredFormatError
-from lib.tiered_io import (COMPRESSED_FILE, VERSION, load_tiered_model, metadata_checksum, save_compressed,
-                           tensor_checksum)
+from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
+from lib.tiered.format import TieredFormatError
+from lib.tiered.checkpoint import (COMPRESSED_FILE, VERSION, load_tiered_model, metadata_checksum, save_compressed,
+                                   tensor_checksum)
 from lib.weight_files import WeightFileError, check_model_weights, read_header
 from scripts import eval_tasks
 
@@ -623,10 +623,10 @@ def test_damaged_tier_map_file_is_one_line(tmp_path, damage, expected):
 
 def test_version_1_still_loads_bit_exact_with_one_warning(caplog):
     expected = json.loads((V1_FIXTURE / "expected.json").read_text())["state_dict_sha256"]
-    with caplog.at_level(logging.WARNING, logger="lib.tiered_io"):
+    with caplog.at_level(logging.WARNING, logger="lib.tiered.checkpoint"):
         model = load_tiered_model(V1_FIXTURE)
     assert tensors_sha256(model.state_dict()) == expected
-    warnings = [r.getMessage() for r in caplog.records if r.name == "lib.tiered_io"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "lib.tiered.checkpoint"]
     assert len(warnings) == 1 and "format version 1, which has no checksums" in warnings[0], warnings
     _, metadata = read(V1_FIXTURE / COMPRESSED_FILE)
     assert metadata["version"] == 1 and "checksums" not in metadata

@@ -1,9 +1,9 @@
-"""Pareto frontier (lib/cost.py) and scripts/plot_frontier.py on a hand-made bench_quality JSON."""
+"""Pareto frontier (lib/tiered/cost.py) and scripts/plot_frontier.py on a hand-made bench_quality JSON."""
 
 import json
 
 import scripts.plot_frontier as plot_frontier
-from lib.cost import pareto_front
+from lib.tiered.cost import pareto_front
 
 
 def test_pareto_front_by_hand():

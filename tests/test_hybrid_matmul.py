@@ -1,13 +1,14 @@
-"""The reference hybrid matmul (lib/hybrid_matmul.py) against the dense product of the decoded weight."""
+"""The reference hybrid matmul (lib/tiered/matmul.py) against the dense product of the decoded weight."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from lib.hybrid_matmul import tiered_matmul
-from lib.masks import DENSE, NM, TOPK, three_tier_mask
-from lib.tiered import decode_tiered, encode_tiered
+from lib.tiered.matmul import tiered_matmul
+from lib.tiered.tier_map import DENSE, NM, TOPK
+from lib.masks import three_tier_mask
+from lib.tiered.format import decode_tiered, encode_tiered
 
 
 def check_against_dense(weight: torch.Tensor, ratios=(0.35, 0.45, 0.2), batch=(3,), max_elements=1 << 24):

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lib.masks import TIER_NAMES, expand_tier_map, tier_counts
+from lib.tiered.tier_map import TIER_NAMES
+from lib.masks import expand_tier_map, tier_counts
 from lib.models import find_linears, get_decoder_layers
 from lib.capture import capture_layer_inputs, run_layer
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model

@@ -1,4 +1,4 @@
-"""The tiered and bitmask encodings (lib/tiered.py), compressed model directories (lib/tiered_io.py), cost (lib/cost.py)."""
+"""The tiered and bitmask encodings (lib/tiered/format.py), compressed model directories (lib/tiered/checkpoint.py), cost (lib/tiered/cost.py)."""
 
 import subprocess
 import sys
@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from conftest import make_llama, make_tokenizer
-from lib.cost import bitmask_cost, model_cost, tiered_cost
-from lib.masks import DENSE, NM, TOPK, three_tier_mask
+from lib.tiered.cost import bitmask_cost, model_cost, tiered_cost
+from lib.tiered.tier_map import DENSE, NM, TOPK
+from lib.masks import three_tier_mask
 from lib.prune import PruneConfig, prune_model
-from lib.tiered import decode_bitmask, decode_tiered, encode_bitmask, encode_tiered
-from lib.tiered_io import COMPRESSED_FILE, encode_state_dict, load_tiered_model, save_compressed
+from lib.tiered.format import decode_bitmask, decode_tiered, encode_bitmask, encode_tiered
+from lib.tiered.checkpoint import COMPRESSED_FILE, encode_state_dict, load_tiered_model, save_compressed
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
@@ -126,7 +127,7 @@ def test_cost_matches_the_stored_tensors(tmp_path):
 def test_compress_model_script(tmp_path):
     model, tier_maps = pruned_llama(PruneConfig(tier_scope="row"))
     from lib.models import save_model
-    from lib.tier_io import TIER_MAP_FILE, save_tier_maps
+    from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
 
     save_model(model, make_tokenizer(), tmp_path / "pruned")
     save_tier_maps(tmp_path / "pruned" / TIER_MAP_FILE, tier_maps, {"block_size": 16, "topk_per_block": 15})

@@ -1,22 +1,49 @@
-"""Tier maps on disk: one uint8 [block rows, block cols] map per pruned Linear, in safetensors.
+"""The tier map: what pruning produces and the format, the kernel, training and loading consume.
 
-Tier codes: 0 = dense, 1 = 2:4, 2 = top-k. Keys are module paths
-("model.layers.0.mlp.up_proj"); metadata carries block size, ratios and top-k, each value as
-JSON. `load_tier_maps` checks the file before trusting it (header against the file size, JSON
-metadata, every map 2-D uint8 with codes 0-2) and names the file and the defect in one line.
+A tier map is one uint8 [R, C] tensor per pruned Linear (R = ceil(out_features / b) block rows,
+C = ceil(in_features / b) block columns, b = block size) holding a tier code per b x b block:
+DENSE = 0 (kept whole), NM = 1 (2:4), TOPK = 2 (top-k weights of the block). `TierMetadata` says how
+the maps were made; its defaults (block size 16, top-k 15) are the toolkit's, written only here.
+
+On disk (`TIER_MAP_FILE`, safetensors): keys are module paths ("model.layers.0.mlp.up_proj");
+metadata carries block size, ratios and top-k, each value as JSON. `load_tier_maps` checks the file
+before trusting it (header against the file size, JSON metadata, every map 2-D uint8 with codes 0-2)
+and names the file and the defect in one line.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lib.masks import DENSE, NM, TOPK, TIER_NAMES  # noqa: F401  (tier codes, re-exported)
 from lib.weight_files import WeightFileError, read_header
 
+DENSE, NM, TOPK = 0, 1, 2  # tier codes
+TIER_NAMES = ("dense", "2:4", "topk")  # by code
+DEFAULT_BLOCK_SIZE = 16  # side of the square blocks the tiers are assigned to
+DEFAULT_TOPK_PER_BLOCK = 15  # weights kept in each top-k block
 TIER_MAP_FILE = "tier_map.safetensors"
+
+
+@dataclass(frozen=True)
+class TierMetadata:
+    """How a set of tier maps was made, as their file's metadata records it (keys in this order).
+
+    block_size: b. ratios: the block shares (dense, 2:4, top-k). topk_per_block: weights kept per top-k
+    block. tier_scope: what the blocks were ranked across (matrix, row, layer, model). owl: outlier-weighted
+    layer shares. model: the model that was pruned.
+    """
+
+    block_size: int = DEFAULT_BLOCK_SIZE
+    ratios: tuple[float, float, float] | None = None
+    topk_per_block: int = DEFAULT_TOPK_PER_BLOCK
+    tier_scope: str | None = None
+    owl: bool | None = None
+    model: str | None = None
+
 
 
 def save_tier_maps(path: str | Path, tier_maps: dict[str, torch.Tensor], metadata: dict) -> None:

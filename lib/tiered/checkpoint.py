@@ -2,7 +2,7 @@
 
 A directory holds config.json, generation_config.json, the tokenizer, tier_map.safetensors
 (when the model has tier maps) and `model.tiered.safetensors`: every decoder Linear weight
-encoded by `lib.tiered` (tensors named "<parameter name>.<field>"), every other tensor as it
+encoded by `lib.tiered.format` (tensors named "<parameter name>.<field>"), every other tensor as it
 is (tied weights once). The file's metadata "tiered" is JSON: format, version, dtype,
 block_size, topk_per_block, per encoded parameter its encoding and shape [O, I], and (version
 2) "checksums": {"algorithm": "crc32", "metadata": the CRC of this JSON without "checksums"
@@ -15,7 +15,7 @@ metadata (format, version 1 or 2, dtype from DTYPES, block_size a positive multi
 topk_per_block in [0, b*b], known encodings, shapes of 2 positive ints); the checksums of the
 metadata and of every tensor, in one pass over the bytes just read, in a second thread while the
 model is built (`verify=False` skips them, for trusted files);
-every encoded field present with the invariants of `lib.tiered`; and, in `load_tiered_model`,
+every encoded field present with the invariants of `lib.tiered.format`; and, in `load_tiered_model`,
 the decoded tensors against the model config.json builds (names, shapes, dtypes). Version 1
 files (no checksums) still load, structure checked, with one warning.
 """
@@ -33,9 +33,9 @@ from torch import nn
 
 from lib.core.cli import one_line
 from lib.models import DTYPES, decoder_linear_weights
-from lib.tier_io import TIER_MAP_FILE, save_tier_maps
-from lib.tiered import (BITMASK_FIELDS, TIERED_FIELDS, TieredFormatError, check_bitmask, check_tiered, decode_bitmask,
-                        decode_tiered, encode_bitmask, encode_tiered, nm_tier_map)
+from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
+from lib.tiered.format import (BITMASK_FIELDS, TIERED_FIELDS, TieredFormatError, check_bitmask, check_tiered,
+                               decode_bitmask, decode_tiered, encode_bitmask, encode_tiered, nm_tier_map)
 from lib.weight_files import WeightFileError, read_header
 
 logger = logging.getLogger(__name__)

@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import torch
 
-from lib.masks import DENSE, NM, TOPK, from_blocks, to_blocks
+from lib.tiered.tier_map import DENSE, NM, TOPK
+from lib.tiered.tiles import from_blocks, to_blocks
 
 TIERED_FIELDS = ("tier_map", "dense", "nm_values", "nm_meta", "topk_values", "topk_positions")
 BITMASK_FIELDS = ("bitmask", "values")

@@ -1,11 +1,11 @@
-"""Reference hybrid matmul: y = x W^T straight from the tiered encoding (`lib.tiered`), tier by tier.
+"""Reference hybrid matmul: y = x W^T straight from the tiered encoding (`lib.tiered.format`), tier by tier.
 
 Dense tiles: one batched matmul of the tiles with the input slices they see. 2:4 tiles: gather
 the input columns named by the 2-bit metadata, multiply by the stored values, sum the pairs of
 each tile row, index_add into the output rows. Top-k tiles: gather the input column of every
 stored position, multiply, index_add into its output row. Pure tensor code on x's device; tiles
 are processed in chunks so the gathered inputs stay under `max_elements`. Shapes: x [..., I],
-y [..., O]; letters as in `lib.tiered`.
+y [..., O]; letters as in `lib.tiered.format`.
 
 This is a correctness reference for kernel authors, not a fast kernel: on a CPU the gathers
 are far slower than a dense GEMM (scripts/bench_hybrid_matmul.py measures by how much).
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from lib.masks import DENSE, NM, TOPK
-from lib.tiered import unpack_nm_meta
+from lib.tiered.tier_map import DENSE, NM, TOPK
+from lib.tiered.format import unpack_nm_meta
 
 
 def _chunks(n_tiles: int, elements_per_tile: int, max_elements: int):

@@ -1,6 +1,6 @@
 """What a pruned matrix costs an ideal kernel: stored bytes and multiply-accumulates per token.
 
-Per matrix, in the encoding `lib.tiered_io.plan_encodings` picks (the one the compressed file
+Per matrix, in the encoding `lib.tiered.checkpoint.plan_encodings` picks (the one the compressed file
 stores), with s = bytes per value and b = block size:
 - tiered: 1 byte per tile (tier map); dense tile b*b values (b*b MACs); 2:4 tile b*b/2 values +
   b*b/8 metadata bytes (b*b/2 MACs); top-k tile k values + k position bytes (k MACs).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lib.masks import DENSE, NM, TOPK
+from lib.tiered.tier_map import DENSE, NM, TOPK
 
 
 def tiered_cost(tier_map: torch.Tensor, block_size: int, topk_per_block: int, value_bytes: int) -> dict[str, int]:
@@ -53,7 +53,7 @@ def model_cost(model: nn.Module, tier_maps: dict[str, torch.Tensor], block_size:
     score products are not counted.
     """
     from lib.models import decoder_linear_weights
-    from lib.tiered_io import plan_encodings
+    from lib.tiered.checkpoint import plan_encodings
 
     weights = {name: w.detach() for name, w in decoder_linear_weights(model).items()}
     plan = plan_encodings(weights, tier_maps, block_size)
@@ -84,7 +84,7 @@ def checkpoint_cost(model: nn.Module, tier_maps: dict[str, torch.Tensor], block_
     import tempfile
     from pathlib import Path
 
-    from lib.tiered_io import save_compressed
+    from lib.tiered.checkpoint import save_compressed
 
     with tempfile.TemporaryDirectory() as tmp:
         path = save_compressed(model, None, Path(tmp), tier_maps, block_size, topk_per_block)

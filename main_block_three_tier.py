@@ -23,10 +23,13 @@ from lib.core.cli import (OneLineParser, add_dataclass_arguments, check_range, d
 from lib.data import check_sources, dataset_names, get_loaders, parse_mixture
 from lib.masks import DEFAULT_RATIOS
 from lib.tiered.tier_map import TIER_NAMES
-from lib.models import (DEFAULT_MODEL, ModelLoadError, check_model_early, check_seqlen, effective_seqlen, given_seqlen,
-                        load_model, model_label, save_model, saved_size_estimate)
+from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, model_label, save_model,
+                                saved_size_estimate)
+from lib.core.errors import ModelLoadError
+from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
 from lib.perplexity import perplexity, window_count
-from lib.core.outputs import Output, claim_outputs, run_inputs
+from lib.core.outputs import Output, claim_outputs
+from lib.models.loading import run_inputs
 from lib.core.errors import OutputError
 from lib.core.writes import atomic_dir
 from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_model

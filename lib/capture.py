@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lib.models import get_decoder_layers, model_device
+from lib.models.arch import get_decoder_layers, model_device
 
 # One calibration batch as a decoder layer receives it: (hidden [B, T, H], extra positional args, kwargs)
 LayerInput = tuple[torch.Tensor, tuple, dict[str, Any]]

@@ -360,7 +360,7 @@ def get_loaders(
     if packing not in PACKING:
         raise ValueError(f"--calibration_packing {packing!r} is not one of {', '.join(PACKING)}")
     if tokenizer is None:
-        raise ValueError("get_loaders needs the model's tokenizer; pass tokenizer=lib.models.load_tokenizer(model)")
+        raise ValueError("get_loaders needs the model's tokenizer; pass tokenizer=lib.models.loading.load_tokenizer(model)")
     from transformers import BatchEncoding
 
     data_dir = resolve_data_dir(data_dir)

@@ -26,7 +26,8 @@ from lib.core.cli import setup_logging as setup_cli_logging
 from lib.checkpoints import ResumeError, resolve_resume
 from lib.finetune_args import DataArguments, ModelArguments, finetune_inputs, finetune_output, parse_args
 from lib.finetune_data import PadCollator, load_datasets
-from lib.models import load_model, load_tokenizer, measure_sparsity, resolve_model_path
+from lib.models.loading import load_model, load_tokenizer, resolve_model_path
+from lib.models.arch import measure_sparsity
 from lib.core.outputs import Output, claim_outputs
 from lib.core.errors import OutputError
 from lib.core.markers import add_to_manifest
@@ -35,7 +36,7 @@ from lib.core.files import record_written, write_faults
 from lib.core.results import environment_info, write_json
 from lib.sparse_training import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
 from lib.tiered.tier_map import TIER_MAP_FILE
-from lib.weight_files import WeightFileError
+from lib.core.errors import WeightFileError
 
 logger = logging.getLogger(__name__)
 

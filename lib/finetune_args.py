@@ -18,8 +18,9 @@ import torch
 from lib.checkpoints import RESUME_LATEST
 from lib.core.cli import EXIT_USAGE, check_finite_fields, one_line
 from lib.data_sources import resolve_data_dir
-from lib.models import DEFAULT_MODEL, saved_size_estimate
-from lib.core.outputs import Output, check_outputs, run_inputs
+from lib.models.loading import DEFAULT_MODEL, saved_size_estimate
+from lib.core.outputs import Output, check_outputs
+from lib.models.loading import run_inputs
 
 from lib import dataset_specs
 from lib.finetune_data import LM_TASK
@@ -39,7 +40,7 @@ class ModelArguments:
     model_name_or_path: str = field(
         default=DEFAULT_MODEL,
         metadata={"help": "Pruned model directory, Hub id, .gguf file or the alias "
-                  f"{DEFAULT_MODEL!r} (anything lib.models.load_model accepts)."},
+                  f"{DEFAULT_MODEL!r} (anything lib.models.loading.load_model accepts)."},
     )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer to use if not the one saved with the model."}
@@ -179,7 +180,7 @@ def finetune_output(training_args, model_args: ModelArguments) -> Output:
 
 
 def finetune_inputs(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
-    """What a fine-tune reads (lib.core.outputs.run_inputs): the model as resolved, the data, the cache, the resume checkpoint."""
+    """What a fine-tune reads (lib.models.loading.run_inputs): the model as resolved, the data, the cache, the resume checkpoint."""
     resume = training_args.resume_from_checkpoint
     extra = {"--resume_from_checkpoint": Path(resume)} if resume and resume not in RESUME_LATEST else {}
     return run_inputs(model_args.model_name_or_path, "--model_name_or_path", data_args.data_dir, extra)

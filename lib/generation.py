@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lib.models import model_device
+from lib.models.arch import model_device
 from lib.scoring import final_hidden_states, head_logits, score_tokens
 
 logger = logging.getLogger(__name__)

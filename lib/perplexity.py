@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lib.models import model_device
+from lib.models.arch import model_device
 from lib.scoring import final_hidden_states, score_tokens
 
 logger = logging.getLogger(__name__)

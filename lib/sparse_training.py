@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from lib.models import decoder_linear_weights
+from lib.models.arch import decoder_linear_weights
 from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps
 
 try:  # transformers is needed only for the callback

@@ -57,7 +57,7 @@ def default_model_layer(layer: int) -> dict[str, torch.Tensor]:
     """The seven Linear weights of one decoder layer of the default model (float32), read from its safetensors."""
     from safetensors import safe_open
 
-    from lib.models import DEFAULT_MODEL, resolve_model_path
+    from lib.models.loading import DEFAULT_MODEL, resolve_model_path
 
     path = next(Path(resolve_model_path(DEFAULT_MODEL)).glob("*.safetensors"))
     prefix = f"model.layers.{layer}."

@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.models import model_device
+from lib.models.arch import model_device
 from lib.perplexity import perplexity
 from lib.prune import PruneConfig, measure_sparsity, prune_model
 from scripts.bench_setup import add_model_args, load_calibrated

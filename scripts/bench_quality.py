@@ -47,10 +47,12 @@ from lib.core.cli import OneLineParser, check_range, fail, interrupts_end_in_one
 from lib.tiered.cost import checkpoint_cost
 from lib.data import check_sources, get_loaders
 from lib.masks import DEFAULT_RATIOS
-from lib.models import DEFAULT_MODEL, check_model_early, effective_seqlen, given_seqlen, load_model
+from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model
+from lib.models.checks import effective_seqlen, given_seqlen
 from lib.perplexity import perplexity, window_count
 from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
-from lib.core.outputs import Output, check_outputs, run_inputs
+from lib.core.outputs import Output, check_outputs
+from lib.models.loading import run_inputs
 from lib.core.writes import write_output_json
 from lib.core.results import environment_info, write_json
 from lib.core.uncertainty import holm_adjust, mean_sd, welch_t

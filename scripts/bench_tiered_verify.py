@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.core.cli import OneLineParser, run_or_fail, setup_logging
-from lib.models import ModelLoadError
+from lib.core.errors import ModelLoadError
 from lib.tiered.checkpoint import COMPRESSED_FILE, is_compressed_dir, load_tiered_model
 
 

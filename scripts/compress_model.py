@@ -30,12 +30,14 @@ if __package__ in (None, ""):
 import torch
 
 from lib.core.cli import OneLineParser, run_or_fail, setup_logging
-from lib.models import check_model_dir, saved_size_estimate
-from lib.core.outputs import Output, claim_outputs, run_inputs
+from lib.models.checks import check_model_dir
+from lib.models.loading import saved_size_estimate
+from lib.core.outputs import Output, claim_outputs
+from lib.models.loading import run_inputs
 from lib.core.writes import atomic_dir
 from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps
 from lib.tiered.checkpoint import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
-from lib.weight_files import check_model_weights
+from lib.models.weights import check_model_weights
 
 logger = logging.getLogger("compress_model")
 

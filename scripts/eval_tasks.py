@@ -27,9 +27,11 @@ if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `li
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.core.cli import OneLineParser, check_range, run_or_fail, seed_everything, setup_logging
-from lib.models import (DEFAULT_MODEL, DTYPES, ModelLoadError, check_model_early, check_seqlen, effective_seqlen,
-                        given_seqlen, load_model, model_label)
-from lib.core.outputs import Output, claim_outputs, run_inputs
+from lib.models.loading import DEFAULT_MODEL, DTYPES, check_model_early, load_model, model_label
+from lib.core.errors import ModelLoadError
+from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
+from lib.core.outputs import Output, claim_outputs
+from lib.models.loading import run_inputs
 from lib.core.errors import OutputError
 from lib.core.writes import write_output_json
 from lib.core.results import environment_info

@@ -87,7 +87,7 @@ def tiny_opt():
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, tokenizer):
-    """A saved tiny random Llama + tokenizer directory, loadable by lib.models.load_model."""
+    """A saved tiny random Llama + tokenizer directory, loadable by lib.models.loading.load_model."""
     path = tmp_path_factory.mktemp("tiny_llama")
     make_llama().save_pretrained(path)
     tokenizer.save_pretrained(path)

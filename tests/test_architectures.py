@@ -15,7 +15,7 @@ import lib.prune
 import main_block_three_tier as cli
 from conftest import SAMPLE_DATA
 from lib.masks import tier_counts
-from lib.models import decoder_layers_path, decoder_linears, get_decoder_layers
+from lib.models.arch import decoder_layers_path, decoder_linears, get_decoder_layers
 from lib.capture import capture_layer_inputs, run_layer
 from lib.prune import PruneConfig, prune_model
 from test_masks import check_structure

@@ -29,7 +29,8 @@ EXAMPLES = {("squad", "train"): 2828, ("squad", "eval"): 3250, ("gsm8k", "train"
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from lib.models import ModelLoadError, load_tokenizer
+    from lib.core.errors import ModelLoadError
+    from lib.models.loading import load_tokenizer
 
     try:
         return load_tokenizer("smollm2-135m")

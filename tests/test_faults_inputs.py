@@ -23,7 +23,9 @@ import torch
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA, make_llama, make_opt, make_tokenizer
 from lib import data_sources, token_cache
-from lib.models import ModelLoadError, check_causal, effective_seqlen, load_model
+from lib.core.errors import ModelLoadError
+from lib.models.checks import check_causal, effective_seqlen
+from lib.models.loading import load_model
 from scripts import eval_tasks
 from test_safety import BASE, listing, no_model_load, one_line_error  # noqa: F401 (no_model_load: a fixture)
 from test_safety import test_finetune_bad_training_values_are_one_line as finetune_value_is_refused

@@ -20,7 +20,7 @@ import pytest
 
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA
-from lib.models import DEFAULT_MODEL, convert_gguf, model_input_paths
+from lib.models.loading import DEFAULT_MODEL, convert_gguf, model_input_paths
 from lib.core.markers import MARKER_FILE, manifest, write_marker
 from lib.core.errors import OutputError
 from lib.core.writes import write_output_json
@@ -398,7 +398,7 @@ FAKE_CONVERSION = """
     import logging, os
     from pathlib import Path
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import lib.models as models
+    import lib.models.loading as models
     gguf, counter, release = map(Path, sys.argv[1:4])
     def fake(source, out):
         print("CONVERTING", flush=True)
@@ -451,7 +451,7 @@ def test_concurrent_conversions_serialize(fake_gguf, tmp_path):
 
 
 def test_stale_conversion_temporaries_are_removed_by_the_next_run(fake_gguf, tmp_path, monkeypatch):
-    import lib.models
+    import lib.models.loading
 
     target = model_input_paths(str(fake_gguf))[1]
     target.parent.mkdir(parents=True)
@@ -459,19 +459,19 @@ def test_stale_conversion_temporaries_are_removed_by_the_next_run(fake_gguf, tmp
     for name in (f"{target.name}.tmp{dead}", f".{target.name}.partial-{dead}", f".{target.name}.partial-{alive}"):
         (target.parent / name).mkdir()
         (target.parent / name / "model.safetensors").write_bytes(bytes(4096))
-    monkeypatch.setattr(lib.models, "_write_converted", lambda gguf, out: (out / "config.json").write_text("{}"))
+    monkeypatch.setattr(lib.models.loading, "_write_converted", lambda gguf, out: (out / "config.json").write_text("{}"))
     assert convert_gguf(fake_gguf) == target
     assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, f".{target.name}.partial-{alive}"])
 
 
 def test_a_failed_conversion_is_one_line_and_leaves_nothing(fake_gguf, tmp_path, monkeypatch):
-    import lib.models
+    import lib.models.loading
 
     def disk_full(gguf, out):
         (out / "model.safetensors").write_bytes(bytes(4096))
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(lib.models, "_write_converted", disk_full)
+    monkeypatch.setattr(lib.models.loading, "_write_converted", disk_full)
     target = model_input_paths(str(fake_gguf))[1]
     with pytest.raises(OutputError) as error:
         convert_gguf(fake_gguf)

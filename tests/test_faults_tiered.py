@@ -35,14 +35,16 @@ from safetensors.torch import load_file, save_file
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA, make_llama, make_tokenizer
 from lib.tiered.tier_map import DENSE, TOPK
-from lib.models import load_model
+from lib.models.loading import load_model
 from lib.prune import PruneConfig, prune_model
 from lib.sparse_training import tensors_sha256
 from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
 from lib.tiered.format import TieredFormatError
 from lib.tiered.checkpoint import (COMPRESSED_FILE, VERSION, load_tiered_model, metadata_checksum, save_compressed,
                                    tensor_checksum)
-from lib.weight_files import WeightFileError, check_model_weights, read_header
+from lib.core.errors import WeightFileError
+from lib.models.weights import check_model_weights
+from lib.core.safetensors_header import read_header
 from scripts import eval_tasks
 
 V1_FIXTURE = REPO / "tests" / "fixtures" / "tiered_v1"

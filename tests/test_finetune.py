@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from conftest import REPO, SAMPLE_DATA, make_llama
-from lib.models import decoder_linear_weights
+from lib.models.arch import decoder_linear_weights
 from lib.finetune import main
 from lib.finetune_args import check_precision, parse_args
 from lib.finetune_data import IGNORE_INDEX, PadCollator, encode_prompt_target
 from lib.sparse_training import SparsityCallback, SparsityMask, tensors_sha256
 from lib.masks import three_tier_mask
-from lib.models import find_linears, get_decoder_layers
+from lib.models.arch import find_linears, get_decoder_layers
 from lib.prompts import NO_ANSWER, squad_prompt
 from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
 

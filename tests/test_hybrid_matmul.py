@@ -40,7 +40,8 @@ def test_single_tier_matrices_and_tiny_chunks(ratios):
 def test_default_model_matrices():
     from safetensors import safe_open
 
-    from lib.models import DEFAULT_MODEL, ModelLoadError, resolve_model_path
+    from lib.models.loading import DEFAULT_MODEL, resolve_model_path
+    from lib.core.errors import ModelLoadError
 
     try:
         path = Path(resolve_model_path(DEFAULT_MODEL))

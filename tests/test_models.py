@@ -3,14 +3,10 @@
 import pytest
 import torch
 
-from lib.models import (
-    ModelLoadError,
-    alias_gguf_path,
-    effective_seqlen,
-    get_decoder_layers,
-    load_model,
-    resolve_dtype,
-)
+from lib.core.errors import ModelLoadError
+from lib.models.loading import alias_gguf_path, load_model, resolve_dtype
+from lib.models.checks import effective_seqlen
+from lib.models.arch import get_decoder_layers
 
 
 def test_local_directory_loads_on_cpu(tiny_llama_dir):

@@ -7,7 +7,7 @@ import torch
 
 from lib.masks import (assign_tiers, block_mean_scores, nm_keep, three_tier_keep, tier_counts, unstructured_keep,
                        wanda_score)
-from lib.models import decoder_layers_path, find_linears, get_decoder_layers
+from lib.models.arch import decoder_layers_path, find_linears, get_decoder_layers
 from lib.capture import capture_layer_inputs, run_layer
 from lib.prune import PruneConfig, _chunk_selector, prune_model
 from lib.sparsegpt import inverse_hessian_factor, sparsegpt_reconstruct

@@ -126,7 +126,7 @@ def test_cost_matches_the_stored_tensors(tmp_path):
 
 def test_compress_model_script(tmp_path):
     model, tier_maps = pruned_llama(PruneConfig(tier_scope="row"))
-    from lib.models import save_model
+    from lib.models.loading import save_model
     from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
 
     save_model(model, make_tokenizer(), tmp_path / "pruned")
@@ -158,8 +158,8 @@ def test_cli_save_compressed_matches_save_model(tiny_llama_dir, tmp_path):
     got = state_bits(load_tiered_model(tmp_path / "tiered"))
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
     assert (tmp_path / "tiered" / "tier_map.safetensors").is_file() and (tmp_path / "tiered" / "tokenizer.json").is_file()
-    # every CLI's loader (lib.models.load_model) opens the tiered directory too
-    from lib.models import load_model
+    # every CLI's loader (lib.models.loading.load_model) opens the tiered directory too
+    from lib.models.loading import load_model
 
     model, tokenizer = load_model(str(tmp_path / "tiered"), device="cpu")
     assert state_bits(model).keys() == expected.keys() and all(torch.equal(expected[k], state_bits(model)[k]) for k in expected)

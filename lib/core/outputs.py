@@ -170,29 +170,6 @@ def check_conflicts(outputs: Sequence[Output], inputs: Mapping[str, Any] = {}) -
                                   "replace it; use separate paths")
 
 
-def run_inputs(model: str | None = None, model_flag: str = "--model", data_dir: str | Path | None = None,
-               extra: Mapping[str, Any] = {}) -> dict[str, Any]:
-    """Every input of a run, for `claim_outputs` / `check_outputs`: {flag: path or list of paths}.
-
-    The model as resolved (lib.models.model_input_paths: a local directory; a .gguf file or alias and its
-    cache directory; a Hub id's download cache), the data directory (`data_dir`, else env WANDA_DATA_DIR),
-    the toolkit's cache (lib.models.cache_root) and `extra` (e.g. {"--resume_from_checkpoint": path}).
-    Nothing is converted or downloaded.
-    """
-    from lib.models import cache_root, model_input_paths
-
-    inputs: dict[str, Any] = {}
-    if model:
-        inputs[model_flag] = model_input_paths(model)
-    if data_dir:
-        inputs["--data_dir"] = Path(data_dir)
-    elif os.environ.get("WANDA_DATA_DIR"):
-        inputs["WANDA_DATA_DIR"] = Path(os.environ["WANDA_DATA_DIR"])
-    inputs["the toolkit's cache (WANDA_CACHE)"] = cache_root()
-    inputs.update(extra)
-    return inputs
-
-
 def check_outputs(outputs: Sequence[Output], inputs: Mapping[str, Any] = {}, overwrite: bool = False) -> None:
     """The read-only part of `claim_outputs`: protected places, overlaps and existing content (OutputError)."""
     outputs = [o for o in outputs if o.path]

@@ -32,11 +32,13 @@ import torch
 from torch import nn
 
 from lib.core.cli import one_line
-from lib.models import DTYPES, decoder_linear_weights
+from lib.models.loading import DTYPES
+from lib.models.arch import decoder_linear_weights
 from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
 from lib.tiered.format import (BITMASK_FIELDS, TIERED_FIELDS, TieredFormatError, check_bitmask, check_tiered,
                                decode_bitmask, decode_tiered, encode_bitmask, encode_tiered, nm_tier_map)
-from lib.weight_files import WeightFileError, read_header
+from lib.core.errors import WeightFileError
+from lib.core.safetensors_header import read_header
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +182,7 @@ def check_metadata(metadata, path: Path) -> None:
 
 
 def read_metadata(header: dict, path: Path, verify: bool = True) -> dict:
-    """The checked "tiered" metadata of a safetensors header (`lib.weight_files.read_header`); with `verify`,
+    """The checked "tiered" metadata of a safetensors header (`lib.core.safetensors_header.read_header`); with `verify`,
     its own checksum too."""
     raw = header.get("__metadata__", {}).get("tiered")
     if raw is None:

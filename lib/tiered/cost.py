@@ -52,7 +52,7 @@ def model_cost(model: nn.Module, tier_maps: dict[str, torch.Tensor], block_size:
     "dense_decoder_bytes", "encodings": {encoding: matrices}}; embeddings, norms and attention
     score products are not counted.
     """
-    from lib.models import decoder_linear_weights
+    from lib.models.arch import decoder_linear_weights
     from lib.tiered.checkpoint import plan_encodings
 
     weights = {name: w.detach() for name, w in decoder_linear_weights(model).items()}

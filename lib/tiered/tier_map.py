@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from lib.weight_files import WeightFileError, read_header
+from lib.core.errors import WeightFileError
+from lib.core.safetensors_header import read_header
 
 DENSE, NM, TOPK = 0, 1, 2  # tier codes
 TIER_NAMES = ("dense", "2:4", "topk")  # by code
@@ -65,7 +66,7 @@ def _metadata(header: dict, path: Path) -> dict:
 def load_tier_maps(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read what `save_tier_maps` wrote: ({module path: uint8 [R, C]}, metadata).
 
-    Raises WeightFileError (lib.weight_files) naming the file and the defect: an unreadable or truncated
+    Raises WeightFileError (lib.core.errors) naming the file and the defect: an unreadable or truncated
     file, metadata that is not JSON, a map that is not 2-D uint8 or holds a code other than 0, 1, 2.
     """
     from safetensors import safe_open

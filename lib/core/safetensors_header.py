@@ -1,13 +1,12 @@
-"""Safetensors files checked before anything reads their tensors: the header, the file size, the config's shapes.
+"""A safetensors file's header, checked against the file before anything reads its tensors.
 
 A safetensors file is an 8-byte little-endian header length N, N bytes of JSON
 (`{tensor name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}`,
 padded with spaces), then the tensors' bytes back to back, offsets counted from the end of the
 header. `read_header` checks all of that against the file's size without reading a tensor, so a
 truncated, padded or garbage file is one line naming the file and the defect instead of a
-`SafetensorError` from deep inside a loader. `check_model_weights` does it for the weight files
-of a `save_pretrained` directory (one file or shards) and compares their shapes with the model
-its config.json describes, built on the meta device (no memory for weights).
+`SafetensorError` from deep inside a loader. Used for model weights (`lib.models.weights`), tier maps
+and tiered checkpoints (`lib.tiered`).
 """
 
 from __future__ import annotations
@@ -17,19 +16,11 @@ import math
 import struct
 from pathlib import Path
 
-import torch
+from lib.core.errors import WeightFileError
 
-from lib.models import ModelLoadError
-
-WEIGHTS_FILE = "model.safetensors"
-WEIGHTS_INDEX = "model.safetensors.index.json"
 DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
-
-
-class WeightFileError(ModelLoadError):
-    """A weight or tier-map file that is not what it claims to be; the message names the file and the defect."""
 
 
 def _read_prefix(path: Path) -> tuple[int, bytes]:
@@ -96,63 +87,3 @@ def tensor_shapes(header: dict) -> dict[str, list[int]]:
     return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
 
 
-def weight_files(model_dir: Path) -> list[Path]:
-    """The safetensors files `from_pretrained` reads from a directory: model.safetensors, else the index's shards."""
-    if (model_dir / WEIGHTS_FILE).is_file():
-        return [model_dir / WEIGHTS_FILE]
-    index = model_dir / WEIGHTS_INDEX
-    if not index.is_file():
-        return []
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise WeightFileError(f"{index}: damaged shard index ({err.__class__.__name__}: {err})") from None
-    missing = [s for s in shards if not (model_dir / s).is_file()]
-    if missing:
-        raise WeightFileError(f"{index}: names shard {missing[0]}, which is not in {model_dir}; copy the whole directory")
-    return [model_dir / s for s in shards]
-
-
-def config_shapes(config) -> tuple[dict[str, tuple[int, ...]], dict[str, set[str]]]:
-    """({state dict name: shape}, {name: the names tied to the same tensor}) of the model `config` describes (meta device)."""
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    groups: dict[int, set[str]] = {}
-    for name, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
-        groups.setdefault(id(tensor), set()).add(name)
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    return shapes, {name: group for group in groups.values() for name in group}
-
-
-def check_model_weights(model_dir: str | Path) -> None:
-    """Check a save_pretrained directory's safetensors files before `from_pretrained` reads them.
-
-    Every file's header against its size (`read_header`); every stored tensor whose name the
-    model of config.json has must have its shape; and, when all stored names are the model's
-    (no checkpoint renaming in play, as for fused mixture-of-experts tensors), every model
-    tensor must be stored (one of a tied group suffices). Raises WeightFileError naming the
-    file and the defect. A directory without safetensors files passes (from_pretrained decides).
-    """
-    from transformers import AutoConfig
-
-    model_dir = Path(model_dir)
-    files = weight_files(model_dir)
-    stored: dict[str, tuple[Path, list[int]]] = {}
-    for path in files:
-        stored.update({name: (path, shape) for name, shape in tensor_shapes(read_header(path)).items()})
-    if not stored:
-        return
-    shapes, tied = config_shapes(AutoConfig.from_pretrained(model_dir, trust_remote_code=False))
-    for name, (path, shape) in stored.items():
-        if name in shapes and tuple(shape) != shapes[name]:
-            raise WeightFileError(f"{path}: tensor {name} has shape {tuple(shape)}, but the model of "
-                                  f"{model_dir / 'config.json'} needs {shapes[name]}; the weights belong to another config")
-    if stored.keys() <= shapes.keys():
-        missing = sorted(name for name in shapes if not tied.get(name, {name}) & stored.keys())
-        if missing:
-            where = files[0] if len(files) == 1 else model_dir / WEIGHTS_INDEX
-            raise WeightFileError(f"{where}: lacks {len(missing)} tensors the model of "
-                                  f"{model_dir / 'config.json'} needs, e.g. {missing[0]}; copy or save the model again")

@@ -26,13 +26,14 @@ from lib.tiered.tier_map import TIER_NAMES
 from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, model_label, save_model,
                                 saved_size_estimate)
 from lib.core.errors import ModelLoadError
+from lib.models.arch import decoder_linear_weights, measure_sparsity
 from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
 from lib.perplexity import perplexity, window_count
 from lib.core.outputs import Output, claim_outputs
 from lib.models.loading import run_inputs
 from lib.core.errors import OutputError
 from lib.core.writes import atomic_dir
-from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_model
+from lib.prune import PruneConfig, check_block_fits, prune_model
 from lib.core.results import Timer, environment_info, write_json
 from lib.tasks import perplexity_report
 from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
@@ -194,7 +195,8 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
         logger.info("pruned model written to %s", args.save_model)
     if args.save_compressed:
         with atomic_dir(args.save_compressed, "compressed_model", args.overwrite, "--save_compressed") as out:
-            save_compressed(model, tokenizer, out, result.tier_maps, config.block_size, config.topk_per_block, tier_metadata=metadata)
+            save_compressed(model, tokenizer, out, decoder_linear_weights(model), result.tier_maps, config.block_size,
+                            config.topk_per_block, tier_metadata=metadata)
         logger.info("compressed model written to %s", args.save_compressed)
     logger.info("summary:%s", summary_table(result, sparsity, ppl, timings))
     return report

@@ -27,13 +27,12 @@ from lib import allocation
 from lib.core.cli import check_finite_fields
 from lib.masks import (DEFAULT_RATIOS, INTRA_BLOCK_ALIASES, INTRA_BLOCK_SCORES, assign_tiers, assign_tiers_row_balanced,
                        block_mean_scores, check_block_size, check_ratios, tier_counts, tier_histogram)
-from lib.models.arch import (decoder_layers_path, decoder_linears, find_linears, get_decoder_layers, measure_sparsity,
-                             unpruned_weights)
+from lib.models.arch import decoder_layers_path, decoder_linears, find_linears, get_decoder_layers, unpruned_weights
 from lib.capture import Captured, LayerInput, capture_layer_inputs, hidden_output, layer_device, run_layer, to_device
 from lib.core.results import Timer
 from lib.pruning_methods import PATTERNS, SCORES, pattern_names, score_names
 from lib.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
-from lib.stats import ActNormStats, HessianStats  # noqa: F401 (HessianStats: SparseGPT's statistic)
+from lib.stats import ActNormStats, HessianStats
 
 logger = logging.getLogger(__name__)
 

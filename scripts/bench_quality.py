@@ -47,10 +47,11 @@ from lib.core.cli import OneLineParser, check_range, fail, interrupts_end_in_one
 from lib.tiered.cost import checkpoint_cost
 from lib.data import check_sources, get_loaders
 from lib.masks import DEFAULT_RATIOS
+from lib.models.arch import decoder_linear_weights, measure_sparsity
 from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model
 from lib.models.checks import effective_seqlen, given_seqlen
 from lib.perplexity import perplexity, window_count
-from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
+from lib.prune import PruneConfig, profile_model, prune_model
 from lib.core.outputs import Output, check_outputs
 from lib.models.loading import run_inputs
 from lib.core.writes import write_output_json
@@ -150,7 +151,8 @@ class Bench:
         eval_s = time.perf_counter() - start
         return {"configuration": name, "seed": seed, "sparsity": measure_sparsity(self.model)["sparsity"],
                 "ppl": result["ppl"], "window_nll": result["window_nll"], "prune_s": prune_s, "eval_s": eval_s,
-                **checkpoint_cost(self.model, tier_maps, *((config.block_size, config.topk_per_block) if config else ()))}
+                **checkpoint_cost(self.model, decoder_linear_weights(self.model), tier_maps,
+                                  *((config.block_size, config.topk_per_block) if config else ()))}
 
 
 RUN_ONLY = ("seed", "window_nll")  # per-seed fields that a summarized row does not carry

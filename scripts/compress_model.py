@@ -30,6 +30,7 @@ if __package__ in (None, ""):
 import torch
 
 from lib.core.cli import OneLineParser, run_or_fail, setup_logging
+from lib.models.arch import decoder_linear_weights
 from lib.models.checks import check_model_dir
 from lib.models.loading import saved_size_estimate
 from lib.core.outputs import Output, claim_outputs
@@ -83,7 +84,8 @@ def compress(args: argparse.Namespace) -> None:
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=False).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         with atomic_dir(out, "tiered_model", args.overwrite, "out") as tmp:
-            save_compressed(model, tokenizer, tmp, tier_maps, block_size, metadata.get("topk_per_block", 15), args.encoding, metadata or None)
+            save_compressed(model, tokenizer, tmp, decoder_linear_weights(model), tier_maps, block_size,
+                            metadata.get("topk_per_block", 15), args.encoding, metadata or None)
     dense = sum(t.nbytes for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
     compressed = (out / COMPRESSED_FILE).stat().st_size
     logger.info("%s: %d bytes (%s, %s); the dense tensors: %d bytes; ratio %.3f",

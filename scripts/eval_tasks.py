@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `li
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.core.cli import OneLineParser, check_range, run_or_fail, seed_everything, setup_logging
-from lib.models.loading import DEFAULT_MODEL, DTYPES, check_model_early, load_model, model_label
+from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model, model_label
 from lib.core.errors import ModelLoadError
 from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
 from lib.core.outputs import Output, claim_outputs
@@ -39,7 +39,7 @@ from lib import dataset_specs
 from lib.tasks import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
                        perplexity_tasks, task_names)
 from lib.lm_eval_backend import BackendError, require_lm_eval
-from lib.tiered.checkpoint import add_verify_flag
+from lib.tiered.checkpoint import DTYPES, add_verify_flag
 
 logger = logging.getLogger("eval_tasks")
 DEFAULT_SEQLEN = 2048

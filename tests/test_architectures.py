@@ -15,7 +15,7 @@ import lib.prune
 import main_block_three_tier as cli
 from conftest import SAMPLE_DATA
 from lib.masks import tier_counts
-from lib.models.arch import decoder_layers_path, decoder_linears, get_decoder_layers
+from lib.models.arch import decoder_layers_path, decoder_linears, get_decoder_layers, measure_sparsity
 from lib.capture import capture_layer_inputs, run_layer
 from lib.prune import PruneConfig, prune_model
 from test_masks import check_structure
@@ -183,7 +183,7 @@ def test_cli_prunes_and_the_model_reloads(arch, saved_models, tmp_path):
     assert report["perplexity"]["ppl"] > 1 and (report["unpruned"]["share"] > 0) == (arch in MOE)
     reloaded = AutoModelForCausalLM.from_pretrained(out / "model")
     assert type(reloaded).__name__ == ARCHS[arch][1]
-    assert report["sparsity"]["sparsity"] == pytest.approx(lib.prune.measure_sparsity(reloaded)["sparsity"])
+    assert report["sparsity"]["sparsity"] == pytest.approx(measure_sparsity(reloaded)["sparsity"])
     assert report["sparsity"]["sparsity"] > 0.3
 
 

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA, make_llama, make_tokenizer
 from lib.tiered.tier_map import DENSE, TOPK
+from lib.models.arch import decoder_linear_weights
 from lib.models.loading import load_model
 from lib.prune import PruneConfig, prune_model
 from lib.sparse_training import tensors_sha256
@@ -67,7 +68,7 @@ def tiered_dir(pruned, tmp_path_factory):
     """A tiered directory (config, tokenizer, tier maps, model.tiered.safetensors) with every tensor kind."""
     model, tier_maps = pruned
     path = tmp_path_factory.mktemp("tiered")
-    save_compressed(model, make_tokenizer(), path, tier_maps)
+    save_compressed(model, make_tokenizer(), path, decoder_linear_weights(model), tier_maps)
     return path
 
 

@@ -7,7 +7,8 @@ from lib.tiered.tier_map import TIER_NAMES
 from lib.masks import expand_tier_map, tier_counts
 from lib.models.arch import find_linears, get_decoder_layers
 from lib.capture import capture_layer_inputs, run_layer
-from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
+from lib.models.arch import measure_sparsity
+from lib.prune import PruneConfig, profile_model, prune_model
 from test_masks import check_structure
 
 from conftest import make_llama, make_opt

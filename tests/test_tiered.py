@@ -11,6 +11,7 @@ from conftest import make_llama, make_tokenizer
 from lib.tiered.cost import bitmask_cost, model_cost, tiered_cost
 from lib.tiered.tier_map import DENSE, NM, TOPK
 from lib.masks import three_tier_mask
+from lib.models.arch import decoder_linear_weights
 from lib.prune import PruneConfig, prune_model
 from lib.tiered.format import decode_bitmask, decode_tiered, encode_bitmask, encode_tiered
 from lib.tiered.checkpoint import COMPRESSED_FILE, encode_state_dict, load_tiered_model, save_compressed
@@ -82,7 +83,7 @@ def state_bits(model) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_three_tier_model_round_trip(dtype, tmp_path):
     model, tier_maps = pruned_llama(PruneConfig(), dtype)  # MLP width 88: partial edge tiles
-    save_compressed(model, make_tokenizer(), tmp_path, tier_maps)
+    save_compressed(model, make_tokenizer(), tmp_path, decoder_linear_weights(model), tier_maps)
     loaded = load_tiered_model(tmp_path)
     assert type(loaded).__name__ == "LlamaForCausalLM" and loaded.dtype == dtype
     expected, got = state_bits(model), state_bits(loaded)
@@ -95,17 +96,17 @@ def test_three_tier_model_round_trip(dtype, tmp_path):
 def test_two_four_model_without_tier_map_is_stored_as_nm_tiles(tmp_path):
     model, tier_maps = pruned_llama(PruneConfig(sparsity_type="2:4"))
     assert not tier_maps
-    tensors, metadata = encode_state_dict(model, {}, 16, 15)
+    tensors, metadata = encode_state_dict(model, decoder_linear_weights(model), {}, 16, 15)
     assert {m["encoding"] for m in metadata["matrices"].values()} == {"tiered"} and len(metadata["matrices"]) == 14
     assert all(int(t.max()) == NM for k, t in tensors.items() if k.endswith(".tier_map"))
-    save_compressed(model, None, tmp_path, {})
+    save_compressed(model, None, tmp_path, decoder_linear_weights(model), {})
     assert all(torch.equal(a, b) for a, b in zip(state_bits(model).values(), state_bits(load_tiered_model(tmp_path)).values()))
 
 
 def test_cost_matches_the_stored_tensors(tmp_path):
     model, tier_maps = pruned_llama(PruneConfig())
-    cost = model_cost(model, tier_maps)
-    tensors, metadata = encode_state_dict(model, tier_maps, 16, 15)
+    cost = model_cost(model, decoder_linear_weights(model), tier_maps)
+    tensors, metadata = encode_state_dict(model, decoder_linear_weights(model), tier_maps, 16, 15)
     decoder = [k for k in tensors if k.rsplit(".", 1)[0] in metadata["matrices"]]
     assert sum(tensors[k].nbytes for k in decoder) == cost["decoder_bytes"]
     assert cost["encodings"] == {"tiered": 14, "bitmask": 0, "dense": 0}
@@ -113,12 +114,12 @@ def test_cost_matches_the_stored_tensors(tmp_path):
     q = tier_maps["model.layers.0.self_attn.q_proj"]
     assert tiered_cost(q, 16, 15, 4)["macs"] == 5 * 256 + 7 * 128 + 4 * 15
     assert tiered_cost(q, 16, 15, 4)["bytes"] == 16 + 5 * 1024 + 7 * (512 + 32) + 4 * 15 * 5
-    bitmask, _ = encode_state_dict(model, tier_maps, 16, 15, encoding="bitmask")
+    bitmask, _ = encode_state_dict(model, decoder_linear_weights(model), tier_maps, 16, 15, encoding="bitmask")
     nnz = {k: int((p != 0).sum()) for k, p in model.state_dict().items() if k in metadata["matrices"]}
     assert sum(bitmask[k].nbytes for k in bitmask if k.rsplit(".", 1)[0] in nnz) == sum(
         bitmask_cost(tuple(model.state_dict()[k].shape), n, 4)["bytes"] for k, n in nnz.items())
     unstructured, _ = pruned_llama(PruneConfig(sparsity_type="unstructured"))
-    u = model_cost(unstructured, {})
+    u = model_cost(unstructured, decoder_linear_weights(unstructured), {})
     nnz = sum(int((p != 0).sum()) for n, p in unstructured.named_parameters() if "layers" in n and p.dim() == 2)
     assert u["encodings"]["bitmask"] == 14 and u["decoder_macs"] == nnz
     assert bitmask_cost((64, 88), 10, 2) == {"bytes": 64 * 11 + 20, "macs": 10}

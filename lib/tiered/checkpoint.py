@@ -32,17 +32,16 @@ import torch
 from torch import nn
 
 from lib.core.cli import one_line
-from lib.models.loading import DTYPES
-from lib.models.arch import decoder_linear_weights
-from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
-from lib.tiered.format import (BITMASK_FIELDS, TIERED_FIELDS, TieredFormatError, check_bitmask, check_tiered,
-                               decode_bitmask, decode_tiered, encode_bitmask, encode_tiered, nm_tier_map)
 from lib.core.errors import WeightFileError
 from lib.core.safetensors_header import read_header
+from lib.tiered.format import (BITMASK_FIELDS, TIERED_FIELDS, TieredFormatError, check_bitmask, check_tiered,
+                               decode_bitmask, decode_tiered, encode_bitmask, encode_tiered, nm_tier_map)
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, TIER_MAP_FILE, save_tier_maps
 
 logger = logging.getLogger(__name__)
 
 COMPRESSED_FILE = "model.tiered.safetensors"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # value dtypes by name
 FORMAT, VERSION = "wanda_hybrid_tiered", 2
 READABLE_VERSIONS = (1, 2)  # 1: no checksums
 CHECKSUM_ALGORITHM = "crc32"
@@ -94,10 +93,15 @@ def plan_encodings(
 
 
 def encode_state_dict(
-    model: nn.Module, tier_maps: dict[str, torch.Tensor], block_size: int, topk_per_block: int, encoding: str = "tiered"
+    model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor], block_size: int,
+    topk_per_block: int, encoding: str = "tiered",
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of the compressed file for `model` (see the module docstring)."""
-    weights = {name: w.detach() for name, w in decoder_linear_weights(model).items()}
+    """(tensors, metadata) of the compressed file for `model` (see the module docstring).
+
+    weights: the matrices to encode, {parameter name: weight [O, I]} (the decoder Linears:
+    `lib.models.arch.decoder_linear_weights`); every other tensor of the state dict is stored as it is.
+    """
+    weights = {name: w.detach() for name, w in weights.items()}
     plan = plan_encodings(weights, tier_maps, block_size, encoding)
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
@@ -122,15 +126,17 @@ def encode_state_dict(
 
 
 def save_compressed(
-    model: nn.Module, tokenizer, out_dir: str | Path, tier_maps: dict[str, torch.Tensor], block_size: int = 16,
-    topk_per_block: int = 15, encoding: str = "tiered", tier_metadata: dict | None = None,
+    model: nn.Module, tokenizer, out_dir: str | Path, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],
+    block_size: int = DEFAULT_BLOCK_SIZE, topk_per_block: int = DEFAULT_TOPK_PER_BLOCK, encoding: str = "tiered",
+    tier_metadata: dict | None = None,
 ) -> Path:
-    """Write a compressed model directory (config, generation config, tokenizer, tier maps, the tensor file)."""
+    """Write a compressed model directory (config, generation config, tokenizer, tier maps, the tensor file);
+    `weights`: the matrices to encode, as `encode_state_dict` takes them."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors, metadata = encode_state_dict(model, tier_maps, block_size, topk_per_block, encoding)
+    tensors, metadata = encode_state_dict(model, weights, tier_maps, block_size, topk_per_block, encoding)
     save_file(tensors, str(out_dir / COMPRESSED_FILE), metadata={"tiered": json.dumps(metadata)})
     model.config.save_pretrained(out_dir)
     if getattr(model, "generation_config", None) is not None:

@@ -13,10 +13,14 @@ by `csr_bytes` for reference; at the sparsities studied here it is larger than t
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from lib.tiered.tier_map import DENSE, NM, TOPK
+from lib.tiered.checkpoint import plan_encodings, save_compressed
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, DENSE, NM, TOPK
 
 
 def tiered_cost(tier_map: torch.Tensor, block_size: int, topk_per_block: int, value_bytes: int) -> dict[str, int]:
@@ -45,17 +49,16 @@ def csr_bytes(shape: tuple[int, int], nnz: int, value_bytes: int) -> int:
     return nnz * (value_bytes + 2) + (shape[0] + 1) * 4
 
 
-def model_cost(model: nn.Module, tier_maps: dict[str, torch.Tensor], block_size: int = 16, topk_per_block: int = 15) -> dict:
+def model_cost(model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],
+               block_size: int = DEFAULT_BLOCK_SIZE, topk_per_block: int = DEFAULT_TOPK_PER_BLOCK) -> dict:
     """Weight bytes and MACs per token of the decoder Linears (as compressed) plus the dense output head.
 
+    weights: the decoder Linear weights, {parameter name: [O, I]} (`lib.models.arch.decoder_linear_weights`).
     Returns {"weight_bytes_per_token", "macs_per_token", "decoder_bytes", "decoder_macs",
     "dense_decoder_bytes", "encodings": {encoding: matrices}}; embeddings, norms and attention
     score products are not counted.
     """
-    from lib.models.arch import decoder_linear_weights
-    from lib.tiered.checkpoint import plan_encodings
-
-    weights = {name: w.detach() for name, w in decoder_linear_weights(model).items()}
+    weights = {name: w.detach() for name, w in weights.items()}
     plan = plan_encodings(weights, tier_maps, block_size)
     decoder = {"bytes": 0, "macs": 0}
     dense_bytes = 0
@@ -79,17 +82,13 @@ def model_cost(model: nn.Module, tier_maps: dict[str, torch.Tensor], block_size:
             "encodings": encodings}
 
 
-def checkpoint_cost(model: nn.Module, tier_maps: dict[str, torch.Tensor], block_size: int = 16, topk_per_block: int = 15) -> dict:
+def checkpoint_cost(model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],
+                    block_size: int = DEFAULT_BLOCK_SIZE, topk_per_block: int = DEFAULT_TOPK_PER_BLOCK) -> dict:
     """`model_cost` plus "stored_bytes": the size of the compressed tensor file, written to a temporary directory."""
-    import tempfile
-    from pathlib import Path
-
-    from lib.tiered.checkpoint import save_compressed
-
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_compressed(model, None, Path(tmp), tier_maps, block_size, topk_per_block)
+        path = save_compressed(model, None, Path(tmp), weights, tier_maps, block_size, topk_per_block)
         stored = path.stat().st_size
-    return {"stored_bytes": stored, **model_cost(model, tier_maps, block_size, topk_per_block)}
+    return {"stored_bytes": stored, **model_cost(model, weights, tier_maps, block_size, topk_per_block)}
 
 
 def pareto_front(costs: list[float], losses: list[float], rel_tol: float = 1e-3) -> list[bool]:

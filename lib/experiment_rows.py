@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib.dataset_specs import display_name
+from lib.data.registry import display_name
 from lib.matrix import BY_NAME, CALIBRATION_ORDER, EXPERIMENTS
 
 logger = logging.getLogger(__name__)

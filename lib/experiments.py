@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import dataset_specs
+from lib.data import registry
 from lib.experiment_rows import (  # noqa: F401 (data_label, load_rows, recorded_flags: the summary's API)
     EVAL_FILE,
     FINETUNE_FLAGS,
@@ -38,16 +38,16 @@ SUITE_METRICS = (("zeroshot", "mean_acc", "Zero-shot mean acc", "pct"),)  # lib.
 
 def summary_metrics() -> tuple[tuple[str, str, str, str], ...]:
     """The main table's (task, metric key in the eval report, column header, kind), from the registered
-    datasets' `summary_metrics` (lib.dataset_specs) and SUITE_METRICS, ordered by KIND_ORDER (stable);
+    datasets' `summary_metrics` (lib.data.registry) and SUITE_METRICS, ordered by KIND_ORDER (stable);
     kind "pct" shows 100 x value."""
-    table = [(name, *metric) for name in dataset_specs.names() for metric in dataset_specs.get(name).summary_metrics]
+    table = [(name, *metric) for name in registry.names() for metric in registry.get(name).summary_metrics]
     return tuple(sorted(table + list(SUITE_METRICS), key=lambda m: KIND_ORDER.index(m[3])))
 
 
 def behaviour_metrics() -> tuple[tuple[str, str, str, str], ...]:
     """What a degenerate model does instead of answering (the specs' `behaviour`): shown beside the scores,
     not plotted."""
-    return tuple((name, *metric) for name in dataset_specs.names() for metric in dataset_specs.get(name).behaviour)
+    return tuple((name, *metric) for name in registry.names() for metric in registry.get(name).behaviour)
 
 
 # (A, B, what A - B asks): differences between experiments shown with their intervals
@@ -253,11 +253,11 @@ def settings_notes(rows: list[Row]) -> list[str]:
     if "wikitext2" in counts:
         c = counts["wikitext2"]
         parts.append(f"WikiText2 {c['n_windows']} windows x {c['seqlen']} tokens")
-    for task in dataset_specs.evaluation_tasks():
+    for task in registry.evaluation_tasks():
         if task in counts and "total" in counts[task]:
             c = counts[task]
             nll = f" (answer NLL: {c['answer_total']})" if c.get("answer_total", c["total"]) != c["total"] else ""
-            parts.append(f"{dataset_specs.display_name(task)} n = {c['total']}{nll}")
+            parts.append(f"{registry.display_name(task)} n = {c['total']}{nll}")
     if parts:
         notes.append("Evaluated on: " + ", ".join(parts) + ".")
     majority = first.metrics.get(("boolq", "majority_rate"))
@@ -265,7 +265,7 @@ def settings_notes(rows: list[Row]) -> list[str]:
         notes.append(f"BoolQ majority-class rate on these examples: {100 * majority:.1f}% (always answering it).")
     new_tokens = first.settings.get("max_new_tokens")
     if new_tokens:
-        specs = [dataset_specs.get(name) for name in dataset_specs.evaluation_tasks()]
+        specs = [registry.get(name) for name in registry.evaluation_tasks()]
         defaults = ", ".join(f"{spec.display} {spec.max_new_tokens}" for spec in specs if spec.max_new_tokens is not None)
         notes.append(f"Generation capped at max_new_tokens {new_tokens} (defaults: {defaults}).")
     keys = ("limit", "nll_limit", "seqlen", "eval_windows", "max_new_tokens", "num_fewshot", "data_dir")

@@ -17,18 +17,18 @@ import torch
 
 from lib.checkpoints import RESUME_LATEST
 from lib.core.cli import EXIT_USAGE, check_finite_fields, one_line
-from lib.data_sources import resolve_data_dir
+from lib.data.sources import resolve_data_dir
 from lib.models.loading import DEFAULT_MODEL, saved_size_estimate
 from lib.core.outputs import Output, check_outputs
 from lib.models.loading import run_inputs
 
-from lib import dataset_specs
+from lib.data import registry
 from lib.finetune_data import LM_TASK
 
 
 def finetune_tasks() -> tuple[str, ...]:
-    """The example datasets with a fine-tuning prompt and target (lib.dataset_specs), then "lm"."""
-    examples = (n for n in dataset_specs.names("examples") if dataset_specs.get(n).finetunable)
+    """The example datasets with a fine-tuning prompt and target (lib.data.registry), then "lm"."""
+    examples = (n for n in registry.names("examples") if registry.get(n).finetunable)
     return (*examples, LM_TASK)
 
 
@@ -123,15 +123,15 @@ class LMDataArguments(DataArguments):
     """Causal-LM fine-tuning on raw text."""
 
     dataset_name: str = field(
-        default="wikitext2", metadata={"help": "Text corpus to fine-tune on (a text dataset of lib.dataset_specs).",
-                                       "choices": list(dataset_specs.names("text"))}
+        default="wikitext2", metadata={"help": "Text corpus to fine-tune on (a text dataset of lib.data.registry).",
+                                       "choices": list(registry.names("text"))}
     )
     block_size: int = field(default=512, metadata={"help": "Tokens per training / evaluation window."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.dataset_name not in dataset_specs.names("text"):
-            raise ValueError(f"--dataset_name {self.dataset_name!r} is not one of {', '.join(dataset_specs.names('text'))}")
+        if self.dataset_name not in registry.names("text"):
+            raise ValueError(f"--dataset_name {self.dataset_name!r} is not one of {', '.join(registry.names('text'))}")
         if self.block_size <= 1:
             raise ValueError(f"--block_size must be at least 2 tokens, got {self.block_size}")
 

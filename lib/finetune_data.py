@@ -1,7 +1,7 @@
 """Fine-tuning features: prompt + target encoding, causal-LM windows, and the padding collator.
 
 A feature is {"input_ids": [L], "labels": [L]} (lists of token ids); labels are IGNORE_INDEX on
-prompt and padding positions. The prompt templates come from lib.prompts, the examples from lib.data.
+prompt and padding positions. The prompt templates come from lib.data.prompts, the examples from lib.data.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Sequence
 
 import torch
 
-from lib import dataset_specs
+from lib.data import registry
+from lib.data.calibration import get_loaders
+from lib.data.sources import load_task_examples
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +45,9 @@ def encode_prompt_target(tokenizer, prompt: str, target: str, max_length: int) -
 
 def build_task_dataset(task: str, examples: Sequence[dict], tokenizer, max_length: int) -> list[dict]:
     """Tokenized training features ({"input_ids", "labels"}) of example dicts, with the prompt and target of `task`'s spec."""
-    spec = dataset_specs.get(task, "examples")
+    spec = registry.get(task, "examples")
     if not spec.finetunable:
-        raise ValueError(f"{task} has no fine-tuning prompt and target in lib.dataset_specs")
+        raise ValueError(f"{task} has no fine-tuning prompt and target in lib.data.registry")
     features, n_dropped = [], 0
     for example in examples:
         feature = encode_prompt_target(tokenizer, spec.prompt(example), spec.target(example), max_length)
@@ -71,11 +73,9 @@ def load_datasets(task: str, data_args, tokenizer, seed: int) -> tuple[list[dict
 
     `data_args` is a lib.finetune_args DataArguments (data_dir, max_*_samples, max_length / dataset_name, block_size).
     """
-    from lib import data
-
     if task == LM_TASK:
         n_train = data_args.max_train_samples or LM_DEFAULT_TRAIN_WINDOWS
-        trainloader, testenc = data.get_loaders(
+        trainloader, testenc = get_loaders(
             data_args.dataset_name, nsamples=n_train, seed=seed, seqlen=data_args.block_size,
             tokenizer=tokenizer, data_dir=data_args.data_dir,
         )
@@ -89,12 +89,12 @@ def load_datasets(task: str, data_args, tokenizer, seed: int) -> tuple[list[dict
             n_windows = min(n_windows, data_args.max_eval_samples)
         eval_windows = test_ids[0, : n_windows * data_args.block_size].view(n_windows, data_args.block_size)
         return build_lm_dataset(train_windows), build_lm_dataset(eval_windows)
-    train_examples = data.load_task_examples(task, "train", data_dir=data_args.data_dir,
+    train_examples = load_task_examples(task, "train", data_dir=data_args.data_dir,
                                              limit=data_args.max_train_samples, flag="--max_train_samples")
     train = build_task_dataset(task, train_examples, tokenizer, data_args.max_length)
     if data_args.max_eval_samples == 0:
         return train, []
-    eval_examples = data.load_task_examples(task, "eval", data_dir=data_args.data_dir,
+    eval_examples = load_task_examples(task, "eval", data_dir=data_args.data_dir,
                                             limit=data_args.max_eval_samples, flag="--max_eval_samples")
     return train, build_task_dataset(task, eval_examples, tokenizer, data_args.max_length)
 

@@ -15,7 +15,7 @@ import string
 from collections import Counter
 from decimal import Decimal, InvalidOperation
 
-from lib.prompts import NO_ANSWER
+from lib.data.prompts import NO_ANSWER
 
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)

@@ -2,10 +2,10 @@
 
 Each `evaluate_<task>(model, tokenizer, examples, **options)` takes already-loaded examples (the
 dicts of `lib.data.load_task_examples`) and returns a task report (`lib.task_report`):
-{"metrics", "counts", "per_example", "samples"}. Their DatasetSpecs (`lib.dataset_specs`) point
+{"metrics", "counts", "per_example", "samples"}. Their DatasetSpecs (`lib.data.registry`) point
 here, and declare the options `lib.tasks.evaluate_tasks` passes: `nll_examples` (answer_nll),
 `max_new_tokens` (its default is the spec's), `fewshot_examples` (fewshot). Prompts come from
-`lib.prompts`, the same text the model is calibrated and fine-tuned on. The token-weighted answer
+`lib.data.prompts`, the same text the model is calibrated and fine-tuned on. The token-weighted answer
 NLL weighs each example by its answer tokens (`per_example["answer_tokens"]`). Nothing here
 prints or writes files.
 """
@@ -16,10 +16,10 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from lib import dataset_specs
+from lib.data import registry
 from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
 from lib.metrics import gsm8k_gold, gsm8k_scores, is_no_answer, squad_scores, squad_summary
-from lib.prompts import BOOLQ_CHOICES, boolq_prompt, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
+from lib.data.prompts import BOOLQ_CHOICES, boolq_prompt, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
 from lib.task_report import by_id, example_ids, require_examples, with_stderr
 
 SQUAD_STOP = ("\n",)
@@ -63,7 +63,7 @@ def generate_with_answer_nll(
     """
     require_examples(task, examples)
     nll_examples = examples if nll_examples is None else nll_examples
-    max_new_tokens = dataset_specs.get(task).max_new_tokens if max_new_tokens is None else max_new_tokens
+    max_new_tokens = registry.get(task).max_new_tokens if max_new_tokens is None else max_new_tokens
     generated = generate_greedy(model, tokenizer, [prompt(ex) for ex in examples], max_new_tokens, stop_strings=stop,
                                 batch_size=batch_size, progress=progress)
     nll = answer_nll(model, tokenizer, [prompt(ex) for ex in nll_examples], [target(ex) for ex in nll_examples],
@@ -230,3 +230,7 @@ def evaluate_boolq(
             for ex, label, pred, yes, no in zip(examples, labels, predictions, logprob_yes, logprob_no)
         ]
     return {"metrics": metrics, "counts": counts, "per_example": per_example, "samples": samples}
+
+
+# the built-in evaluators by the name a DatasetSpec's `evaluate` gives (lib.data.builtin)
+EVALUATORS = {evaluate.__name__: evaluate for evaluate in (evaluate_squad, evaluate_gsm8k, evaluate_boolq)}

@@ -2,7 +2,7 @@
 
 `evaluate_tasks` runs several tasks, each returning a task report
 (`lib.task_report`: {"metrics", "counts", "per_example", "samples"}, a `m_stderr` beside every
-metric `m`). A perplexity task is any registered text dataset (`lib.dataset_specs`); an example
+metric `m`). A perplexity task is any registered text dataset (`lib.data.registry`); an example
 task is any registered example dataset with an `evaluate` (SQuAD v2, GSM8K and BoolQ:
 `lib.task_evals`), which gets the options its spec declares; SUITE ("zeroshot") is
 `lib.zeroshot`'s multiple-choice suite. The data of every task is read and validated first
@@ -22,11 +22,13 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from lib import dataset_specs
-from lib.data import get_eval_tokens, load_task_examples, resolve_data_dir
+from lib.data import registry
+from lib.data.calibration import get_eval_tokens
+from lib.data.sources import load_task_examples, resolve_data_dir
 from lib.lm_eval_backend import LM_EVAL_TASKS, evaluate_lm_eval
 from lib.perplexity import perplexity, window_count
 from lib.core.results import Timer
+from lib.task_evals import EVALUATORS
 from lib.task_report import by_id
 from lib.core.uncertainty import mean_stderr, ppl_interval
 from lib.zeroshot import SUITE, evaluate_suite, load_suite_records
@@ -35,18 +37,18 @@ logger = logging.getLogger(__name__)
 
 
 def perplexity_tasks() -> tuple[str, ...]:
-    """The registered text datasets (lib.dataset_specs): each one is a perplexity task."""
-    return dataset_specs.names("text")
+    """The registered text datasets (lib.data.registry): each one is a perplexity task."""
+    return registry.names("text")
 
 
 def example_tasks() -> tuple[str, ...]:
     """The registered example datasets with an `evaluate`, then SUITE (lib.zeroshot's tasks)."""
-    return dataset_specs.evaluation_tasks() + (SUITE,)
+    return registry.evaluation_tasks() + (SUITE,)
 
 
 def nll_tasks() -> tuple[str, ...]:
     """The example tasks with a gold-answer NLL (--nll_limit applies)."""
-    return dataset_specs.evaluation_tasks(answer_nll=True)
+    return registry.evaluation_tasks(answer_nll=True)
 
 
 def task_names() -> tuple[str, ...]:
@@ -127,7 +129,7 @@ def check_task_options(tasks: Sequence[str], backend: str = "ours", num_fewshot:
     if num_fewshot < 0:
         raise ValueError(f"--num_fewshot must be >= 0, got {num_fewshot}")
     check_nll_limit(nll_limit)
-    no_lm_eval = [task for task in tasks if task in dataset_specs.evaluation_tasks() and task not in LM_EVAL_TASKS]
+    no_lm_eval = [task for task in tasks if task in registry.evaluation_tasks() and task not in LM_EVAL_TASKS]
     if backend == "lm-eval" and no_lm_eval:
         raise ValueError(f"--backend lm-eval runs {', '.join(LM_EVAL_TASKS)} only, not {', '.join(no_lm_eval)}; "
                          "use --backend ours")
@@ -153,7 +155,7 @@ def load_task_data(
     data: dict[str, dict] = {}
     for task in tasks:
         if task in perplexity_tasks():
-            data[task] = {"text": dataset_specs.get(task).corpus("evaluation", data_dir).label}
+            data[task] = {"text": registry.get(task).corpus("evaluation", data_dir).label}
         elif task == SUITE:
             data[task] = {"records": load_suite_records(data_dir=data_dir, limit=task_limit(limit, task))}
         elif backend == "lm-eval":
@@ -243,23 +245,24 @@ def evaluate_examples(model: nn.Module, tokenizer, task: str, data: dict, max_ne
 
     Besides `options` (batch_size, log_samples, progress) it gets what its spec declares:
     `nll_examples` (answer_nll), `max_new_tokens` (this one, else the spec's default) and
-    `fewshot_examples` (fewshot).
+    `fewshot_examples` (fewshot). A spec's `evaluate` given by name is a built-in evaluator (EVALUATORS).
     """
-    spec = dataset_specs.get(task, "examples")
+    spec = registry.get(task, "examples")
     if spec.answer_nll:
         options["nll_examples"] = data["nll_examples"]
     if spec.max_new_tokens is not None:
         options["max_new_tokens"] = spec.max_new_tokens if max_new_tokens is None else max_new_tokens
     if spec.fewshot:
         options["fewshot_examples"] = data["fewshot_examples"]
-    return spec.evaluate(model, tokenizer, data["examples"], **options)
+    evaluate = EVALUATORS[spec.evaluate] if isinstance(spec.evaluate, str) else spec.evaluate
+    return evaluate(model, tokenizer, data["examples"], **options)
 
 
 def _example_data(task: str, data_dir, limit: int | None, num_fewshot: int, nll_limit: int | None) -> dict:
     """The first `limit` eval examples, the first `nll_limit` for the answer NLL (default: the same ones) and
     the first `num_fewshot` train examples (tasks whose spec takes them); a value above what the split
     holds is capped with one warning."""
-    spec = dataset_specs.get(task, "examples")
+    spec = registry.get(task, "examples")
     examples = load_task_examples(task, "eval", data_dir=data_dir, limit=limit, flag="--limit")
     nll_examples = examples
     if spec.answer_nll and nll_limit is not None:

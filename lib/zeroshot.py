@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from lib.data_sources import DataError, _read_jsonl, load_hub_split, resolve_data_dir
+from lib.data.registry import DataError
+from lib.data.sources import _read_jsonl, load_hub_split, resolve_data_dir
 from lib.generation import continuation_logprobs
 from lib.core.registry import register_unique
 from lib.core.uncertainty import mean_stderr

@@ -35,7 +35,7 @@ from lib.models.loading import run_inputs
 from lib.core.errors import OutputError
 from lib.core.writes import write_output_json
 from lib.core.results import environment_info
-from lib import dataset_specs
+from lib.data import registry
 from lib.tasks import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
                        perplexity_tasks, task_names)
 from lib.lm_eval_backend import BackendError, require_lm_eval
@@ -46,7 +46,7 @@ DEFAULT_SEQLEN = 2048
 
 
 def build_parser() -> argparse.ArgumentParser:
-    specs = [dataset_specs.get(name) for name in dataset_specs.evaluation_tasks()]
+    specs = [registry.get(name) for name in registry.evaluation_tasks()]
     fewshot = "/".join(spec.display for spec in specs if spec.fewshot)
     lengths = ", ".join(f"{spec.name} {spec.max_new_tokens}" for spec in specs if spec.max_new_tokens is not None)
     p = OneLineParser(description=__doc__)

@@ -12,18 +12,12 @@ import pytest
 import torch
 
 from conftest import SAMPLE_DATA
-from lib import data, token_cache
-from lib.data import (
-    dataset_names,
-    apportion,
-    get_eval_tokens,
-    get_loaders,
-    load_task_examples,
-    parse_mixture,
-    resolve_data_dir,
-)
-from lib.data_sources import DataError, c4_holdout
-from lib.prompts import boolq_prompt, gsm8k_calibration_text, squad_prompt
+from lib.data import calibration, token_cache
+from lib.data import (dataset_names, apportion, get_eval_tokens, get_loaders, load_task_examples, parse_mixture,
+                      resolve_data_dir)
+from lib.data.registry import DataError
+from lib.data.sources import c4_holdout
+from lib.data.prompts import boolq_prompt, gsm8k_calibration_text, squad_prompt
 
 EOS, PAD = 2, 3  # ids in the tiny tokenizer fixture
 PROMPTS = {
@@ -241,14 +235,14 @@ def test_unknown_name_lists_valid_names(tokenizer):
 )
 def test_mixture_counts_are_exact_and_logged(tokenizer, monkeypatch, caplog, name, nsamples, expected):
     drawn = {}
-    original = data.calibration_samples
+    original = calibration.calibration_samples
 
     def recording(source, n, *args):
         samples = original(source, n, *args)
         drawn[source] = len(samples)
         return samples
 
-    monkeypatch.setattr(data, "calibration_samples", recording)
+    monkeypatch.setattr(calibration, "calibration_samples", recording)
     with caplog.at_level(logging.INFO, logger="lib.data"):
         trainloader, _ = get_loaders(name, nsamples=nsamples, seqlen=16, tokenizer=tokenizer, data_dir=SAMPLE_DATA)
     assert len(trainloader) == nsamples and drawn == expected

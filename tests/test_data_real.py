@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
-import lib.token_cache
-from lib import data
+import lib.data.token_cache
 from lib.data import get_eval_tokens, get_loaders, load_task_examples
 
 pytestmark = [
@@ -43,7 +42,7 @@ def token_cache(tokenizer, tmp_path_factory):
     """Tokenized corpora go to a temporary cache, after the tokenizer was loaded from the real one."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WANDA_CACHE", str(tmp_path_factory.mktemp("cache")))
-        patch.setattr(lib.token_cache, "TOKEN_CACHE", {})
+        patch.setattr(lib.data.token_cache, "TOKEN_CACHE", {})
         yield
 
 

@@ -22,7 +22,7 @@ import torch
 
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA, make_llama, make_opt, make_tokenizer
-from lib import data_sources, token_cache
+from lib.data import sources, token_cache
 from lib.core.errors import ModelLoadError
 from lib.models.checks import check_causal, effective_seqlen
 from lib.models.loading import load_model
@@ -47,8 +47,8 @@ def cache(tmp_path, monkeypatch):
     """A private WANDA_CACHE and empty per-process caches (a fresh process as far as the data is concerned)."""
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(token_cache, "TOKEN_CACHE", {})
-    monkeypatch.setattr(data_sources, "_DIGESTS", {})
-    monkeypatch.setattr(data_sources, "_PARSED", {})
+    monkeypatch.setattr(sources, "_DIGESTS", {})
+    monkeypatch.setattr(sources, "_PARSED", {})
     return tmp_path / "cache"
 
 
@@ -178,9 +178,9 @@ def test_replaced_data_file_is_tokenized_again(cache, tmp_path, tokenizer):
     os.utime(test_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime as the first file
     assert test_file.stat().st_size == stat.st_size and test_file.stat().st_mtime_ns == stat.st_mtime_ns
     for name in ("TOKEN_CACHE", "_DIGESTS", "_PARSED"):  # a new process
-        getattr(token_cache if name == "TOKEN_CACHE" else data_sources, name).clear()
+        getattr(token_cache if name == "TOKEN_CACHE" else sources, name).clear()
     second = get_eval_tokens("wikitext2", tokenizer, data_dir=data, seqlen=16)
-    expected = tokenizer("\n\n".join(data_sources._wikitext_lines(test_file)), return_tensors="pt").input_ids
+    expected = tokenizer("\n\n".join(sources._wikitext_lines(test_file)), return_tensors="pt").input_ids
     assert torch.equal(second, expected) and not torch.equal(first, second)
     assert len(list((cache / "tokenized").glob("*.pt"))) == 2  # one entry per content
 

@@ -16,7 +16,7 @@ from lib.metrics import (
     squad_summary,
     token_f1,
 )
-from lib.prompts import NO_ANSWER
+from lib.data.prompts import NO_ANSWER
 
 
 # ---------------------------------------------------------------- SQuAD normalization

@@ -1,4 +1,4 @@
-"""The dataset registry (lib.dataset_specs): a dataset or an evaluation task registered from outside lib/ is
+"""The dataset registry (lib.data.registry): a dataset or an evaluation task registered from outside lib/ is
 usable end to end."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 
 import main_block_three_tier as cli
 from conftest import SAMPLE_DATA, TOKENIZER_CORPUS
-from lib import dataset_specs
+from lib.data import registry
 from lib.data import dataset_names, parse_mixture
-from lib.data_sources import Corpus
+from lib.data.sources import Corpus
 from lib.experiments import data_label
 
 TOY_TEXT = [line for _ in range(40) for line in TOKENIZER_CORPUS]  # running text, a few thousand tokens
@@ -28,8 +28,8 @@ def toy_dataset(monkeypatch, tmp_path):
         texts = TOY_TEXT if role == "calibration" else TOY_TEXT[::-1]
         return Corpus(texts, f"toy:{role}:v1", f"toy {role}")
 
-    spec = dataset_specs.DatasetSpec("toy", "Toy", "text", "toy/ (in memory)", ("nobody/toy", None), corpus=corpus)
-    monkeypatch.setitem(dataset_specs.DATASETS, "toy", spec)
+    spec = registry.DatasetSpec("toy", "Toy", "text", "toy/ (in memory)", ("nobody/toy", None), corpus=corpus)
+    monkeypatch.setitem(registry.DATASETS, "toy", spec)
     return roles
 
 
@@ -37,7 +37,7 @@ def test_registered_dataset_is_a_calibration_and_evaluation_choice(toy_dataset):
     assert "toy" in dataset_names() and parse_mixture("wikitext2+toy")[1][0] == "toy"
     assert data_label("wikitext2+toy") == "WikiText2 + Toy"
     with pytest.raises(ValueError, match="registered twice"):
-        dataset_specs.register(dataset_specs.DATASETS["toy"])
+        registry.register(registry.DATASETS["toy"])
     assert "toy" in cli.build_parser().format_help()
 
 
@@ -62,9 +62,9 @@ def test_pruning_cli_and_evaluation_run_on_a_registered_dataset(toy_dataset, tin
 
 def test_a_spec_missing_what_its_kind_needs_is_refused():
     with pytest.raises(ValueError, match="needs corpus"):
-        dataset_specs.DatasetSpec("bad", "Bad", "text", "-", ("x", None))
+        registry.DatasetSpec("bad", "Bad", "text", "-", ("x", None))
     with pytest.raises(ValueError, match="needs files"):
-        dataset_specs.DatasetSpec("bad", "Bad", "examples", "-", ("x", None), calibration_text=str)
+        registry.DatasetSpec("bad", "Bad", "examples", "-", ("x", None), calibration_text=str)
 
 
 TOY_QA_EVAL = [{"q": "two and two", "a": "two"}, {"q": "one and one", "a": "three"}, {"q": "a quick fox", "a": "fox"},
@@ -90,15 +90,15 @@ def _toy_qa_evaluate(model, tokenizer, examples, *, nll_examples, max_new_tokens
 def toy_task(monkeypatch, tmp_path):
     """An example dataset "toyqa" with its own evaluate, registered for the test only; its data dir."""
     def record(row, where):
-        return {"q": dataset_specs.require_field(row, "q", str, where), "a": dataset_specs.require_field(row, "a", str, where)}
+        return {"q": registry.require_field(row, "q", str, where), "a": registry.require_field(row, "a", str, where)}
 
-    spec = dataset_specs.DatasetSpec(
+    spec = registry.DatasetSpec(
         "toyqa", "ToyQA", "examples", "toyqa/{train,eval}.jsonl", ("nobody/toyqa", None),
         files={"train": ("train.jsonl", "train"), "eval": ("eval.jsonl", "validation")}, parse_record=record,
         calibration_text=lambda ex: ex["q"], evaluate=_toy_qa_evaluate, answer_nll=True, max_new_tokens=7, fewshot=True,
-        metrics=(dataset_specs.Metric("match", "ToyQA match"),), behaviour=(dataset_specs.Metric("match", "ToyQA again"),),
+        metrics=(registry.Metric("match", "ToyQA match"),), behaviour=(registry.Metric("match", "ToyQA again"),),
     )
-    monkeypatch.setitem(dataset_specs.DATASETS, "toyqa", spec)
+    monkeypatch.setitem(registry.DATASETS, "toyqa", spec)
     data = tmp_path / "data"
     (data / "toyqa").mkdir(parents=True)
     for name, rows in (("eval.jsonl", TOY_QA_EVAL), ("train.jsonl", TOY_QA_TRAIN)):
@@ -136,7 +136,7 @@ def test_registered_evaluation_task_runs_through_eval_tasks(toy_task, tiny_llama
 
 def test_an_evaluation_field_without_evaluate_is_refused():
     with pytest.raises(ValueError, match="describe its evaluate"):
-        dataset_specs.DatasetSpec("bad", "Bad", "examples", "-", ("x", None), files={"train": ("a", "b"), "eval": ("c", "d")},
+        registry.DatasetSpec("bad", "Bad", "examples", "-", ("x", None), files={"train": ("a", "b"), "eval": ("c", "d")},
                                   parse_record=dict, calibration_text=str, answer_nll=True)
 
 

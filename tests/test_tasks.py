@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import REPO, make_llama, make_opt
 from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
-from lib.prompts import NO_ANSWER, boolq_prompt
+from lib.data.prompts import NO_ANSWER, boolq_prompt
 from lib.perplexity import perplexity
 from lib.core.uncertainty import mean_stderr
 from lib.task_evals import answer_nll, evaluate_boolq, evaluate_gsm8k, evaluate_squad, gsm8k_fewshot_prefix

@@ -10,7 +10,7 @@ import pytest
 import lib.zeroshot_tasks  # noqa: F401  (the built-in specs are registered before a test swaps the registry)
 from conftest import make_llama
 from lib import zeroshot
-from lib.data_sources import DataError
+from lib.data import DataError
 from lib.generation import continuation_logprobs
 from lib.tasks import evaluate_tasks
 from lib.zeroshot import (

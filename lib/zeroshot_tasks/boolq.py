@@ -1,10 +1,10 @@
-"""BoolQ (Clark et al., 2019), lm-eval `boolq`: the same prompt as `lib.prompts.boolq_prompt`, choices no / yes.
+"""BoolQ (Clark et al., 2019), lm-eval `boolq`: the same prompt as `lib.data.prompts.boolq_prompt`, choices no / yes.
 
 The toolkit's own `--tasks boolq` (accuracy, majority and yes rates) scores the same text; this spec
 adds BoolQ to the suite with lm-eval's metric names and stderr.
 """
 
-from lib.prompts import boolq_prompt
+from lib.data.prompts import boolq_prompt
 from lib.zeroshot import Question, ZeroShotTask, register, shared_context
 
 

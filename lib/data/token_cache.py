@@ -1,7 +1,7 @@
 """Tokenized WikiText-2 / C4 text, kept per process and on disk.
 
 On disk under `lib.core.paths.cache_root() / "tokenized"`, keyed by (tokenizer, content hash of the
-file: `lib.data_sources.file_origin`). Each entry stores its key and a SHA-256 of its token bytes; an
+file: `lib.data.sources.file_origin`). Each entry stores its key and a SHA-256 of its token bytes; an
 entry that is unreadable, foreign or fails the checksum is logged as damaged, re-tokenized and
 rewritten. A cache that cannot be written only costs time.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lib.data_sources import Corpus
+from lib.data.sources import Corpus
 from lib.core.paths import cache_root
 
 logger = logging.getLogger(__name__)

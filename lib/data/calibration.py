@@ -2,7 +2,7 @@
 
 Letters: L = length of one calibration sample (== seqlen when packed), T = tokens of a whole text.
 
-Sources are the datasets of the registry (lib.dataset_specs): text datasets follow Wanda's recipes
+Sources are the datasets of the registry (lib.data.registry): text datasets follow Wanda's recipes
 (`wikitext2`: random seqlen windows of the joined text; `c4`: a window of a random long document);
 example datasets (`squad`, `gsm8k`, `boolq`) turn train examples into their spec's calibration text. A name may
 also be a mixture ("wikitext2+squad", "wikitext2:0.7,gsm8k:0.3", "mixed"); `apportion` turns its
@@ -12,7 +12,7 @@ Task samples never contain padding: with packing "concat" randomly drawn example
 followed by the tokenizer's EOS, and cut at seqlen; with "none" a sample is one example at its natural
 length (<= seqlen). WikiText-2 / C4 windows are always seqlen tokens of running text.
 
-Tokenized WikiText-2 / C4 text is kept for the process and on disk (`lib.token_cache`); task examples
+Tokenized WikiText-2 / C4 text is kept for the process and on disk (`lib.data.token_cache`); task examples
 are tokenized once per process.
 """
 
@@ -29,15 +29,10 @@ from pathlib import Path
 
 import torch
 
-from lib import dataset_specs, token_cache
-from lib.data_sources import Corpus, DataError, load_task_examples, resolve_data_dir, task_examples
-from lib.token_cache import DocumentTokens, text_tokens, tokenizer_key
-
-__all__ = [
-    "dataset_names", "MIXED", "PACKING", "DataError", "calibration_samples",
-    "get_loaders", "get_eval_tokens", "load_task_examples", "resolve_data_dir",
-    "parse_mixture", "apportion", "tokenizer_key", "check_sources", "evaluation_dataset",
-]
+from lib.data import registry, token_cache
+from lib.data.registry import DataError
+from lib.data.sources import Corpus, resolve_data_dir, task_examples
+from lib.data.token_cache import DocumentTokens, text_tokens, tokenizer_key
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +51,7 @@ MIXTURE_HELP = (
 
 def dataset_names() -> tuple[str, ...]:
     """Every --calibration_dataset name: the registered datasets (the sources a mixture combines), then "mixed"."""
-    return dataset_specs.names() + ("mixed",)
+    return registry.names() + ("mixed",)
 
 
 def _unknown(name: str, part: str | None = None) -> ValueError:
@@ -75,7 +70,7 @@ def parse_mixture(name: str) -> list[tuple[str, Fraction]]:
     if not isinstance(name, str):
         raise _unknown(str(name))
     name = name.strip()
-    if name in dataset_specs.DATASETS:
+    if name in registry.DATASETS:
         return [(name, Fraction(1))]
     if name == "mixed":
         return [(source, Fraction(1, len(MIXED))) for source in MIXED]
@@ -107,7 +102,7 @@ def parse_mixture(name: str) -> list[tuple[str, Fraction]]:
     else:
         raise _unknown(name)
     for source in sources:
-        if source not in dataset_specs.DATASETS:
+        if source not in registry.DATASETS:
             raise _unknown(name, source)
     if len(set(sources)) != len(sources):
         raise ValueError(f"calibration mixture {name!r} names a source twice; list each source once")
@@ -228,7 +223,7 @@ def _task_samples(
                         f"{n} examples but the {task} train split has {len(examples)}: lower --nsamples to at "
                         f"most {len(examples)} or use --calibration_packing concat")
     cache = token_cache.TOKEN_CACHE.setdefault((tok_key, origin, task), {})
-    text = dataset_specs.get(task).calibration_text
+    text = registry.get(task).calibration_text
     stream = _ExampleStream(lambda i: text(examples[i]), len(examples), tokenizer, cache, seed)
     samples = []
     for _ in range(n):
@@ -252,7 +247,7 @@ def calibration_samples(
     source: str, n: int, seed: int, seqlen: int, tokenizer, data_dir=None, packing: str = "concat"
 ) -> list[torch.Tensor]:
     """n calibration samples [1, L] of one registered dataset, drawn as its spec says (see the module docstring)."""
-    spec = dataset_specs.get(source)
+    spec = registry.get(source)
     data_dir = resolve_data_dir(data_dir)
     tok_key = tokenizer_key(tokenizer)
     if spec.kind == "examples":
@@ -285,7 +280,7 @@ def _target(inp: torch.Tensor) -> torch.Tensor:
 
 
 def _eval_tokens(name: str, tokenizer, tok_key: str, data_dir: Path | None, seqlen: int) -> torch.Tensor:
-    spec = dataset_specs.get(name, "text")
+    spec = registry.get(name, "text")
     tokens = text_tokens(tokenizer, tok_key, spec.corpus("evaluation", data_dir), spec.eval_separator)
     return (tokens if spec.eval_windows is None else tokens[: spec.eval_windows * seqlen]).unsqueeze(0)
 
@@ -305,14 +300,14 @@ def check_sources(name: str, data_dir=None, evaluation: bool = True) -> str | No
     """
     data_dir = resolve_data_dir(data_dir)
     for source, _ in parse_mixture(name):
-        spec = dataset_specs.get(source)
+        spec = registry.get(source)
         if spec.kind == "examples":
             task_examples(source, "train", data_dir)
         else:
             spec.corpus("calibration", data_dir)
     if not evaluation:
         return None
-    label = dataset_specs.get(evaluation_dataset(name)).corpus("evaluation", data_dir).label
+    label = registry.get(evaluation_dataset(name)).corpus("evaluation", data_dir).label
     return label if data_dir is None else f"{label} under {data_dir}"
 
 
@@ -323,8 +318,8 @@ def get_eval_tokens(name: str, tokenizer, data_dir=None, seqlen: int = 2048) -> 
     with " " and cut to 256 * seqlen tokens (Wanda); a local copy without a validation file uses the
     held-out end of the train sample instead (with a warning).
     """
-    if name not in dataset_specs.names("text"):
-        raise ValueError(f"perplexity dataset {name!r} is not one of {', '.join(dataset_specs.names('text'))}")
+    if name not in registry.names("text"):
+        raise ValueError(f"perplexity dataset {name!r} is not one of {', '.join(registry.names('text'))}")
     _check_positive("seqlen", seqlen)
     return _eval_tokens(name, tokenizer, tokenizer_key(tokenizer), resolve_data_dir(data_dir), seqlen)
 

@@ -3,7 +3,7 @@
 Readers return plain records (strings, dicts) plus an `origin` string that changes whenever the
 underlying file's bytes change (a content hash), so that token caches can be keyed on it. A file
 that is not UTF-8, or a task file without examples, is a DataError naming it. Tokenization and sampling live
-in `lib/data.py`.
+in `lib.data.calibration`.
 
 Local copies sit under one data directory, named as the official releases name them:
 
@@ -14,7 +14,7 @@ Local copies sit under one data directory, named as the official releases name t
     boolq/{train,dev}.jsonl
 
 Without a data directory the `datasets` library (imported lazily) loads the Hub copies. Names, layouts,
-Hub ids and record parsers come from the dataset registry (lib.dataset_specs).
+Hub ids and record parsers come from the dataset registry (lib.data.registry).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib import dataset_specs
-from lib.dataset_specs import SPLITS, DataError, require_field
+from lib.core.paths import chosen_data_dir
+from lib.data import registry
+from lib.data.registry import SPLITS, DataError, require_field
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +58,14 @@ class Corpus:
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     """The local data directory: `data_dir`, else env WANDA_DATA_DIR, else None (= the Hub)."""
-    chosen = data_dir if data_dir not in (None, "") else os.environ.get("WANDA_DATA_DIR") or None
+    chosen = chosen_data_dir(data_dir)
     if chosen is None:
         return None
     path = Path(chosen).expanduser()
     if not path.is_dir():
         raise DataError(
             f"data directory {str(path)!r} does not exist; pass a folder laid out as "
-            f"{', '.join(spec.layout for spec in dataset_specs.DATASETS.values())} (e.g. sample_data), or omit --data_dir to use the Hub"
+            f"{', '.join(spec.layout for spec in registry.DATASETS.values())} (e.g. sample_data), or omit --data_dir to use the Hub"
         )
     return path
 
@@ -113,12 +114,12 @@ def not_utf8(path: Path, err: UnicodeDecodeError) -> DataError:
 
 
 def _hub(dataset: str) -> tuple[str, str | None]:
-    return dataset_specs.get(dataset).hub
+    return registry.get(dataset).hub
 
 
 def _missing(dataset: str, data_dir: Path, what: str) -> DataError:
     return DataError(
-        f"{what} for {dataset} is missing under {data_dir}; expected {dataset_specs.get(dataset).layout} "
+        f"{what} for {dataset} is missing under {data_dir}; expected {registry.get(dataset).layout} "
         f"(official file names), or omit --data_dir to load {_hub(dataset)[0]} from the Hub"
     )
 
@@ -128,7 +129,7 @@ def _missing(dataset: str, data_dir: Path, what: str) -> DataError:
 
 def _load_hub(dataset: str, split: str, data_files: dict[str, str] | None = None):
     """One split of a registered dataset's Hub copy via `datasets`; network failures become a single DataError."""
-    spec = dataset_specs.get(dataset)
+    spec = registry.get(dataset)
     return load_hub_split(dataset, *spec.hub, split, spec.layout, data_files)
 
 
@@ -352,7 +353,7 @@ def task_examples(task: str, split: str, data_dir: Path | None) -> tuple[list[di
 
     The returned list is shared with later calls: treat it as read-only.
     """
-    spec = dataset_specs.get(task, "examples")
+    spec = registry.get(task, "examples")
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)} (eval = the official dev/test split)")
     local_name, hub_split = spec.files[split]

@@ -21,7 +21,7 @@ import torch
 from lib.core.cli import (OneLineParser, add_dataclass_arguments, check_range, dataclass_values, run_or_fail,
                           seed_everything, setup_logging)
 from lib.data import check_sources, dataset_names, get_loaders, parse_mixture
-from lib.masks import DEFAULT_RATIOS
+from lib.pruning.masks import DEFAULT_RATIOS
 from lib.tiered.tier_map import TIER_NAMES
 from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, model_label, save_model,
                                 saved_size_estimate)
@@ -33,7 +33,7 @@ from lib.core.outputs import Output, claim_outputs
 from lib.models.loading import run_inputs
 from lib.core.errors import OutputError
 from lib.core.writes import atomic_dir
-from lib.prune import PruneConfig, check_block_fits, prune_model
+from lib.pruning.driver import PruneConfig, check_block_fits, prune_model
 from lib.core.results import Timer, environment_info, write_json
 from lib.tasks import perplexity_report
 from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration_packing", choices=("concat", "none"), default="concat",
                    help="concat: pack examples into full seqlen samples (default); none: one example per sample")
     p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
-    add_dataclass_arguments(p, PruneConfig, "pruning (lib.prune.PruneConfig)")
+    add_dataclass_arguments(p, PruneConfig, "pruning (lib.pruning.driver.PruneConfig)")
     p.set_defaults(ratios=None)  # None: not given, so that the fork's three ratio flags can stand in
     p.add_argument("--top_dense_ratio", type=float, default=None, help="alias: first of --sparsity_ratios")
     p.add_argument("--mid_2_4_ratio", type=float, default=None, help="alias: second of --sparsity_ratios")
@@ -183,7 +183,7 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
                 f.write(f"{report['method']}\t{sparsity['sparsity']:.4f}\t{ppl['ppl'] if ppl else float('nan'):.4f}\n")
             if result.tier_maps:
                 save_tier_maps(out / TIER_MAP_FILE, result.tier_maps, metadata)
-                from lib.plots import plot_tier_maps
+                from lib.pruning.report import plot_tier_maps
 
                 plot_tier_maps(result.tier_maps, out / "tier_map.png", title=f"{args.model} {report['method']}")
         logger.info("results written to %s", args.save)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from lib.tiered.matmul import tiered_matmul
 from lib.tiered.tier_map import NM
-from lib.masks import expand_tier_map, nm_keep, three_tier_mask
+from lib.pruning.masks import expand_tier_map, nm_keep, three_tier_mask
 from lib.tiered.format import encode_tiered
 
 BATCHES = (1, 64)

@@ -11,13 +11,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import lib.prune
+import lib.pruning.driver
 import main_block_three_tier as cli
 from conftest import SAMPLE_DATA
-from lib.masks import tier_counts
+from lib.pruning.masks import tier_counts
 from lib.models.arch import decoder_layers_path, decoder_linears, get_decoder_layers, measure_sparsity
-from lib.capture import capture_layer_inputs, run_layer
-from lib.prune import PruneConfig, prune_model
+from lib.pruning.capture import capture_layer_inputs, run_layer
+from lib.pruning.driver import PruneConfig, prune_model
 from test_masks import check_structure
 
 WINDOW = 8  # sliding window of every config that has one; samples are 3x longer
@@ -108,13 +108,13 @@ def test_driver_with_nothing_pruned_matches_the_forward(arch, monkeypatch):
     batch_ids = [torch.cat(ids[:2]), torch.cat(ids[2:4]), ids[4], ids[5]]
     reference = [reference_outputs(model, b) for b in batch_ids]
     propagated = []
-    real_run_layer = lib.prune.run_layer
+    real_run_layer = lib.pruning.driver.run_layer
 
     def recording_run_layer(layer, batches):
         propagated.append(real_run_layer(layer, batches))
         return propagated[-1]
 
-    monkeypatch.setattr(lib.prune, "run_layer", recording_run_layer)
+    monkeypatch.setattr(lib.pruning.driver, "run_layer", recording_run_layer)
     before = {n: p.clone() for n, p in model.named_parameters()}
     prune_model(model, ids, PruneConfig(ratios=(1, 0, 0), calib_batch_size=2), progress=False)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), "ratios 1 0 0 prune nothing"

@@ -112,9 +112,9 @@ def test_interrupted_run_leaves_no_result(tiny_llama_dir, tmp_path, monkeypatch)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "plot_tier_maps", boom, raising=False)
-    import lib.plots
+    import lib.pruning.report
 
-    monkeypatch.setattr(lib.plots, "plot_tier_maps", boom)
+    monkeypatch.setattr(lib.pruning.report, "plot_tier_maps", boom)
     with pytest.raises(SystemExit) as exit_info:  # issue 23: one line and 128 + SIGINT, no traceback
         cli.main(["--model", str(tiny_llama_dir), *BASE, "--no_eval", "--save", str(tmp_path / "r")])
     assert exit_info.value.code == 130

@@ -63,7 +63,7 @@ def test_pruning_flags_come_from_prune_config():
     import dataclasses
 
     import main_block_three_tier as cli
-    from lib.prune import PruneConfig
+    from lib.pruning.driver import PruneConfig
 
     parser = cli.build_parser()
     args = parser.parse_args([])

@@ -37,7 +37,7 @@ from conftest import REPO, SAMPLE_DATA, make_llama, make_tokenizer
 from lib.tiered.tier_map import DENSE, TOPK
 from lib.models.arch import decoder_linear_weights
 from lib.models.loading import load_model
-from lib.prune import PruneConfig, prune_model
+from lib.pruning.driver import PruneConfig, prune_model
 from lib.sparse_training import tensors_sha256
 from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
 from lib.tiered.format import TieredFormatError

@@ -18,7 +18,7 @@ from lib.finetune import main
 from lib.finetune_args import check_precision, parse_args
 from lib.finetune_data import IGNORE_INDEX, PadCollator, encode_prompt_target
 from lib.sparse_training import SparsityCallback, SparsityMask, tensors_sha256
-from lib.masks import three_tier_mask
+from lib.pruning.masks import three_tier_mask
 from lib.models.arch import find_linears, get_decoder_layers
 from lib.data.prompts import NO_ANSWER, squad_prompt
 from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps

@@ -7,7 +7,7 @@ import torch
 
 from lib.tiered.matmul import tiered_matmul
 from lib.tiered.tier_map import DENSE, NM, TOPK
-from lib.masks import three_tier_mask
+from lib.pruning.masks import three_tier_mask
 from lib.tiered.format import decode_tiered, encode_tiered
 
 

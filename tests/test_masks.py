@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from lib.tiered.tier_map import DENSE, NM, TOPK
-from lib.masks import (assign_tiers, block_mean_scores, expand_tier_map, nm_keep, three_tier_keep, three_tier_mask,
-                       tier_counts, tier_histogram, topk_block_keep, unstructured_keep, wanda_score)
+from lib.pruning.masks import (assign_tiers, block_mean_scores, expand_tier_map, nm_keep, three_tier_keep,
+                               three_tier_mask, tier_counts, tier_histogram, topk_block_keep, unstructured_keep,
+                               wanda_score)
 
 
 def check_structure(keep, tier_map, block_size, k):
@@ -140,7 +141,7 @@ def test_tier_counts_floor_is_robust_to_float_error():
 
 
 def test_row_balanced_tiers_hand_worked():
-    from lib.masks import assign_tiers_row_balanced
+    from lib.pruning.masks import assign_tiers_row_balanced
 
     scores = torch.tensor([[9.0, 8, 7, 6], [1, 2, 3, 4], [5, 0, 0, 0]])
     # round-robin over rows: every row's best block first (dense), then every row's second best (2:4)
@@ -151,7 +152,7 @@ def test_row_balanced_tiers_hand_worked():
 
 @pytest.mark.parametrize("shape", [(64, 64), (100, 90), (37, 50)])
 def test_row_balanced_counts_exact_and_even(shape):
-    from lib.masks import assign_tiers_row_balanced
+    from lib.pruning.masks import assign_tiers_row_balanced
 
     torch.manual_seed(0)
     scores = block_mean_scores(torch.rand(shape), 16)

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from lib.tiered.tier_map import TIER_NAMES
-from lib.masks import expand_tier_map, tier_counts
+from lib.pruning.masks import expand_tier_map, tier_counts
 from lib.models.arch import find_linears, get_decoder_layers
-from lib.capture import capture_layer_inputs, run_layer
+from lib.pruning.capture import capture_layer_inputs, run_layer
 from lib.models.arch import measure_sparsity
-from lib.prune import PruneConfig, profile_model, prune_model
+from lib.pruning.driver import PruneConfig, profile_model, prune_model
 from test_masks import check_structure
 
 from conftest import make_llama, make_opt
@@ -125,9 +125,9 @@ def test_shared_profile_gives_the_same_model(method):
 
 def test_profile_takes_one_forward_and_equals_stats_then_outputs(monkeypatch):
     """The profile's single dense forward per layer gives what collect_stats followed by run_layer give."""
-    import lib.prune as prune
-    from lib.masks import block_mean_scores, wanda_score
-    from lib.stats import ActNormStats
+    from lib.pruning import driver as prune
+    from lib.pruning.masks import block_mean_scores, wanda_score
+    from lib.pruning.stats import ActNormStats
 
     model, ids, config = make_llama(), samples(), PruneConfig(owl=True, calib_batch_size=4, profile_nsamples=None)
     hidden, layer_args = capture_layer_inputs(model, ids, 4)
@@ -206,7 +206,7 @@ def test_tier_names_order():
 
 
 def test_owl_shifts_stay_exact_when_clamped():
-    from lib.allocation import shifted_ratios
+    from lib.pruning.allocation import shifted_ratios
 
     base = [(0.35, 0.45, 0.2)] * 3
     out = shifted_ratios(base, [0.3, -0.1, -0.2], [100, 100, 100])  # layer 0 can take only 0.2 more dense

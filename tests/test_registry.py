@@ -143,8 +143,8 @@ def test_an_evaluation_field_without_evaluate_is_refused():
 @pytest.fixture
 def toy_score(monkeypatch):
     """A score registered for the test only: the negated magnitude, so pruning keeps the smallest weights."""
-    from lib.pruning_methods import SCORES, Score
-    from lib.stats import ActNormStats
+    from lib.pruning.methods import SCORES, Score
+    from lib.pruning.stats import ActNormStats
 
     calls = []
 
@@ -187,8 +187,8 @@ def test_registered_score_and_dataset_run_the_pruning_cli_and_evaluation(
 def test_each_pattern_is_one_lookup_with_its_own_rule():
     import torch
 
-    from lib.prune import PruneConfig, _chunk_selector
-    from lib.pruning_methods import PATTERNS
+    from lib.pruning.driver import PruneConfig, _chunk_selector
+    from lib.pruning.methods import PATTERNS
 
     score = torch.rand(32, 64, generator=torch.Generator().manual_seed(0))
     kept = {}

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lib.masks import ria_score
-from lib.prune import PruneConfig, prune_model
-from lib.pruning_methods import PATTERNS
+from lib.pruning.masks import ria_score
+from lib.pruning.driver import PruneConfig, prune_model
+from lib.pruning.methods import PATTERNS
 from conftest import make_llama
 
 

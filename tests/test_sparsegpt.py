@@ -5,13 +5,13 @@ import functools
 import pytest
 import torch
 
-from lib.masks import (assign_tiers, block_mean_scores, nm_keep, three_tier_keep, tier_counts, unstructured_keep,
-                       wanda_score)
+from lib.pruning.masks import (assign_tiers, block_mean_scores, nm_keep, three_tier_keep, tier_counts,
+                               unstructured_keep, wanda_score)
 from lib.models.arch import decoder_layers_path, find_linears, get_decoder_layers
-from lib.capture import capture_layer_inputs, run_layer
-from lib.prune import PruneConfig, _chunk_selector, prune_model
-from lib.sparsegpt import inverse_hessian_factor, sparsegpt_reconstruct
-from lib.stats import ActNormStats, HessianStats
+from lib.pruning.capture import capture_layer_inputs, run_layer
+from lib.pruning.driver import PruneConfig, _chunk_selector, prune_model
+from lib.pruning.sparsegpt import inverse_hessian_factor, sparsegpt_reconstruct
+from lib.pruning.stats import ActNormStats, HessianStats
 from test_masks import check_structure
 
 from conftest import make_llama, make_opt

@@ -10,9 +10,9 @@ import torch
 from conftest import make_llama, make_tokenizer
 from lib.tiered.cost import bitmask_cost, model_cost, tiered_cost
 from lib.tiered.tier_map import DENSE, NM, TOPK
-from lib.masks import three_tier_mask
+from lib.pruning.masks import three_tier_mask
 from lib.models.arch import decoder_linear_weights
-from lib.prune import PruneConfig, prune_model
+from lib.pruning.driver import PruneConfig, prune_model
 from lib.tiered.format import decode_bitmask, decode_tiered, encode_bitmask, encode_tiered
 from lib.tiered.checkpoint import COMPRESSED_FILE, encode_state_dict, load_tiered_model, save_compressed
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from lib.tiered.tier_map import DENSE, NM, TOPK
-from lib.masks import rank_blocks, tier_counts
+from lib.pruning.masks import rank_blocks, tier_counts
 
 Counts = tuple[int, int, int]  # (dense, 2:4, top-k) blocks
 Ratios = tuple[float, float, float]

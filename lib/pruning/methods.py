@@ -1,11 +1,11 @@
 """Registries of pruning scores and sparsity patterns: a new score or pattern is one entry.
 
-A `Score` says which input statistic of each Linear it needs (a lib.stats accumulator class,
+A `Score` says which input statistic of each Linear it needs (a lib.pruning.stats accumulator class,
 None for weights only) and how it turns weight [O, I] + statistic into an importance [O, I]
 (float32, larger = keep). `reconstruct=True` marks a method that, besides ranking, rewrites the
 kept weights (SparseGPT: OBS updates under the same pattern). A `Pattern` gives the mask rule
-for a chunk of columns (see lib.sparsegpt.ChunkSelector) and the chunk width; the driver in
-lib.prune applies it to whole matrices (Wanda, magnitude, ...) or chunk by chunk (SparseGPT),
+for a chunk of columns (see lib.pruning.sparsegpt.ChunkSelector) and the chunk width; the driver in
+lib.pruning.driver applies it to whole matrices (Wanda, magnitude, ...) or chunk by chunk (SparseGPT),
 so every score and SparseGPT run over every pattern.
 
 Register from outside `lib` the same way: `SCORES["mine"] = Score(ActNormStats, my_score, "...")`.
@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 import torch
 
-from lib.masks import nm_keep, ria_score, three_tier_keep, unstructured_keep, wanda_score
-from lib.sparsegpt import ChunkSelector
-from lib.stats import ActNormStats, HessianStats
+from lib.pruning.masks import nm_keep, ria_score, three_tier_keep, unstructured_keep, wanda_score
+from lib.pruning.sparsegpt import ChunkSelector
+from lib.pruning.stats import ActNormStats, HessianStats
 
 
 @dataclass(frozen=True)

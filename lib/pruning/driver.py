@@ -1,6 +1,6 @@
 """The one layer-wise pruning driver, shared by every method and sparsity type.
 
-Flow (Wanda / SparseGPT): capture (`lib.capture`), per calibration batch, the first decoder layer's
+Flow (Wanda / SparseGPT): capture (`lib.pruning.capture`), per calibration batch, the first decoder layer's
 hidden states and, for *every* layer, the other arguments the model passes to it
 (attention mask and rotary embeddings of the layer's own type: sliding-window and global
 layers get different ones); then for each layer: stream the calibration batches through
@@ -23,16 +23,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lib import allocation
+from lib.pruning import allocation
 from lib.core.cli import check_finite_fields
-from lib.masks import (DEFAULT_RATIOS, INTRA_BLOCK_ALIASES, INTRA_BLOCK_SCORES, assign_tiers, assign_tiers_row_balanced,
-                       block_mean_scores, check_block_size, check_ratios, tier_counts, tier_histogram)
+from lib.pruning.masks import (DEFAULT_RATIOS, INTRA_BLOCK_ALIASES, INTRA_BLOCK_SCORES, assign_tiers,
+                               assign_tiers_row_balanced, block_mean_scores, check_block_size, check_ratios,
+                               tier_counts, tier_histogram)
 from lib.models.arch import decoder_layers_path, decoder_linears, find_linears, get_decoder_layers, unpruned_weights
-from lib.capture import Captured, LayerInput, capture_layer_inputs, hidden_output, layer_device, run_layer, to_device
+from lib.pruning.capture import (Captured, LayerInput, capture_layer_inputs, hidden_output, layer_device, run_layer,
+                                 to_device)
 from lib.core.results import Timer
-from lib.pruning_methods import PATTERNS, SCORES, pattern_names, score_names
-from lib.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
-from lib.stats import ActNormStats, HessianStats
+from lib.pruning.methods import PATTERNS, SCORES, pattern_names, score_names
+from lib.pruning.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
+from lib.pruning.stats import ActNormStats, HessianStats
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +50,9 @@ class PruneConfig:
     """
 
     sparsity_type: str = field(default="three_tier", metadata={
-        "choices": pattern_names, "help": "sparsity pattern (lib.pruning_methods.PATTERNS)"})
+        "choices": pattern_names, "help": "sparsity pattern (lib.pruning.methods.PATTERNS)"})
     prune_method: str = field(default="wanda", metadata={
-        "choices": score_names, "help": "what ranks the weights (lib.pruning_methods.SCORES); sparsegpt also "
+        "choices": score_names, "help": "what ranks the weights (lib.pruning.methods.SCORES); sparsegpt also "
                                         "reconstructs the kept ones"})
     sparsity_ratio: float = field(default=0.5, metadata={"help": "sparsity for --sparsity_type unstructured"})
     ratios: tuple[float, float, float] = field(default=DEFAULT_RATIOS, metadata={
@@ -179,7 +181,7 @@ def collect_stats(layer: nn.Module, batches: list[LayerInput], stats_class: type
 
 
 def _scores(linears: dict[str, nn.Linear], stats: dict[str, Any] | None, method: str) -> dict[str, torch.Tensor]:
-    """Importance [O, I] float32 per Linear: the registered score of `method` (lib.pruning_methods.SCORES)."""
+    """Importance [O, I] float32 per Linear: the registered score of `method` (lib.pruning.methods.SCORES)."""
     score = SCORES[method].score
     return {n: score(m.weight, stats[n] if stats is not None else None) for n, m in linears.items()}
 

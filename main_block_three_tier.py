@@ -28,14 +28,14 @@ from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, mo
 from lib.core.errors import ModelLoadError
 from lib.models.arch import decoder_linear_weights, measure_sparsity
 from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
-from lib.perplexity import perplexity, window_count
+from lib.eval.perplexity import perplexity, window_count
 from lib.core.outputs import Output, claim_outputs
 from lib.models.loading import run_inputs
 from lib.core.errors import OutputError
 from lib.core.writes import atomic_dir
 from lib.pruning.driver import PruneConfig, check_block_fits, prune_model
 from lib.core.results import Timer, environment_info, write_json
-from lib.tasks import perplexity_report
+from lib.eval.runner import perplexity_report
 from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
 from lib.tiered.checkpoint import add_verify_flag, save_compressed
 

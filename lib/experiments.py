@@ -27,13 +27,13 @@ from lib.experiment_rows import (  # noqa: F401 (data_label, load_rows, recorded
     recorded_flags,
     step_times,
 )
-from lib.task_report import pairing
+from lib.eval.report import pairing
 from lib.core.uncertainty import mean_sd, paired_bootstrap
 
 BOOTSTRAP_RESAMPLES = 2000
 MARK = "*"  # after a difference whose 95% interval excludes 0
 KIND_ORDER = ("ppl", "pct", "nll")  # the main table: perplexities, then scores, then answer NLLs
-SUITE_METRICS = (("zeroshot", "mean_acc", "Zero-shot mean acc", "pct"),)  # lib.zeroshot.SUITE's mean accuracy
+SUITE_METRICS = (("zeroshot", "mean_acc", "Zero-shot mean acc", "pct"),)  # lib.eval.tasks.zeroshot.SUITE's mean accuracy
 
 
 def summary_metrics() -> tuple[tuple[str, str, str, str], ...]:

@@ -50,7 +50,7 @@ from lib.pruning.masks import DEFAULT_RATIOS
 from lib.models.arch import decoder_linear_weights, measure_sparsity
 from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model
 from lib.models.checks import effective_seqlen, given_seqlen
-from lib.perplexity import perplexity, window_count
+from lib.eval.perplexity import perplexity, window_count
 from lib.pruning.driver import PruneConfig, profile_model, prune_model
 from lib.core.outputs import Output, check_outputs
 from lib.models.loading import run_inputs

@@ -109,9 +109,9 @@ def run_lm_eval(args: argparse.Namespace, limits: dict[str, int | None], save) -
 
 
 def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> dict:
-    """lib.zeroshot on the same rows."""
+    """lib.eval.tasks.zeroshot on the same rows."""
     from lib.models.loading import load_model
-    from lib.zeroshot import evaluate_task, get_task, load_records
+    from lib.eval.tasks.zeroshot import evaluate_task, get_task, load_records
 
     model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
     report = {}

@@ -36,9 +36,9 @@ from lib.core.errors import OutputError
 from lib.core.writes import write_output_json
 from lib.core.results import environment_info
 from lib.data import registry
-from lib.tasks import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
-                       perplexity_tasks, task_names)
-from lib.lm_eval_backend import BackendError, require_lm_eval
+from lib.eval.runner import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
+                             perplexity_tasks, task_names)
+from lib.eval.lm_eval_backend import BackendError, require_lm_eval
 from lib.tiered.checkpoint import DTYPES, add_verify_flag
 
 logger = logging.getLogger("eval_tasks")
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> Path:
 
 def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_tokens, nll_limit, data=None,
                        explicit_seqlen: bool = True) -> Path:
-    """Load the model, evaluate every task on `data` (`lib.tasks.load_task_data`; None: read here) and
+    """Load the model, evaluate every task on `data` (`lib.eval.runner.load_task_data`; None: read here) and
     write the report to `output` (claimed by `run`)."""
     seed_everything(args.seed)
     start = time.perf_counter()

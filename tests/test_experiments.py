@@ -47,7 +47,7 @@ sys.path.insert(0, repo)
 import torch, transformers  # the imports every step repeats
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments
 import transformers.models.llama.modeling_llama
-import lib.data, lib.experiments, lib.finetune, lib.models.loading, lib.pruning.driver, lib.task_evals, lib.tasks
+import lib.data, lib.experiments, lib.finetune, lib.models.loading, lib.pruning.driver, lib.eval.tasks.examples, lib.eval.runner
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot
@@ -398,7 +398,7 @@ ALTERNATE = [0.5, -0.5] * 4  # window NLL offsets with mean 0
 
 
 def eval_report(ppl: float, per_example: dict[str, dict[str, list[float]]], limit: int = 32) -> dict:
-    """The key layout of scripts/eval_tasks.py (lib/tasks.py): metrics are the means of the per-example lists
+    """The key layout of scripts/eval_tasks.py (lib/eval/runner.py): metrics are the means of the per-example lists
     (ids "0", "1", ...), perplexity exp(mean) of log(ppl) + ALTERNATE window NLLs, fractions in [0, 1]."""
     per_example = {"wikitext2": {"nll": [math.log(ppl) + d for d in ALTERNATE]}, **per_example}
     per_example["squad"]["answer_tokens"] = [3.0] * len(per_example["squad"]["answer_nll"])

@@ -349,7 +349,7 @@ def test_repeated_calibration_rows_warn_once(cache, tmp_path, tokenizer, caplog)
 
 
 def test_capped_num_fewshot_warns_once(caplog):
-    from lib.tasks import load_task_data
+    from lib.eval.runner import load_task_data
 
     with caplog.at_level("WARNING"):
         data = load_task_data(["gsm8k"], SAMPLE_DATA, limit=1, num_fewshot=100000)

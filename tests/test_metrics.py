@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lib.metrics import (
-    exact_match,
-    extract_flexible,
-    extract_strict,
-    gsm8k_gold,
-    gsm8k_scores,
-    normalize_answer,
-    normalize_number,
-    squad_scores,
-    squad_summary,
-    token_f1,
-)
+from lib.eval.metrics import (exact_match, extract_flexible, extract_strict, gsm8k_gold, gsm8k_scores, normalize_answer,
+                              normalize_number, squad_scores, squad_summary, token_f1)
 from lib.data.prompts import NO_ANSWER
 
 

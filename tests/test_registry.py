@@ -75,7 +75,7 @@ TOY_QA_TRAIN = [{"q": "first solved", "a": "first"}, {"q": "second solved", "a":
 def _toy_qa_evaluate(model, tokenizer, examples, *, nll_examples, max_new_tokens, fewshot_examples, batch_size,
                      log_samples, progress):
     """An answer is right when it is a word of its question; the counts record what the dispatcher passed."""
-    from lib.task_report import by_id, example_ids, with_stderr
+    from lib.eval.report import by_id, example_ids, with_stderr
 
     ids = example_ids(examples)
     per_example = {"match": by_id(ids, [ex["a"] in ex["q"].split() for ex in examples])}
@@ -109,7 +109,7 @@ def toy_task(monkeypatch, tmp_path):
 def test_registered_evaluation_task_runs_through_eval_tasks(toy_task, tiny_llama_dir, tiny_llama, tokenizer, tmp_path,
                                                             capsys):
     from lib.experiments import behaviour_metrics, summary_metrics
-    from lib.tasks import evaluate_tasks, nll_tasks, task_names
+    from lib.eval.runner import evaluate_tasks, nll_tasks, task_names
     from scripts.eval_tasks import build_parser, main as eval_main
 
     assert "toyqa" in task_names() and "toyqa" in nll_tasks() and "toyqa" in build_parser().format_help()

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-import lib.scoring
-from lib.perplexity import perplexity
-from lib.scoring import final_hidden_states, score_tokens
+import lib.eval.scoring
+from lib.eval.perplexity import perplexity
+from lib.eval.scoring import final_hidden_states, score_tokens
 
 from conftest import make_llama, make_opt
 
@@ -45,7 +45,7 @@ def reference_perplexity(model, input_ids, seqlen, batch_size):
 
 @pytest.mark.parametrize("arch", MAKERS)
 def test_perplexity_equals_full_logits(arch, monkeypatch):
-    monkeypatch.setattr(lib.scoring, "LOGITS_PER_CHUNK", 400 * 7)  # 7 positions per chunk: chunks cross windows
+    monkeypatch.setattr(lib.eval.scoring, "LOGITS_PER_CHUNK", 400 * 7)  # 7 positions per chunk: chunks cross windows
     model = MAKERS[arch]()
     ids = torch.randint(4, 400, (1, 5 * 32 + 9), generator=torch.Generator().manual_seed(1))
     nll, per_window = reference_perplexity(model, ids, 32, batch_size=2)
@@ -58,7 +58,7 @@ def test_perplexity_equals_full_logits(arch, monkeypatch):
 
 @pytest.mark.parametrize("arch", MAKERS)
 def test_score_tokens_equals_log_softmax_of_the_model_logits(arch, monkeypatch):
-    monkeypatch.setattr(lib.scoring, "LOGITS_PER_CHUNK", 400 * 3)
+    monkeypatch.setattr(lib.eval.scoring, "LOGITS_PER_CHUNK", 400 * 3)
     model = MAKERS[arch]()
     ids = torch.randint(4, 400, (2, 12), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from conftest import REPO, make_llama, make_opt
-from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
+from lib.eval.generation import continuation_logprobs, generate_greedy, next_token_logprobs
 from lib.data.prompts import NO_ANSWER, boolq_prompt
-from lib.perplexity import perplexity
+from lib.eval.perplexity import perplexity
 from lib.core.uncertainty import mean_stderr
-from lib.task_evals import answer_nll, evaluate_boolq, evaluate_gsm8k, evaluate_squad, gsm8k_fewshot_prefix
-from lib.tasks import check_tasks, evaluate_tasks, perplexity_report, task_limit
+from lib.eval.tasks.examples import answer_nll, evaluate_boolq, evaluate_gsm8k, evaluate_squad, gsm8k_fewshot_prefix
+from lib.eval.runner import check_tasks, evaluate_tasks, perplexity_report, task_limit
 
 PROMPTS = [
     "The quick brown fox",
@@ -144,11 +144,11 @@ def test_next_token_logprobs_match_single_token_continuations(tiny_llama, tokeni
 
 
 def test_boolq_single_token_choices_use_one_forward(tiny_llama, tokenizer, monkeypatch):
-    import lib.task_evals
+    import lib.eval.tasks.examples
 
     # " dog" / " yes" are single tokens of the tiny tokenizer (its " no" is two, which takes the other path).
-    monkeypatch.setattr(lib.task_evals, "BOOLQ_CHOICES", (" dog", " yes"))
-    monkeypatch.setattr(lib.task_evals, "continuation_logprobs", None)  # the two-pass path must not run
+    monkeypatch.setattr(lib.eval.tasks.examples, "BOOLQ_CHOICES", (" dog", " yes"))
+    monkeypatch.setattr(lib.eval.tasks.examples, "continuation_logprobs", None)  # the two-pass path must not run
     handle = force_tokens(tiny_llama, tokenizer(" yes", add_special_tokens=False).input_ids)
     try:
         result = evaluate_boolq(tiny_llama, tokenizer, BOOLQ, batch_size=3, progress=False)

@@ -7,26 +7,14 @@ import math
 
 import pytest
 
-import lib.zeroshot_tasks  # noqa: F401  (the built-in specs are registered before a test swaps the registry)
 from conftest import make_llama
-from lib import zeroshot
+from lib.eval.tasks import zeroshot, zeroshot_registry  # zeroshot registers the built-in specs on import
 from lib.data import DataError
-from lib.generation import continuation_logprobs
-from lib.tasks import evaluate_tasks
-from lib.zeroshot import (
-    Question,
-    ZeroShotTask,
-    choice_metrics,
-    evaluate_task,
-    get_task,
-    load_records,
-    parse_records,
-    register,
-    shared_context,
-    shared_continuation,
-    suite_mean,
-    summarize,
-)
+from lib.eval.generation import continuation_logprobs
+from lib.eval.runner import evaluate_tasks
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_context, shared_continuation
+from lib.eval.tasks.zeroshot import (choice_metrics, evaluate_task, get_task, load_records, parse_records, suite_mean,
+                                     summarize)
 
 
 def _toy_parse(record: dict) -> Question:
@@ -47,7 +35,7 @@ TOY_ROWS = [
 @pytest.fixture
 def toy_registry(monkeypatch, tmp_path):
     """A registry holding only TOY, with its rows under tmp_path/toy/validation.jsonl."""
-    monkeypatch.setattr(zeroshot, "_REGISTRY", {})
+    monkeypatch.setattr(zeroshot_registry, "_REGISTRY", {})
     register(TOY)
     (tmp_path / "toy").mkdir()
     (tmp_path / "toy" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TOY_ROWS))
@@ -195,7 +183,7 @@ def test_suite_boolq_equals_the_toolkit_boolq_task(tokenizer):
     """Same prompt, same " no"/" yes" continuations: `--tasks boolq` accuracy == the suite's boolq acc."""
     from conftest import SAMPLE_DATA
     from lib.data import load_task_examples
-    from lib.task_evals import evaluate_boolq
+    from lib.eval.tasks.examples import evaluate_boolq
 
     model = make_llama()
     task = get_task("boolq")

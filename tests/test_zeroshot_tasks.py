@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conftest import SAMPLE_DATA
-from lib.zeroshot import get_task, load_records, parse_records
+from lib.eval.tasks.zeroshot import get_task, load_records, parse_records
 
 
 def parse(name: str, record: dict):

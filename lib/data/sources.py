@@ -212,7 +212,7 @@ def wikitext2_lines(split: str, data_dir: Path | None) -> Corpus:
 # ---------------------------------------------------------------- C4
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a .jsonl / .json(l).gz file."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -246,7 +246,7 @@ def _c4_files(data_dir: Path, split: str) -> list[Path]:
 
 def _c4_local(files: list[Path]) -> Corpus:
     texts = _parsed("c4", files, lambda: [
-        require_field(record, "text", str, f"{path}:{lineno}") for path in files for lineno, record in _read_jsonl(path)
+        require_field(record, "text", str, f"{path}:{lineno}") for path in files for lineno, record in read_jsonl(path)
     ])
     origin = "|".join(file_origin(p) for p in files)
     return Corpus(texts, origin, "+".join(f"c4/{p.name}" for p in files))
@@ -340,7 +340,7 @@ def _task_local(spec, path: Path) -> list[dict]:
         if spec.read_file is not None:
             examples = spec.read_file(path)
         else:
-            examples = [spec.parse_record(record, f"{path}:{lineno}") for lineno, record in _read_jsonl(path)]
+            examples = [spec.parse_record(record, f"{path}:{lineno}") for lineno, record in read_jsonl(path)]
         if not examples:
             raise DataError(f"{path} has no examples; pass the official {spec.display} file ({spec.layout})")
         return examples

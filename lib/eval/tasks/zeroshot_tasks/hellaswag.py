@@ -2,7 +2,7 @@
 
 import re
 
-from lib.zeroshot import Question, ZeroShotTask, register, shared_context
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_context
 
 
 def preprocess(text: str) -> str:

@@ -1,6 +1,6 @@
 """RTE (GLUE), lm-eval `rte`: "{sentence1}\\nQuestion: {sentence2} True or False?\\nAnswer:", choices True / False."""
 
-from lib.zeroshot import Question, ZeroShotTask, register, shared_context
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_context
 
 
 def parse(record: dict) -> Question:

@@ -1,7 +1,7 @@
 """The optional lm-evaluation-harness backend of scripts/eval_tasks.py (--backend lm-eval).
 
 lm-eval loads its own copies of the datasets (from the Hub or its cache), so this needs network
-access or a warm HF datasets cache; `--backend ours` (lib.tasks) evaluates offline from --data_dir.
+access or a warm HF datasets cache; `--backend ours` (lib.eval.runner) evaluates offline from --data_dir.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Choice i is the sentence up to the blank with option i filled in; both choices a
 same continuation, the rest of the sentence after the blank.
 """
 
-from lib.zeroshot import Question, ZeroShotTask, register, shared_continuation
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_continuation
 
 
 def parse(record: dict) -> Question:

@@ -5,7 +5,7 @@ adds BoolQ to the suite with lm-eval's metric names and stderr.
 """
 
 from lib.data.prompts import boolq_prompt
-from lib.zeroshot import Question, ZeroShotTask, register, shared_context
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_context
 
 
 def parse(record: dict) -> Question:

@@ -1,6 +1,6 @@
 """OpenBookQA (Mihaylov et al., 2018), lm-eval `openbookqa`: the bare question stem, choices the answer texts."""
 
-from lib.zeroshot import Question, ZeroShotTask, register, shared_context
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_context
 
 
 def parse(record: dict) -> Question:

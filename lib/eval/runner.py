@@ -1,11 +1,11 @@
 """Task evaluation: perplexity of the text datasets, the example tasks and the zero-shot suite.
 
 `evaluate_tasks` runs several tasks, each returning a task report
-(`lib.task_report`: {"metrics", "counts", "per_example", "samples"}, a `m_stderr` beside every
+(`lib.eval.report`: {"metrics", "counts", "per_example", "samples"}, a `m_stderr` beside every
 metric `m`). A perplexity task is any registered text dataset (`lib.data.registry`); an example
 task is any registered example dataset with an `evaluate` (SQuAD v2, GSM8K and BoolQ:
-`lib.task_evals`), which gets the options its spec declares; SUITE ("zeroshot") is
-`lib.zeroshot`'s multiple-choice suite. The data of every task is read and validated first
+`lib.eval.tasks.examples`), which gets the options its spec declares; SUITE ("zeroshot") is
+`lib.eval.tasks.zeroshot`'s multiple-choice suite. The data of every task is read and validated first
 (`load_task_data`, no model needed), and every perplexity text tokenized and counted in windows,
 so a bad file fails before any task is evaluated. Nothing here prints or writes files.
 
@@ -25,13 +25,13 @@ from torch import nn
 from lib.data import registry
 from lib.data.calibration import get_eval_tokens
 from lib.data.sources import load_task_examples, resolve_data_dir
-from lib.lm_eval_backend import LM_EVAL_TASKS, evaluate_lm_eval
-from lib.perplexity import perplexity, window_count
+from lib.eval.lm_eval_backend import LM_EVAL_TASKS, evaluate_lm_eval
+from lib.eval.perplexity import perplexity, window_count
 from lib.core.results import Timer
-from lib.task_evals import EVALUATORS
-from lib.task_report import by_id
+from lib.eval.tasks.examples import EVALUATORS
+from lib.eval.report import by_id
 from lib.core.uncertainty import mean_stderr, ppl_interval
-from lib.zeroshot import SUITE, evaluate_suite, load_suite_records
+from lib.eval.tasks.zeroshot import SUITE, evaluate_suite, load_suite_records
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def perplexity_tasks() -> tuple[str, ...]:
 
 
 def example_tasks() -> tuple[str, ...]:
-    """The registered example datasets with an `evaluate`, then SUITE (lib.zeroshot's tasks)."""
+    """The registered example datasets with an `evaluate`, then SUITE (lib.eval.tasks.zeroshot's tasks)."""
     return registry.evaluation_tasks() + (SUITE,)
 
 
@@ -68,7 +68,7 @@ def evaluate_perplexity(
     model: nn.Module, tokenizer, name: str, seqlen: int, data_dir=None, max_windows: int | None = None,
     progress: bool = True, tokens: tuple[torch.Tensor, int] | None = None,
 ) -> dict:
-    """Wanda-protocol token perplexity (`lib.perplexity.perplexity`) on the `name` test text.
+    """Wanda-protocol token perplexity (`lib.eval.perplexity.perplexity`) on the `name` test text.
 
     `tokens`: what `perplexity_tokens` returned, when already computed.
     Returns:
@@ -80,7 +80,7 @@ def evaluate_perplexity(
 
 
 def perplexity_report(result: dict) -> dict:
-    """The task report of a `lib.perplexity.perplexity` result: metrics with stderr, interval, per-window NLLs."""
+    """The task report of a `lib.eval.perplexity.perplexity` result: metrics with stderr, interval, per-window NLLs."""
     window_nll = result["window_nll"]
     per_example = {"nll": by_id([str(i) for i in range(len(window_nll))], window_nll)}
     nll_stderr = mean_stderr(window_nll)

@@ -1,9 +1,9 @@
 """The evaluators of the built-in example tasks: SQuAD v2, GSM8K and BoolQ.
 
 Each `evaluate_<task>(model, tokenizer, examples, **options)` takes already-loaded examples (the
-dicts of `lib.data.load_task_examples`) and returns a task report (`lib.task_report`):
+dicts of `lib.data.load_task_examples`) and returns a task report (`lib.eval.report`):
 {"metrics", "counts", "per_example", "samples"}. Their DatasetSpecs (`lib.data.registry`) point
-here, and declare the options `lib.tasks.evaluate_tasks` passes: `nll_examples` (answer_nll),
+here, and declare the options `lib.eval.runner.evaluate_tasks` passes: `nll_examples` (answer_nll),
 `max_new_tokens` (its default is the spec's), `fewshot_examples` (fewshot). Prompts come from
 `lib.data.prompts`, the same text the model is calibrated and fine-tuned on. The token-weighted answer
 NLL weighs each example by its answer tokens (`per_example["answer_tokens"]`). Nothing here
@@ -17,10 +17,10 @@ from typing import Callable, Sequence
 from torch import nn
 
 from lib.data import registry
-from lib.generation import continuation_logprobs, generate_greedy, next_token_logprobs
-from lib.metrics import gsm8k_gold, gsm8k_scores, is_no_answer, squad_scores, squad_summary
+from lib.eval.generation import continuation_logprobs, generate_greedy, next_token_logprobs
+from lib.eval.metrics import gsm8k_gold, gsm8k_scores, is_no_answer, squad_scores, squad_summary
 from lib.data.prompts import BOOLQ_CHOICES, boolq_prompt, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
-from lib.task_report import by_id, example_ids, require_examples, with_stderr
+from lib.eval.report import by_id, example_ids, require_examples, with_stderr
 
 SQUAD_STOP = ("\n",)
 GSM8K_STOP = ("Question:",)

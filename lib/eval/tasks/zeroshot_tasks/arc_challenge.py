@@ -1,7 +1,7 @@
 """ARC-Challenge, lm-eval `arc_challenge`: the ARC-Easy prompt on the Challenge set."""
 
-from lib.zeroshot import ZeroShotTask, register
-from lib.zeroshot_tasks.arc_easy import parse
+from lib.eval.tasks.zeroshot_registry import ZeroShotTask, register
+from lib.eval.tasks.zeroshot_tasks.arc_easy import parse
 
 TASK = register(ZeroShotTask(
     name="arc_challenge", title="ARC-c", hub=("allenai/ai2_arc", "ARC-Challenge", "validation"),

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lib.models.arch import model_device
-from lib.scoring import final_hidden_states, head_logits, score_tokens
+from lib.eval.scoring import final_hidden_states, head_logits, score_tokens
 
 logger = logging.getLogger(__name__)
 

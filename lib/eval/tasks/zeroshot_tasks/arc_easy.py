@@ -1,6 +1,6 @@
 """ARC-Easy (Clark et al., 2018), lm-eval `arc_easy`: "Question: {question}\\nAnswer:", choices the answer texts."""
 
-from lib.zeroshot import Question, ZeroShotTask, register, shared_context
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_context
 
 
 def parse(record: dict) -> Question:

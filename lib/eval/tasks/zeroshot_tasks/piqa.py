@@ -1,6 +1,6 @@
 """PIQA (Bisk et al., 2020), lm-eval `piqa`: "Question: {goal}\\nAnswer:", choices the two solutions."""
 
-from lib.zeroshot import Question, ZeroShotTask, register, shared_context
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_context
 
 
 def parse(record: dict) -> Question:

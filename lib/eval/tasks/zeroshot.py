@@ -1,9 +1,10 @@
 """The pruning papers' zero-shot multiple-choice suite, scored the way lm-evaluation-harness 0.4 scores it.
 
 A task is one `ZeroShotTask` spec (where its rows live, how a row becomes a `Question`) in a
-registry; the built-in specs live one per file in `lib/zeroshot_tasks/` and register themselves.
+registry (`lib.eval.tasks.zeroshot_registry`); the built-in specs live one per file in
+`lib/eval/tasks/zeroshot_tasks/` and register themselves, in suite order, when this module is imported.
 Every choice i is scored by the summed log-likelihood of `continuations[i]` given `contexts[i]`
-(`lib.generation.continuation_logprobs`), as lm-eval's `loglikelihood` requests do:
+(`lib.eval.generation.continuation_logprobs`), as lm-eval's `loglikelihood` requests do:
 
     acc      = [argmax_i loglik_i == gold]
     acc_norm = [argmax_i loglik_i / len(choices[i]) == gold]   (length in characters, as lm-eval)
@@ -16,95 +17,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from lib.data.registry import DataError
-from lib.data.sources import _read_jsonl, load_hub_split, resolve_data_dir
-from lib.generation import continuation_logprobs
-from lib.core.registry import register_unique
 from lib.core.uncertainty import mean_stderr
+from lib.data.registry import DataError
+from lib.data.sources import load_hub_split, read_jsonl, resolve_data_dir
+from lib.eval.generation import continuation_logprobs
+from lib.eval.tasks import zeroshot_tasks  # noqa: F401  (registers the built-in specs, in suite order)
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, registered
 
 logger = logging.getLogger(__name__)
 
-TARGET_DELIMITER = " "  # lm-eval's default target_delimiter between context and choice
 METRICS = ("acc", "acc_norm")
 SUITE = "zeroshot"
 
 
-@dataclass(frozen=True)
-class Question:
-    """One multiple-choice item: choice i is scored as log p(continuations[i] | contexts[i]).
-
-    contexts, continuations: K strings each (K >= 2).
-    choices: K strings whose character lengths normalize acc_norm (lm-eval's doc_to_choice).
-    gold: index of the correct choice.
-    """
-
-    contexts: tuple[str, ...]
-    continuations: tuple[str, ...]
-    choices: tuple[str, ...]
-    gold: int
-
-
-def shared_context(context: str, choices: Sequence[str], gold: int) -> Question:
-    """The usual layout: one context (doc_to_text), each choice appended after a space."""
-    return Question((context,) * len(choices), tuple(TARGET_DELIMITER + c for c in choices), tuple(choices), gold)
-
-
-def shared_continuation(contexts: Sequence[str], continuation: str, gold: int) -> Question:
-    """lm-eval's partial evaluation (WinoGrande): the context differs per choice, the continuation is shared.
-
-    lm-eval's doc_to_choice is then the list of contexts, so acc_norm divides by their lengths.
-    """
-    k = len(contexts)
-    return Question(tuple(contexts), (TARGET_DELIMITER + continuation,) * k, tuple(contexts), gold)
-
-
-@dataclass(frozen=True)
-class ZeroShotTask:
-    """One zero-shot task: its data (local file or Hub split) and its lm-eval prompt.
-
-    name: registry key, also the local folder: DATA_DIR/<name>/<local_file>.
-    title: display name ("ARC-e").
-    hub: (Hub id, config or None, split) loaded when no data directory is given.
-    fields: the record fields `parse` reads (checked first, for a clear error).
-    parse: record (a dict with the Hub's field names) -> Question, with lm-eval's text.
-    lm_eval_task: the lm-evaluation-harness task this reproduces.
-    prompt: the prompt, in words, for the docs and --help.
-    id_field: a record field that identifies the example (else its index in the split).
-    """
-
-    name: str
-    title: str
-    hub: tuple[str, str | None, str]
-    fields: tuple[str, ...]
-    parse: Callable[[dict], Question]
-    lm_eval_task: str
-    prompt: str
-    local_file: str = "validation.jsonl"
-    id_field: str | None = None
-
-    @property
-    def layout(self) -> str:
-        return f"{self.name}/{self.local_file}"
-
-
-_REGISTRY: dict[str, ZeroShotTask] = {}
-
-
-def register(task: ZeroShotTask) -> ZeroShotTask:
-    """Add a spec to the registry (its name must be new); returns it, so a spec module can keep a handle."""
-    return register_unique(_REGISTRY, task.name, task, "zero-shot task")
-
-
 def registry() -> Mapping[str, ZeroShotTask]:
-    """All registered tasks, in suite order (the built-in specs are imported on first use)."""
-    import lib.zeroshot_tasks  # noqa: F401  (registers the built-in specs)
-
-    return _REGISTRY
+    """All registered tasks, in suite order (the built-in specs first)."""
+    return registered()
 
 
 def get_task(name: str) -> ZeroShotTask:
@@ -133,7 +65,7 @@ def load_records(task: ZeroShotTask, data_dir=None, limit: int | None = None) ->
                 f"{', '.join(task.fields)}), or omit --data_dir to load {task.hub[0]} from the Hub"
             )
         located = []
-        for lineno, row in _read_jsonl(path):
+        for lineno, row in read_jsonl(path):
             if limit is not None and len(located) >= limit:
                 break
             located.append((f"{path}:{lineno}", row))

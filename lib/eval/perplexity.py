@@ -10,7 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lib.models.arch import model_device
-from lib.scoring import final_hidden_states, score_tokens
+from lib.eval.scoring import final_hidden_states, score_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def perplexity(
     Returns:
         {"ppl", "nll", "seqlen", "n_windows", "n_tokens", "window_nll"}; n_tokens counts
         predicted tokens, (seqlen - 1) per window; window_nll: each window's mean token NLL,
-        in window order. Logits are computed a chunk of positions at a time (lib.scoring).
+        in window order. Logits are computed a chunk of positions at a time (lib.eval.scoring).
     """
     n_windows = window_count(input_ids.shape[1], seqlen, max_windows)
     device = model_device(model)

@@ -319,7 +319,7 @@ def fake_checkpoint(path: Path, step: int) -> Path:
 
 
 def test_damaged_latest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
-    from lib.checkpoints import resolve_resume
+    from lib.training.checkpoints import resolve_resume
 
     fake_checkpoint(tmp_path / "checkpoint-10", 10)
     latest = fake_checkpoint(tmp_path / "checkpoint-20", 20)
@@ -451,7 +451,7 @@ def test_non_utf8_data_names_the_file_and_offset(tiny_llama_dir, tmp_path, capsy
 
 
 def test_empty_task_file_says_it_has_no_examples(tiny_llama_dir, tmp_path, capsys, monkeypatch, cache):
-    import lib.finetune
+    import lib.training.run
 
     data = data_copy(tmp_path, "gsm8k")
     (data / "gsm8k" / "train.jsonl").write_text("")
@@ -459,9 +459,9 @@ def test_empty_task_file_says_it_has_no_examples(tiny_llama_dir, tmp_path, capsy
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the error")
 
-    monkeypatch.setattr(lib.finetune, "load_model", refuse)
+    monkeypatch.setattr(lib.training.run, "load_model", refuse)
     with pytest.raises(SystemExit) as exit_info:
-        lib.finetune.main("gsm8k", ["--model_name_or_path", str(tiny_llama_dir), "--data_dir", str(data),
+        lib.training.run.main("gsm8k", ["--model_name_or_path", str(tiny_llama_dir), "--data_dir", str(data),
                                     "--output_dir", str(tmp_path / "ft"), "--max_steps", "1", "--report_to", "none"])
     assert one_line_error(capsys, exit_info.value.code) == (
         f"error: {data}/gsm8k/train.jsonl has no examples; pass the official GSM8K file (gsm8k/{{train,test}}.jsonl)")

@@ -222,7 +222,7 @@ def test_an_output_of_another_kind_is_not_replaced_without_overwrite(tiny_llama_
 
 
 def test_finetune_writes_into_a_foreign_dir_without_marking_it(tiny_llama_dir, foreign_dir, capsys, caplog):
-    from lib.finetune import main
+    from lib.training.run import main
 
     (foreign_dir / "config.json").write_text('{"mine": true}')  # same name as a file the final save writes
     before = listing(foreign_dir)
@@ -285,7 +285,7 @@ def test_full_disk_while_saving_is_one_line(tiny_llama_dir, tmp_path, monkeypatc
 def test_full_disk_while_writing_a_checkpoint_removes_it(tiny_llama_dir, tmp_path, monkeypatch, capsys):
     import transformers
 
-    from lib.finetune import main
+    from lib.training.run import main
 
     def disk_full(self, output_dir):
         (Path(output_dir) / "optimizer.pt").write_bytes(b"PK")  # partly written, then the disk is full
@@ -319,7 +319,7 @@ SLOW_TRAINING = """
         print("SLOW", flush=True)
         time.sleep(120)
     transformers.Trainer.train = slow
-    from lib.finetune import main
+    from lib.training.run import main
     main("gsm8k", sys.argv[1:])
 """
 
@@ -368,7 +368,7 @@ def test_sigterm_during_a_finetune_leaves_no_marker_only_directory(tiny_llama_di
 
 @pytest.mark.slow
 def test_a_finetune_killed_during_its_final_save_leaves_a_temporary_the_next_run_removes(tiny_llama_dir, tmp_path):
-    from lib.finetune import main
+    from lib.training.run import main
 
     output_dir = tmp_path / "ft"
     body = """
@@ -379,7 +379,7 @@ def test_a_finetune_killed_during_its_final_save_leaves_a_temporary_the_next_run
             print("SLOW", flush=True)
             time.sleep(120)
         transformers.Trainer.save_model = save_then_hang
-        from lib.finetune import main
+        from lib.training.run import main
         main("gsm8k", sys.argv[1:])
     """
     args = finetune_argv(tiny_llama_dir, SAMPLE_DATA, output_dir, "--max_steps", "1", "--save_strategy", "no")

@@ -38,7 +38,7 @@ from lib.tiered.tier_map import DENSE, TOPK
 from lib.models.arch import decoder_linear_weights
 from lib.models.loading import load_model
 from lib.pruning.driver import PruneConfig, prune_model
-from lib.sparse_training import tensors_sha256
+from lib.training.sparsity import tensors_sha256
 from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
 from lib.tiered.format import TieredFormatError
 from lib.tiered.checkpoint import (COMPRESSED_FILE, VERSION, load_tiered_model, metadata_checksum, save_compressed,
@@ -480,7 +480,7 @@ def test_flag_skips_checksums_in_eval_tasks_and_prune(copy, tmp_path, capsys):
 
 
 def test_finetune_flag_reaches_model_arguments(tmp_path):
-    from lib.finetune_args import parse_args
+    from lib.training.args import parse_args
 
     model_args, _, _ = parse_args("lm", ["--output_dir", str(tmp_path / "ft"), "--no_verify_checksums", "--use_cpu"])
     assert model_args.verify_checksums is False

@@ -1,4 +1,4 @@
-"""Sparsity-preserving fine-tuning (lib/finetune.py, dense_ft/*.py) on a tiny random Llama pruned three-tier (CPU)."""
+"""Sparsity-preserving fine-tuning (lib/training/run.py, dense_ft/*.py) on a tiny random Llama pruned three-tier (CPU)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from torch import nn
 
 from conftest import REPO, SAMPLE_DATA, make_llama
 from lib.models.arch import decoder_linear_weights
-from lib.finetune import main
-from lib.finetune_args import check_precision, parse_args
-from lib.finetune_data import IGNORE_INDEX, PadCollator, encode_prompt_target
-from lib.sparse_training import SparsityCallback, SparsityMask, tensors_sha256
+from lib.training.run import main
+from lib.training.args import check_precision, parse_args
+from lib.training.data import IGNORE_INDEX, PadCollator, encode_prompt_target
+from lib.training.sparsity import SparsityCallback, SparsityMask, tensors_sha256
 from lib.pruning.masks import three_tier_mask
 from lib.models.arch import find_linears, get_decoder_layers
 from lib.data.prompts import NO_ANSWER, squad_prompt
@@ -121,7 +121,7 @@ def test_encode_prompt_target_puts_loss_on_the_answer_only(tokenizer):
 
 
 def test_unanswerable_squad_target_is_the_shared_no_answer_string(tokenizer):
-    from lib.finetune_data import build_task_dataset
+    from lib.training.data import build_task_dataset
 
     example = {"context": CONTEXT, "question": "Why?", "answers": []}
     (feature,) = build_task_dataset("squad", [example], tokenizer, max_length=512)

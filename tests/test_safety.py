@@ -122,7 +122,7 @@ def test_overlapping_outputs_and_input_are_refused(tiny_llama_dir, tmp_path, cap
 
 
 def test_finetune_output_dir_that_is_the_model_or_a_file_is_refused(tiny_llama_dir, tmp_path, capsys):
-    from lib.finetune_args import parse_args
+    from lib.training.args import parse_args
 
     model = tmp_path / "pruned"
     shutil.copytree(tiny_llama_dir, model)
@@ -327,7 +327,7 @@ def test_file_output_is_atomic_and_refuses_foreign_files(tmp_path):
     ],
 )
 def test_finetune_bad_training_values_are_one_line(tmp_path, capsys, flag, value, message):
-    from lib.finetune_args import parse_args
+    from lib.training.args import parse_args
 
     with pytest.raises(SystemExit) as exit_info:
         parse_args("squad", [flag, value, "--output_dir", str(tmp_path / "ft")])
@@ -344,7 +344,7 @@ def finetune_argv(model_dir, data_dir, output_dir, *extra) -> list[str]:
 
 
 def test_finetune_malformed_data_file_is_one_line(tiny_llama_dir, tmp_path, monkeypatch, capsys):
-    from lib.finetune import main
+    from lib.training.run import main
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "data"
@@ -357,8 +357,8 @@ def test_finetune_malformed_data_file_is_one_line(tiny_llama_dir, tmp_path, monk
 
 
 def test_finetune_resume_skips_a_checkpoint_killed_while_written(tiny_llama_dir, tmp_path, monkeypatch, caplog, capsys):
-    from lib.checkpoints import resolve_resume
-    from lib.finetune import main
+    from lib.training.checkpoints import resolve_resume
+    from lib.training.run import main
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     output_dir = tmp_path / "ft"

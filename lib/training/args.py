@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from lib.checkpoints import RESUME_LATEST
+from lib.training.checkpoints import RESUME_LATEST
 from lib.core.cli import EXIT_USAGE, check_finite_fields, one_line
 from lib.data.sources import resolve_data_dir
 from lib.models.loading import DEFAULT_MODEL, saved_size_estimate
@@ -23,7 +23,7 @@ from lib.core.outputs import Output, check_outputs
 from lib.models.loading import run_inputs
 
 from lib.data import registry
-from lib.finetune_data import LM_TASK
+from lib.training.data import LM_TASK
 
 
 def finetune_tasks() -> tuple[str, ...]:

@@ -71,7 +71,7 @@ def build_lm_dataset(windows: torch.Tensor) -> list[dict]:
 def load_datasets(task: str, data_args, tokenizer, seed: int) -> tuple[list[dict], list[dict]]:
     """(train features, eval features) for `task`; eval is empty when --max_eval_samples is 0.
 
-    `data_args` is a lib.finetune_args DataArguments (data_dir, max_*_samples, max_length / dataset_name, block_size).
+    `data_args` is a lib.training.args DataArguments (data_dir, max_*_samples, max_length / dataset_name, block_size).
     """
     if task == LM_TASK:
         n_train = data_args.max_train_samples or LM_DEFAULT_TRAIN_WINDOWS

@@ -1,9 +1,9 @@
 """Sparsity-preserving fine-tuning with the Hugging Face Trainer (SQuAD, GSM8K, WikiText2/C4).
 
 The entry points in `dense_ft/` are one line each: `main("squad")`, `main("gsm8k")`, `main("lm")`.
-The pieces live apart: arguments in lib.finetune_args, features and the collator in
-lib.finetune_data, the mask and its Trainer callback in lib.sparse_training (usable with any
-Trainer subclass), checkpoint resumption in lib.checkpoints.
+The pieces live apart: arguments in lib.training.args, features and the collator in
+lib.training.data, the mask and its Trainer callback in lib.training.sparsity (usable with any
+Trainer subclass), checkpoint resumption in lib.training.checkpoints.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from torch import nn
 
 from lib.core.cli import fail, interrupts_end_in_one_line
 from lib.core.cli import setup_logging as setup_cli_logging
-from lib.checkpoints import ResumeError, resolve_resume
-from lib.finetune_args import DataArguments, ModelArguments, finetune_inputs, finetune_output, parse_args
-from lib.finetune_data import PadCollator, load_datasets
+from lib.training.checkpoints import ResumeError, resolve_resume
+from lib.training.args import DataArguments, ModelArguments, finetune_inputs, finetune_output, parse_args
+from lib.training.data import PadCollator, load_datasets
 from lib.models.loading import load_model, load_tokenizer, resolve_model_path
 from lib.models.arch import measure_sparsity
 from lib.core.outputs import Output, claim_outputs
@@ -34,7 +34,7 @@ from lib.core.markers import add_to_manifest
 from lib.core.writes import in_place_dir, staged_entries
 from lib.core.files import record_written, write_faults
 from lib.core.results import environment_info, write_json
-from lib.sparse_training import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
+from lib.training.sparsity import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
 from lib.tiered.tier_map import TIER_MAP_FILE
 from lib.core.errors import WeightFileError
 

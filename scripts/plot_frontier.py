@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.input} has no rows with cost fields ({', '.join(COST_KEYS)}); rerun bench_quality.py", file=sys.stderr)
         return 2
     fronts = {key: pareto_front([r[key] for r in rows], [r["ppl"] for r in rows]) for key, _, _ in AXES}
-    from lib.pruning.report import plot_frontier
+    from lib.experiments.plots import plot_frontier
 
     settings = data.get("settings", {})
     title = f"{settings.get('model', '')}: PPL ({settings.get('eval_windows')} x {settings.get('seqlen')}) against cost"

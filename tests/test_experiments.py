@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from conftest import REPO, SAMPLE_DATA
-from lib.experiments import data_label, load_rows, recorded_flags, results_markdown, verdict
+from lib.experiments.rows import data_label, load_rows, recorded_flags
+from lib.experiments.summary import results_markdown, verdict
 from lib.core.results import write_json
 
 SCRIPT = REPO / "scripts" / "run_task_experiments.sh"
@@ -47,7 +48,7 @@ sys.path.insert(0, repo)
 import torch, transformers  # the imports every step repeats
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments
 import transformers.models.llama.modeling_llama
-import lib.data, lib.experiments, lib.training.run, lib.models.loading, lib.pruning.driver, lib.eval.tasks.examples, lib.eval.runner
+import lib.data, lib.experiments.summary, lib.training.run, lib.models.loading, lib.pruning.driver, lib.eval.tasks.examples, lib.eval.runner
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot

@@ -226,7 +226,7 @@ def test_damaged_token_cache_entry_is_rebuilt(cache, tmp_path, tokenizer, caplog
 
 
 def test_step_output_check_names_the_defect(tmp_path):
-    from lib.experiment_rows import output_problem
+    from lib.experiments.rows import output_problem
 
     report = tmp_path / "eval.json"
     good = {"tasks": ["wikitext2", "squad"], "metrics": {"wikitext2": {"ppl": 9.0}, "squad": {"f1": 0.1}},

@@ -1,4 +1,4 @@
-"""lib/matrix.py: the experiment matrix that scripts/run_task_experiments.sh and lib/experiments.py both read."""
+"""lib/experiments/design.py: the experiment matrix that scripts/run_task_experiments.sh and lib/experiments/summary.py both read."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from conftest import REPO
-from lib.matrix import CALIBRATION_ORDER, EXPERIMENTS
+from lib.experiments.design import CALIBRATION_ORDER, EXPERIMENTS
 
 
 def test_bash_reads_the_same_rows_as_python():

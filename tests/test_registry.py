@@ -12,7 +12,7 @@ from conftest import SAMPLE_DATA, TOKENIZER_CORPUS
 from lib.data import registry
 from lib.data import dataset_names, parse_mixture
 from lib.data.sources import Corpus
-from lib.experiments import data_label
+from lib.experiments.rows import data_label
 
 TOY_TEXT = [line for _ in range(40) for line in TOKENIZER_CORPUS]  # running text, a few thousand tokens
 
@@ -108,7 +108,7 @@ def toy_task(monkeypatch, tmp_path):
 
 def test_registered_evaluation_task_runs_through_eval_tasks(toy_task, tiny_llama_dir, tiny_llama, tokenizer, tmp_path,
                                                             capsys):
-    from lib.experiments import behaviour_metrics, summary_metrics
+    from lib.experiments.summary import behaviour_metrics, summary_metrics
     from lib.eval.runner import evaluate_tasks, nll_tasks, task_names
     from scripts.eval_tasks import build_parser, main as eval_main
 

@@ -1,4 +1,4 @@
-"""Figures written next to results (matplotlib, Agg backend; imported lazily by callers)."""
+"""The tier-map figure written next to the pruning results (matplotlib, Agg backend, imported when it is drawn)."""
 
 from __future__ import annotations
 
@@ -43,37 +43,6 @@ def plot_tier_maps(tier_maps: dict[str, torch.Tensor], path: str | Path, title: 
         ax.axis("off")
     cbar = fig.colorbar(image, ax=axes, ticks=[0, 1, 2], shrink=0.8)
     cbar.ax.set_yticklabels(["dense", "2:4", "top-k"])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_frontier(rows: list[dict], axes_keys: list[tuple[str, str, float]], fronts: dict[str, list[bool]], path: str | Path,
-                  title: str = "") -> None:
-    """PPL (log) against each cost in axes_keys [(row key, axis label, divisor)], every row labelled,
-    the Pareto frontier of each panel (fronts[row key]) drawn as a line through its points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(axes_keys), figsize=(7 * len(axes_keys), 5.2), squeeze=False, layout="constrained")
-    for ax, (key, label, divisor) in zip(axes[0], axes_keys):
-        xs = [r[key] / divisor for r in rows]
-        ys = [r["ppl"] for r in rows]
-        on = fronts[key]
-        ax.scatter([x for x, f in zip(xs, on) if not f], [y for y, f in zip(ys, on) if not f], color="#9e9e9e", zorder=2)
-        front = sorted((x, y) for x, y, f in zip(xs, ys, on) if f)
-        ax.plot(*zip(*front), "-o", drawstyle="steps-post", color="#c62828", zorder=3, label="Pareto frontier")
-        for x, y, row in zip(xs, ys, rows):
-            ax.annotate(row["configuration"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-        ax.set_yscale("log")
-        ax.margins(x=0.15)
-        ax.set_xlabel(label)
-        ax.set_ylabel("WikiText-2 perplexity (log)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)

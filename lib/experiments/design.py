@@ -1,7 +1,7 @@
 """The experiment matrix, defined once: which data set each row calibrates (prunes) with and fine-tunes on.
 
 Read by scripts/run_task_experiments.sh (through scripts/experiment_matrix.py, which prints the
-rows as bash arrays) and by lib.experiments (row order, labels, calibration order of the
+rows as bash arrays) and by lib.experiments.summary (row order, labels, calibration order of the
 results table). A calibration is a `--calibration_dataset` value ("wikitext2+squad" mixes two
 sources); the fine-tune data is a task of dense_ft/ ("squad", "gsm8k") or a text corpus
 ("wikitext2": dense_ft/finetune_lm.py). Adding a row is one line here.

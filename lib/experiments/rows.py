@@ -13,7 +13,7 @@ Layout read (written by the script):
 A calibration seed other than 0 is a suffix on the directory: OUT/pruned/<tag>_seed<N>/ and
 OUT/<exp>_seed<N>/. Every eval.json is a report of scripts/eval_tasks.py: {"metrics": {task:
 {...}}, "counts": {...}, "settings": {...}, "per_example": {task: {metric: {id: value}}}}.
-Runs of the same row with different seeds form a `Group` (lib.experiments shows their mean +- sd).
+Runs of the same row with different seeds form a `Group` (lib.experiments.summary shows their mean +- sd).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.data.registry import display_name
-from lib.matrix import BY_NAME, CALIBRATION_ORDER, EXPERIMENTS
+from lib.experiments.design import BY_NAME, CALIBRATION_ORDER, EXPERIMENTS
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _pruned_info(out: Path, tag: str) -> tuple[str | None, float | None]:
 
 
 def _matrix_key(name: str) -> tuple:
-    """Rows of lib.matrix in its order, then any other fine-tuned row by name."""
+    """Rows of lib.experiments.design in its order, then any other fine-tuned row by name."""
     names = [experiment.name for experiment in EXPERIMENTS]
     return (0, names.index(name), "") if name in BY_NAME else (1, 0, name)
 

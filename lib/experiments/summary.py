@@ -1,11 +1,11 @@
-"""The experiment summary (results.md, results.png) from the rows of lib.experiment_rows.
+"""The experiment summary (results.md, results.png) from the rows of lib.experiments.rows.
 
 Runs of the same row with different seeds form a `Group`: the tables show mean +- sd over its
 seeds. Every difference shown (fine-tuned - pruned, and the COMPARISONS between experiments)
 comes with a 95% paired-bootstrap interval over the examples both sides share
 (`lib.core.uncertainty.paired_bootstrap`: examples resampled by id, seeds resampled per side), and
 the EXPECTATIONS verdicts are read off those intervals. Fractions stay in [0, 1] here; the table
-shows them as percentages. Nothing here prints; `plot_results` writes the one figure it is asked for.
+shows them as percentages. Nothing here prints or writes; the figure is `lib.experiments.plots.plot_results`.
 """
 
 from __future__ import annotations
@@ -15,18 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.data import registry
-from lib.experiment_rows import (  # noqa: F401 (data_label, load_rows, recorded_flags: the summary's API)
-    EVAL_FILE,
-    FINETUNE_FLAGS,
-    PRUNE_FLAGS,
-    Group,
-    Row,
-    data_label,
-    group_rows,
-    load_rows,
-    recorded_flags,
-    step_times,
-)
+from lib.experiments.rows import EVAL_FILE, FINETUNE_FLAGS, PRUNE_FLAGS, Group, Row, data_label, group_rows, recorded_flags
 from lib.eval.report import pairing
 from lib.core.uncertainty import mean_sd, paired_bootstrap
 
@@ -142,13 +131,14 @@ def _markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in lines]
 
 
-def _present(groups: list[Group], table: tuple) -> list[tuple]:
+def present_metrics(groups: list[Group], table: tuple) -> list[tuple]:
+    """The metrics of `table` that some group has values of."""
     return [m for m in table if any(g.values(m[0], m[1]) for g in groups)]
 
 
 def results_table(groups: list[Group]) -> list[str]:
     """The main table: one line per row (mean ± sd over seeds), the summary_metrics() that any row has."""
-    metrics = _present(groups, summary_metrics())
+    metrics = present_metrics(groups, summary_metrics())
     seeded = any(len(g.runs) > 1 for g in groups)
     header = ["Row", "Calibration", "Fine-tuning", "Sparsity"] + (["Seeds"] if seeded else []) + [m[2] for m in metrics]
     lines = []
@@ -165,7 +155,7 @@ def results_table(groups: list[Group]) -> list[str]:
 
 def behaviour_table(groups: list[Group]) -> list[str]:
     """SQuAD scores split by answerable / unanswerable, the no-answer rate and BoolQ's yes rate, per row."""
-    metrics = _present(groups, behaviour_metrics())
+    metrics = present_metrics(groups, behaviour_metrics())
     if not metrics:
         return []
     lines = [[g.label] + [format_group_value(g, task, key, kind) for task, key, _, kind in metrics] for g in groups]
@@ -174,7 +164,7 @@ def behaviour_table(groups: list[Group]) -> list[str]:
 
 def _difference_table(pairs: list[tuple[Group, Group, list[str]]], first_header: list[str]) -> list[str]:
     """One line per (A, B, leading cells): A − B with its interval for every metric either side has."""
-    metrics = _present([g for a, b, _ in pairs for g in (a, b)], summary_metrics())
+    metrics = present_metrics([g for a, b, _ in pairs for g in (a, b)], summary_metrics())
     lines = [cells + [format_difference(difference(a, b, task, key), kind) for task, key, _, kind in metrics]
              for a, b, cells in pairs]
     return _markdown_table(first_header + ["Δ " + m[2] for m in metrics], lines)
@@ -326,76 +316,3 @@ def results_markdown(rows: list[Row], times: list[tuple[str, int]] = (), out: st
         lines += ["", f"## Step wall times (total {sum(s for _, s in times) / 60:.1f} min)", ""]
         lines += _markdown_table(["step", "seconds"], [[step, str(seconds)] for step, seconds in times])
     return "\n".join(lines) + "\n"
-
-
-def error_bar(group: Group, task: str, key: str) -> tuple[float, float]:
-    """(below, above) the bar: ± sd over seeds for several seeds, else the 95% interval of the one run
-    (perplexity: its exp(nll ± 1.96 se) interval; other metrics ± 1.96 stderr); (nan, nan) when unknown."""
-    values = group.values(task, key)
-    mean, sd = mean_sd(values) if values else (float("nan"), None)
-    if len(values) > 1:
-        return sd, sd
-    metrics = group.runs[0].metrics
-    if key == "ppl" and (task, "ppl_ci95_low") in metrics:
-        return mean - metrics[(task, "ppl_ci95_low")], metrics[(task, "ppl_ci95_high")] - mean
-    stderr = metrics.get((task, key + "_stderr"), float("nan"))
-    return 1.96 * stderr, 1.96 * stderr
-
-
-def plot_results(rows: list[Row], path: str | Path) -> None:
-    """Grouped bars per metric: each fine-tuned row next to its pruned model before fine-tuning; dense as a line.
-
-    With no fine-tuned rows, the pruned rows alone. Error bars: ± sd over seeds for rows with several
-    seeds, else the one run's 95% interval (`error_bar`).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    all_groups = group_rows(rows)
-    by_name = {g.name: g for g in all_groups}
-    finetuned = [g for g in all_groups if g.kind == "finetuned"]
-    groups = [(g.label, by_name.get(g.reference), g) for g in finetuned] or \
-             [(g.label, None, g) for g in all_groups if g.kind == "pruned"]
-    dense = next((g for g in all_groups if g.kind == "dense"), None)
-    metrics = _present(all_groups, summary_metrics())
-    cols = 4
-    n_rows = -(-len(metrics) // cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(4.4 * cols, 3.4 * n_rows), squeeze=False)
-    x = range(len(groups))
-    width = 0.4
-    for ax, (task, key, header, kind) in zip(axes.flat, metrics):
-        scale = 100 if kind == "pct" else 1
-
-        def bars(members: list[Group | None]) -> tuple[list[float], list[list[float]]]:
-            heights = [scale * (g.mean(task, key) if g and g.mean(task, key) is not None else float("nan"))
-                       for g in members]
-            errors = [[scale * e for e in (error_bar(g, task, key) if g else (float("nan"),) * 2)] for g in members]
-            return heights, [list(side) for side in zip(*errors)]  # (2, n): below, above
-
-        bar_style = {"capsize": 2, "error_kw": {"elinewidth": 0.8}}
-        after, after_err = bars([g for _, _, g in groups])
-        if finetuned:
-            before, before_err = bars([ref for _, ref, _ in groups])
-            ax.bar([i - width / 2 for i in x], before, width, yerr=before_err, color="#bdbdbd", label="pruned, before FT",
-                   **bar_style)
-            ax.bar([i + width / 2 for i in x], after, width, yerr=after_err, color="#1565c0", label="after FT", **bar_style)
-        else:
-            ax.bar(list(x), after, width, yerr=after_err, color="#bdbdbd", label="pruned, before FT", **bar_style)
-        if dense is not None and dense.values(task, key):
-            ax.axhline(scale * dense.mean(task, key), color="#c62828", linestyle="--", linewidth=1.2, label="dense")
-        ax.set_title(header + (" (%)" if kind == "pct" else ""), fontsize=9)
-        ax.set_xticks(list(x))
-        ax.set_xticklabels([label for label, _, _ in groups], rotation=45, ha="right", fontsize=7)
-        if kind == "ppl":
-            ax.set_yscale("log")
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", fontsize=8)
-    fig.suptitle("Calibration data x fine-tuning data (labels: experiment rows; error bars: 95% interval of one run, "
-                 "± sd over seeds for seeded rows)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.92, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -20,24 +20,21 @@ import torch
 
 from lib.core.cli import (OneLineParser, add_dataclass_arguments, check_range, dataclass_values, run_or_fail,
                           seed_everything, setup_logging)
+from lib.core.errors import ModelLoadError, OutputError
+from lib.core.outputs import Output, claim_outputs
+from lib.core.results import Timer, environment_info, write_json
+from lib.core.writes import atomic_dir
 from lib.data import check_sources, dataset_names, get_loaders, parse_mixture
-from lib.pruning.masks import DEFAULT_RATIOS
-from lib.tiered.tier_map import TIER_NAMES
-from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, model_label, save_model,
-                                saved_size_estimate)
-from lib.core.errors import ModelLoadError
+from lib.eval.perplexity import perplexity, window_count
+from lib.eval.runner import perplexity_report
 from lib.models.arch import decoder_linear_weights, measure_sparsity
 from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
-from lib.eval.perplexity import perplexity, window_count
-from lib.core.outputs import Output, claim_outputs
-from lib.models.loading import run_inputs
-from lib.core.errors import OutputError
-from lib.core.writes import atomic_dir
+from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, model_label, run_inputs, save_model,
+                                saved_size_estimate)
 from lib.pruning.driver import PruneConfig, check_block_fits, prune_model
-from lib.core.results import Timer, environment_info, write_json
-from lib.eval.runner import perplexity_report
-from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
+from lib.pruning.masks import DEFAULT_RATIOS
 from lib.tiered.checkpoint import add_verify_flag, save_compressed
+from lib.tiered.tier_map import TIER_MAP_FILE, TIER_NAMES, save_tier_maps
 
 logger = logging.getLogger("main_block_three_tier")
 DEFAULT_SEQLEN = 2048

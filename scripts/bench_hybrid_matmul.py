@@ -31,10 +31,10 @@ if __package__ in (None, ""):
 import torch
 import torch.nn.functional as F
 
-from lib.tiered.matmul import tiered_matmul
-from lib.tiered.tier_map import NM
 from lib.pruning.masks import expand_tier_map, nm_keep, three_tier_mask
 from lib.tiered.format import encode_tiered
+from lib.tiered.matmul import tiered_matmul
+from lib.tiered.tier_map import NM
 
 BATCHES = (1, 64)
 

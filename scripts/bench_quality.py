@@ -44,19 +44,18 @@ if __package__ in (None, ""):
 import torch
 
 from lib.core.cli import OneLineParser, check_range, fail, interrupts_end_in_one_line, setup_logging
-from lib.tiered.cost import checkpoint_cost
-from lib.data import check_sources, get_loaders
-from lib.pruning.masks import DEFAULT_RATIOS
-from lib.models.arch import decoder_linear_weights, measure_sparsity
-from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model
-from lib.models.checks import effective_seqlen, given_seqlen
-from lib.eval.perplexity import perplexity, window_count
-from lib.pruning.driver import PruneConfig, profile_model, prune_model
 from lib.core.outputs import Output, check_outputs
-from lib.models.loading import run_inputs
-from lib.core.writes import write_output_json
 from lib.core.results import environment_info, write_json
 from lib.core.uncertainty import holm_adjust, mean_sd, welch_t
+from lib.core.writes import write_output_json
+from lib.data import check_sources, get_loaders
+from lib.eval.perplexity import perplexity, window_count
+from lib.models.arch import decoder_linear_weights, measure_sparsity
+from lib.models.checks import effective_seqlen, given_seqlen
+from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model, run_inputs
+from lib.pruning.driver import PruneConfig, profile_model, prune_model
+from lib.pruning.masks import DEFAULT_RATIOS
+from lib.tiered.cost import checkpoint_cost
 
 logger = logging.getLogger("bench_quality")
 DEFAULT_SEQLEN = 512

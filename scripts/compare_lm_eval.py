@@ -36,8 +36,8 @@ if __package__ in (None, ""):
 
 from lib.core.cli import interrupts_end_in_one_line  # noqa: E402 (both import in lm-eval's venv)
 from lib.core.outputs import Output, claim_outputs  # noqa: E402
-from lib.models.loading import run_inputs
 from lib.core.writes import write_output_json
+from lib.models.loading import run_inputs
 
 logger = logging.getLogger("compare_lm_eval")
 

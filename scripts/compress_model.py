@@ -30,15 +30,14 @@ if __package__ in (None, ""):
 import torch
 
 from lib.core.cli import OneLineParser, run_or_fail, setup_logging
+from lib.core.outputs import Output, claim_outputs
+from lib.core.writes import atomic_dir
 from lib.models.arch import decoder_linear_weights
 from lib.models.checks import check_model_dir
-from lib.models.loading import saved_size_estimate
-from lib.core.outputs import Output, claim_outputs
-from lib.models.loading import run_inputs
-from lib.core.writes import atomic_dir
-from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps
-from lib.tiered.checkpoint import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
+from lib.models.loading import run_inputs, saved_size_estimate
 from lib.models.weights import check_model_weights
+from lib.tiered.checkpoint import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
+from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps
 
 logger = logging.getLogger("compress_model")
 

@@ -27,18 +27,16 @@ if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `li
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.core.cli import OneLineParser, check_range, run_or_fail, seed_everything, setup_logging
-from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model, model_label
-from lib.core.errors import ModelLoadError
-from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
+from lib.core.errors import ModelLoadError, OutputError
 from lib.core.outputs import Output, claim_outputs
-from lib.models.loading import run_inputs
-from lib.core.errors import OutputError
-from lib.core.writes import write_output_json
 from lib.core.results import environment_info
+from lib.core.writes import write_output_json
 from lib.data import registry
+from lib.eval.lm_eval_backend import BackendError, require_lm_eval
 from lib.eval.runner import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
                              perplexity_tasks, task_names)
-from lib.eval.lm_eval_backend import BackendError, require_lm_eval
+from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
+from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model, model_label, run_inputs
 from lib.tiered.checkpoint import DTYPES, add_verify_flag
 
 logger = logging.getLogger("eval_tasks")

@@ -19,8 +19,8 @@ if __package__ in (None, ""):  # run as `python scripts/summarize_experiments.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.core.cli import OneLineParser, fail, setup_logging
-from lib.experiments.rows import load_rows, step_times
 from lib.experiments.plots import plot_results
+from lib.experiments.rows import load_rows, step_times
 from lib.experiments.summary import results_markdown
 
 logger = logging.getLogger("summarize_experiments")

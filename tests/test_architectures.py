@@ -14,10 +14,10 @@ from transformers import AutoModelForCausalLM
 import lib.pruning.driver
 import main_block_three_tier as cli
 from conftest import SAMPLE_DATA
-from lib.pruning.masks import tier_counts
 from lib.models.arch import decoder_layers_path, decoder_linears, get_decoder_layers, measure_sparsity
 from lib.pruning.capture import capture_layer_inputs, run_layer
 from lib.pruning.driver import PruneConfig, prune_model
+from lib.pruning.masks import tier_counts
 from test_masks import check_structure
 
 WINDOW = 8  # sliding window of every config that has one; samples are 3x longer

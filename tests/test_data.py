@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from conftest import SAMPLE_DATA
-from lib.data import calibration, token_cache
-from lib.data import (dataset_names, apportion, get_eval_tokens, get_loaders, load_task_examples, parse_mixture,
-                      resolve_data_dir)
+from lib.data import (apportion, calibration, dataset_names, get_eval_tokens, get_loaders, load_task_examples,
+                      parse_mixture, resolve_data_dir, token_cache)
+from lib.data.prompts import boolq_prompt, gsm8k_calibration_text, squad_prompt
 from lib.data.registry import DataError
 from lib.data.sources import c4_holdout
-from lib.data.prompts import boolq_prompt, gsm8k_calibration_text, squad_prompt
 
 EOS, PAD = 2, 3  # ids in the tiny tokenizer fixture
 PROMPTS = {

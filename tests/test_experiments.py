@@ -23,9 +23,9 @@ import pytest
 import torch
 
 from conftest import REPO, SAMPLE_DATA
+from lib.core.results import write_json
 from lib.experiments.rows import data_label, load_rows, recorded_flags
 from lib.experiments.summary import results_markdown, verdict
-from lib.core.results import write_json
 
 SCRIPT = REPO / "scripts" / "run_task_experiments.sh"
 EXPERIMENTS = ("baseline", "exp1", "exp2", "exp3", "exp4", "exp5", "exp6")

@@ -22,8 +22,8 @@ import torch
 
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA, make_llama, make_opt, make_tokenizer
-from lib.data import sources, token_cache
 from lib.core.errors import ModelLoadError
+from lib.data import sources, token_cache
 from lib.models.checks import check_causal, effective_seqlen
 from lib.models.loading import load_model
 from scripts import eval_tasks

@@ -20,10 +20,10 @@ import pytest
 
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA
-from lib.models.loading import DEFAULT_MODEL, convert_gguf, model_input_paths
-from lib.core.markers import MARKER_FILE, manifest, write_marker
 from lib.core.errors import OutputError
+from lib.core.markers import MARKER_FILE, manifest, write_marker
 from lib.core.writes import write_output_json
+from lib.models.loading import DEFAULT_MODEL, convert_gguf, model_input_paths
 from scripts import compress_model, eval_tasks
 from test_safety import BASE, dead_pid, finetune_argv, listing, no_model_load, one_line_error  # noqa: F401 (fixture)
 

@@ -34,18 +34,17 @@ from safetensors.torch import load_file, save_file
 
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA, make_llama, make_tokenizer
-from lib.tiered.tier_map import DENSE, TOPK
+from lib.core.errors import WeightFileError
+from lib.core.safetensors_header import read_header
 from lib.models.arch import decoder_linear_weights
 from lib.models.loading import load_model
+from lib.models.weights import check_model_weights
 from lib.pruning.driver import PruneConfig, prune_model
-from lib.training.sparsity import tensors_sha256
-from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
-from lib.tiered.format import TieredFormatError
 from lib.tiered.checkpoint import (COMPRESSED_FILE, VERSION, load_tiered_model, metadata_checksum, save_compressed,
                                    tensor_checksum)
-from lib.core.errors import WeightFileError
-from lib.models.weights import check_model_weights
-from lib.core.safetensors_header import read_header
+from lib.tiered.format import TieredFormatError
+from lib.tiered.tier_map import DENSE, TIER_MAP_FILE, TOPK, load_tier_maps, save_tier_maps
+from lib.training.sparsity import tensors_sha256
 from scripts import eval_tasks
 
 V1_FIXTURE = REPO / "tests" / "fixtures" / "tiered_v1"

@@ -13,15 +13,14 @@ import torch
 from torch import nn
 
 from conftest import REPO, SAMPLE_DATA, make_llama
-from lib.models.arch import decoder_linear_weights
-from lib.training.run import main
+from lib.data.prompts import NO_ANSWER, squad_prompt
+from lib.models.arch import decoder_linear_weights, find_linears, get_decoder_layers
+from lib.pruning.masks import three_tier_mask
+from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
 from lib.training.args import check_precision, parse_args
 from lib.training.data import IGNORE_INDEX, PadCollator, encode_prompt_target
+from lib.training.run import main
 from lib.training.sparsity import SparsityCallback, SparsityMask, tensors_sha256
-from lib.pruning.masks import three_tier_mask
-from lib.models.arch import find_linears, get_decoder_layers
-from lib.data.prompts import NO_ANSWER, squad_prompt
-from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
 
 CONTEXT = "The quick brown fox jumps over the lazy dog."
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.tiered.matmul import tiered_matmul
-from lib.tiered.tier_map import DENSE, NM, TOPK
 from lib.pruning.masks import three_tier_mask
 from lib.tiered.format import decode_tiered, encode_tiered
+from lib.tiered.matmul import tiered_matmul
+from lib.tiered.tier_map import DENSE, NM, TOPK
 
 
 def check_against_dense(weight: torch.Tensor, ratios=(0.35, 0.45, 0.2), batch=(3,), max_elements=1 << 24):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from lib.tiered.tier_map import DENSE, NM, TOPK
 from lib.pruning.masks import (assign_tiers, block_mean_scores, expand_tier_map, nm_keep, three_tier_keep,
                                three_tier_mask, tier_counts, tier_histogram, topk_block_keep, unstructured_keep,
                                wanda_score)
+from lib.tiered.tier_map import DENSE, NM, TOPK
 
 
 def check_structure(keep, tier_map, block_size, k):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from lib.data.prompts import NO_ANSWER
 from lib.eval.metrics import (exact_match, extract_flexible, extract_strict, gsm8k_gold, gsm8k_scores, normalize_answer,
                               normalize_number, squad_scores, squad_summary, token_f1)
-from lib.data.prompts import NO_ANSWER
 
 
 # ---------------------------------------------------------------- SQuAD normalization

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from lib.core.errors import ModelLoadError
-from lib.models.loading import alias_gguf_path, load_model, resolve_dtype
-from lib.models.checks import effective_seqlen
 from lib.models.arch import get_decoder_layers
+from lib.models.checks import effective_seqlen
+from lib.models.loading import alias_gguf_path, load_model, resolve_dtype
 
 
 def test_local_directory_loads_on_cpu(tiny_llama_dir):

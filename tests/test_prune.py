@@ -3,12 +3,11 @@
 import pytest
 import torch
 
-from lib.tiered.tier_map import TIER_NAMES
-from lib.pruning.masks import expand_tier_map, tier_counts
-from lib.models.arch import find_linears, get_decoder_layers
+from lib.models.arch import find_linears, get_decoder_layers, measure_sparsity
 from lib.pruning.capture import capture_layer_inputs, run_layer
-from lib.models.arch import measure_sparsity
 from lib.pruning.driver import PruneConfig, profile_model, prune_model
+from lib.pruning.masks import expand_tier_map, tier_counts
+from lib.tiered.tier_map import TIER_NAMES
 from test_masks import check_structure
 
 from conftest import make_llama, make_opt

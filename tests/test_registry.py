@@ -9,8 +9,7 @@ import pytest
 
 import main_block_three_tier as cli
 from conftest import SAMPLE_DATA, TOKENIZER_CORPUS
-from lib.data import registry
-from lib.data import dataset_names, parse_mixture
+from lib.data import dataset_names, parse_mixture, registry
 from lib.data.sources import Corpus
 from lib.experiments.rows import data_label
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lib.pruning.masks import ria_score
 from lib.pruning.driver import PruneConfig, prune_model
+from lib.pruning.masks import ria_score
 from lib.pruning.methods import PATTERNS
 from conftest import make_llama
 

@@ -15,8 +15,8 @@ import pytest
 
 import main_block_three_tier as cli
 from conftest import REPO, SAMPLE_DATA
-from lib.core.markers import MARKER_FILE, MARKER_KEY, manifest, write_marker
 from lib.core.errors import OutputError
+from lib.core.markers import MARKER_FILE, MARKER_KEY, manifest, write_marker
 from lib.core.writes import atomic_dir, write_output_json
 from scripts import eval_tasks
 

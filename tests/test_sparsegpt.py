@@ -5,11 +5,11 @@ import functools
 import pytest
 import torch
 
-from lib.pruning.masks import (assign_tiers, block_mean_scores, nm_keep, three_tier_keep, tier_counts,
-                               unstructured_keep, wanda_score)
 from lib.models.arch import decoder_layers_path, find_linears, get_decoder_layers
 from lib.pruning.capture import capture_layer_inputs, run_layer
 from lib.pruning.driver import PruneConfig, _chunk_selector, prune_model
+from lib.pruning.masks import (assign_tiers, block_mean_scores, nm_keep, three_tier_keep, tier_counts,
+                               unstructured_keep, wanda_score)
 from lib.pruning.sparsegpt import inverse_hessian_factor, sparsegpt_reconstruct
 from lib.pruning.stats import ActNormStats, HessianStats
 from test_masks import check_structure

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from conftest import REPO, make_llama, make_opt
-from lib.eval.generation import continuation_logprobs, generate_greedy, next_token_logprobs
-from lib.data.prompts import NO_ANSWER, boolq_prompt
-from lib.eval.perplexity import perplexity
 from lib.core.uncertainty import mean_stderr
-from lib.eval.tasks.examples import answer_nll, evaluate_boolq, evaluate_gsm8k, evaluate_squad, gsm8k_fewshot_prefix
+from lib.data.prompts import NO_ANSWER, boolq_prompt
+from lib.eval.generation import continuation_logprobs, generate_greedy, next_token_logprobs
+from lib.eval.perplexity import perplexity
 from lib.eval.runner import check_tasks, evaluate_tasks, perplexity_report, task_limit
+from lib.eval.tasks.examples import answer_nll, evaluate_boolq, evaluate_gsm8k, evaluate_squad, gsm8k_fewshot_prefix
 
 PROMPTS = [
     "The quick brown fox",

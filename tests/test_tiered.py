@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from conftest import make_llama, make_tokenizer
-from lib.tiered.cost import bitmask_cost, model_cost, tiered_cost
-from lib.tiered.tier_map import DENSE, NM, TOPK
-from lib.pruning.masks import three_tier_mask
 from lib.models.arch import decoder_linear_weights
 from lib.pruning.driver import PruneConfig, prune_model
-from lib.tiered.format import decode_bitmask, decode_tiered, encode_bitmask, encode_tiered
+from lib.pruning.masks import three_tier_mask
 from lib.tiered.checkpoint import COMPRESSED_FILE, encode_state_dict, load_tiered_model, save_compressed
+from lib.tiered.cost import bitmask_cost, model_cost, tiered_cost
+from lib.tiered.format import decode_bitmask, decode_tiered, encode_bitmask, encode_tiered
+from lib.tiered.tier_map import DENSE, NM, TOPK
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}

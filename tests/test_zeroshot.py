@@ -8,13 +8,13 @@ import math
 import pytest
 
 from conftest import make_llama
-from lib.eval.tasks import zeroshot, zeroshot_registry  # zeroshot registers the built-in specs on import
 from lib.data import DataError
 from lib.eval.generation import continuation_logprobs
 from lib.eval.runner import evaluate_tasks
-from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_context, shared_continuation
+from lib.eval.tasks import zeroshot, zeroshot_registry  # zeroshot registers the built-in specs on import
 from lib.eval.tasks.zeroshot import (choice_metrics, evaluate_task, get_task, load_records, parse_records, suite_mean,
                                      summarize)
+from lib.eval.tasks.zeroshot_registry import Question, ZeroShotTask, register, shared_context, shared_continuation
 
 
 def _toy_parse(record: dict) -> Question:

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Iterator
 
 from lib.core.errors import OutputError
-from lib.core.files import atomic_write_text, record_written, remove_path, remove_stale_temporaries, temporary_path, write_faults
-from lib.core.markers import MARKER_FILE, MARKER_KEY, Existing, inspect_dir, manifest, marker, read_marker, write_marker
+from lib.core.files import (atomic_write_text, record_written, remove_path, remove_stale_temporaries, temporary_path,
+                            write_faults)
+from lib.core.markers import Existing, MARKER_FILE, MARKER_KEY, inspect_dir, manifest, marker, read_marker, write_marker
 from lib.core.outputs import Output, claimed_output, existing_problem
 from lib.core.results import json_text
 

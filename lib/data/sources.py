@@ -30,7 +30,7 @@ from pathlib import Path
 
 from lib.core.paths import chosen_data_dir
 from lib.data import registry
-from lib.data.registry import SPLITS, DataError, require_field
+from lib.data.registry import DataError, SPLITS, require_field
 
 logger = logging.getLogger(__name__)
 

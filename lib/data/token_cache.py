@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from lib.data.sources import Corpus
 from lib.core.paths import cache_root
+from lib.data.sources import Corpus
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lib.models.arch import model_device
 from lib.eval.scoring import final_hidden_states, head_logits, score_tokens
+from lib.models.arch import model_device
 
 logger = logging.getLogger(__name__)
 

@@ -22,15 +22,15 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from lib.core.results import Timer
+from lib.core.uncertainty import mean_stderr, ppl_interval
 from lib.data import registry
 from lib.data.calibration import get_eval_tokens
 from lib.data.sources import load_task_examples, resolve_data_dir
 from lib.eval.lm_eval_backend import LM_EVAL_TASKS, evaluate_lm_eval
 from lib.eval.perplexity import perplexity, window_count
-from lib.core.results import Timer
-from lib.eval.tasks.examples import EVALUATORS
 from lib.eval.report import by_id
-from lib.core.uncertainty import mean_stderr, ppl_interval
+from lib.eval.tasks.examples import EVALUATORS
 from lib.eval.tasks.zeroshot import SUITE, evaluate_suite, load_suite_records
 
 logger = logging.getLogger(__name__)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.data import registry
-from lib.experiments.rows import EVAL_FILE, FINETUNE_FLAGS, PRUNE_FLAGS, Group, Row, data_label, group_rows, recorded_flags
-from lib.eval.report import pairing
 from lib.core.uncertainty import mean_sd, paired_bootstrap
+from lib.data import registry
+from lib.eval.report import pairing
+from lib.experiments.rows import (EVAL_FILE, FINETUNE_FLAGS, Group, PRUNE_FLAGS, Row, data_label, group_rows,
+                                  recorded_flags)
 
 BOOTSTRAP_RESAMPLES = 2000
 MARK = "*"  # after a difference whose 95% interval excludes 0

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from lib.tiered.tier_map import DENSE, NM, TOPK
 from lib.pruning.masks import rank_blocks, tier_counts
+from lib.tiered.tier_map import DENSE, NM, TOPK
 
 Counts = tuple[int, int, int]  # (dense, 2:4, top-k) blocks
 Ratios = tuple[float, float, float]

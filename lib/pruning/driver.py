@@ -23,15 +23,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lib.pruning import allocation
 from lib.core.cli import check_finite_fields
+from lib.core.results import Timer
+from lib.models.arch import decoder_layers_path, decoder_linears, find_linears, get_decoder_layers, unpruned_weights
+from lib.pruning import allocation
+from lib.pruning.capture import (Captured, LayerInput, capture_layer_inputs, hidden_output, layer_device, run_layer,
+                                 to_device)
 from lib.pruning.masks import (DEFAULT_RATIOS, INTRA_BLOCK_ALIASES, INTRA_BLOCK_SCORES, assign_tiers,
                                assign_tiers_row_balanced, block_mean_scores, check_block_size, check_ratios,
                                tier_counts, tier_histogram)
-from lib.models.arch import decoder_layers_path, decoder_linears, find_linears, get_decoder_layers, unpruned_weights
-from lib.pruning.capture import (Captured, LayerInput, capture_layer_inputs, hidden_output, layer_device, run_layer,
-                                 to_device)
-from lib.core.results import Timer
 from lib.pruning.methods import PATTERNS, SCORES, pattern_names, score_names
 from lib.pruning.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
 from lib.pruning.stats import ActNormStats, HessianStats

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from lib.tiered.tier_map import DENSE, NM, TOPK
 from lib.tiered.format import unpack_nm_meta
+from lib.tiered.tier_map import DENSE, NM, TOPK
 
 
 def _chunks(n_tiles: int, elements_per_tile: int, max_elements: int):

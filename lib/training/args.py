@@ -15,12 +15,11 @@ from typing import Sequence
 
 import torch
 
-from lib.training.checkpoints import RESUME_LATEST
 from lib.core.cli import EXIT_USAGE, check_finite_fields, one_line
-from lib.data.sources import resolve_data_dir
-from lib.models.loading import DEFAULT_MODEL, saved_size_estimate
 from lib.core.outputs import Output, check_outputs
-from lib.models.loading import run_inputs
+from lib.data.sources import resolve_data_dir
+from lib.models.loading import DEFAULT_MODEL, run_inputs, saved_size_estimate
+from lib.training.checkpoints import RESUME_LATEST
 
 from lib.data import registry
 from lib.training.data import LM_TASK

@@ -21,22 +21,20 @@ from typing import Any, Iterator, Sequence
 
 from torch import nn
 
-from lib.core.cli import fail, interrupts_end_in_one_line
-from lib.core.cli import setup_logging as setup_cli_logging
-from lib.training.checkpoints import ResumeError, resolve_resume
-from lib.training.args import DataArguments, ModelArguments, finetune_inputs, finetune_output, parse_args
-from lib.training.data import PadCollator, load_datasets
-from lib.models.loading import load_model, load_tokenizer, resolve_model_path
-from lib.models.arch import measure_sparsity
-from lib.core.outputs import Output, claim_outputs
-from lib.core.errors import OutputError
-from lib.core.markers import add_to_manifest
-from lib.core.writes import in_place_dir, staged_entries
+from lib.core.cli import fail, interrupts_end_in_one_line, setup_logging as setup_cli_logging
+from lib.core.errors import OutputError, WeightFileError
 from lib.core.files import record_written, write_faults
+from lib.core.markers import add_to_manifest
+from lib.core.outputs import Output, claim_outputs
 from lib.core.results import environment_info, write_json
-from lib.training.sparsity import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
+from lib.core.writes import in_place_dir, staged_entries
+from lib.models.arch import measure_sparsity
+from lib.models.loading import load_model, load_tokenizer, resolve_model_path
 from lib.tiered.tier_map import TIER_MAP_FILE
-from lib.core.errors import WeightFileError
+from lib.training.args import DataArguments, ModelArguments, finetune_inputs, finetune_output, parse_args
+from lib.training.checkpoints import ResumeError, resolve_resume
+from lib.training.data import PadCollator, load_datasets
+from lib.training.sparsity import SparsityCallback, SparsityMask, rank_fingerprints, tier_map_modules
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 from torch import nn
 
 from lib.data import registry
+from lib.data.prompts import BOOLQ_CHOICES, boolq_prompt, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
 from lib.eval.generation import continuation_logprobs, generate_greedy, next_token_logprobs
 from lib.eval.metrics import gsm8k_gold, gsm8k_scores, is_no_answer, squad_scores, squad_summary
-from lib.data.prompts import BOOLQ_CHOICES, boolq_prompt, gsm8k_prompt, gsm8k_target, squad_prompt, squad_target
 from lib.eval.report import by_id, example_ids, require_examples, with_stderr
 
 SQUAD_STOP = ("\n",)

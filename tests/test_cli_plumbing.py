@@ -44,14 +44,6 @@ def test_seed_everything_repeats_every_generator():
     assert (random.random(), np.random.rand(), torch.rand(1).item()) != draws[0]
 
 
-def test_pyproject_names_the_lib_package():
-    import tomllib
-
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert project["tool"]["setuptools"]["packages"] == ["lib"]
-    assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
-
-
 @pytest.mark.parametrize("script", ["scripts/eval_tasks.py", "dense_ft/finetune_lm.py", "main_block_three_tier.py"])
 def test_entry_points_run_from_the_repo_root_uninstalled(script):
     result = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)

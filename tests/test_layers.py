@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from tests.helpers import REPO
 
 LIB = REPO / "lib"
 # bottom to top; a layer may import itself and what its row names ("data.registry": that module only)

@@ -12,7 +12,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line("markers", "real_data: needs ../shared/data")
     config.addinivalue_line("markers", "real_model: needs the embedded SmolLM2 model")
-    config.addinivalue_line("markers", "gpu: needs CUDA")
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ sources); the fine-tune data is a task of dense_ft/ ("squad", "gsm8k") or a text
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -30,9 +31,15 @@ EXPERIMENTS = (
     Experiment("exp5", "wikitext2+squad", "squad", "Exp 5"),
     Experiment("exp6", "wikitext2+gsm8k", "gsm8k", "Exp 6"),
 )
+
+
+def calibration_order(experiments: Sequence[Experiment]) -> tuple[str, ...]:
+    """Each calibration of `experiments` once, in the order the rows first use it (the pruned rows of results.md)."""
+    return tuple(dict.fromkeys(experiment.calibration for experiment in experiments))
+
+
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}
-# the pruned rows of results.md: each calibration once, in the order the rows first use it
-CALIBRATION_ORDER = tuple(dict.fromkeys(experiment.calibration for experiment in EXPERIMENTS))
+CALIBRATION_ORDER = calibration_order(EXPERIMENTS)
 
 
 def bash_declarations() -> str:

@@ -158,23 +158,6 @@ def nm_keep(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return _best_n_of_groups(s, n).view(out_features, groups * m)[:, :in_features]
 
 
-def topk_block_keep(score: torch.Tensor, block_size: int, k: int) -> torch.Tensor:
-    """Keep exactly min(k, real elements) weights with the highest score in every b x b block.
-
-    score: [O, I]; returns bool [O, I].
-    """
-    if k < 0:
-        raise ValueError(f"--topk_per_block must be >= 0, got {k}")
-    out_features, in_features = score.shape
-    blocks = to_blocks(score.float(), block_size, -math.inf)  # (R, C, b, b)
-    flat = blocks.reshape(-1, block_size * block_size)  # (R*C, b*b)
-    keep_flat = torch.zeros_like(flat, dtype=torch.bool)
-    k = min(k, flat.shape[1])
-    if k > 0:
-        keep_flat.scatter_(1, flat.topk(k, dim=1, sorted=False).indices, True)
-    return from_blocks(keep_flat.view(blocks.shape), out_features, in_features)
-
-
 def unstructured_keep(score: torch.Tensor, sparsity: float, per_row: bool = True) -> torch.Tensor:
     """Unstructured mask: Wanda's per output row (prune floor(I * sparsity) lowest scores in each
     row), or SparseGPT's over the whole tensor (prune round(O * I * sparsity) lowest), which
@@ -230,7 +213,6 @@ def three_tier_mask(
     block_size: int = 16,
     topk_per_block: int = 15,
     intra_block_score: str = "method",
-    counts: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Three-tier block mask of one weight matrix.
 
@@ -240,7 +222,6 @@ def three_tier_mask(
     Args:
         weight: [O, I].
         act_norm_sq: [I] per-input-channel sum of squared activations, or None for magnitude.
-        counts: explicit (dense, 2:4, top-k) block counts, overriding `ratios` (tier allocation scopes).
     Returns:
         keep: bool [O, I]; tier_map: uint8 [R, C].
     """
@@ -251,7 +232,7 @@ def three_tier_mask(
         raise ValueError(f"--intra_block_score {intra_block_score!r} is not one of {', '.join(INTRA_BLOCK_SCORES)}")
     score = weight.float().abs() if act_norm_sq is None else wanda_score(weight, act_norm_sq)
     block_scores = block_mean_scores(score, block_size)
-    tier_map = assign_tiers(block_scores, counts or tier_counts(block_scores.numel(), ratios))
+    tier_map = assign_tiers(block_scores, tier_counts(block_scores.numel(), ratios))
     intra = score if intra_block_score == "method" else weight.float().abs()
     return three_tier_keep(intra, tier_map, block_size, topk_per_block), tier_map
 

@@ -7,8 +7,7 @@ stores), with s = bytes per value and b = block size:
 - bitmask (unstructured, and N:M other than 2:4): 1 bit per weight + the nonzeros (nnz MACs).
 - dense: every weight (O*I MACs).
 At batch 1 a kernel reads each stored weight byte once per token, so the bytes are also the
-weight bytes read per token. CSR (values + int16 column index + int32 row pointers) is given
-by `csr_bytes` for reference; at the sparsities studied here it is larger than the bitmask.
+weight bytes read per token.
 """
 
 from __future__ import annotations
@@ -42,11 +41,6 @@ def bitmask_cost(shape: tuple[int, int], nnz: int, value_bytes: int) -> dict[str
 
 def dense_cost(shape: tuple[int, int], value_bytes: int) -> dict[str, int]:
     return {"bytes": shape[0] * shape[1] * value_bytes, "macs": shape[0] * shape[1]}
-
-
-def csr_bytes(shape: tuple[int, int], nnz: int, value_bytes: int) -> int:
-    """CSR of an [O, I] matrix: nnz values, nnz int16 column indices, O + 1 int32 row pointers."""
-    return nnz * (value_bytes + 2) + (shape[0] + 1) * 4
 
 
 def model_cost(model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],

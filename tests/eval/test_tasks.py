@@ -190,9 +190,24 @@ def test_squad_abstaining_model_gets_exactly_the_no_answer_share(tiny_llama, tok
     assert [s["prediction"] for s in result["samples"]] == ["", "", ""]
 
 
-def test_squad_random_model_runs_and_scores_in_range(tiny_llama, tokenizer):
-    result = evaluate_squad(tiny_llama, tokenizer, SQUAD, batch_size=3, progress=False)
-    assert all(0.0 <= result["metrics"][k] <= 1.0 for k in ("exact", "f1", "HasAns_f1", "NoAns_f1"))
+@pytest.mark.parametrize("max_new_tokens, exact, f1", [
+    (1, {"a": 1.0, "b": 0.0, "c": 0.0}, {"a": 1.0, "b": 0.0, "c": 0.0}),  # "brown": id a's gold answer
+    (2, {"a": 0.0, "b": 0.0, "c": 0.0}, {"a": 2 / 3, "b": 0.0, "c": 0.0}),  # "brown brown": precision 1/2, recall 1
+])
+def test_squad_forced_answer_scores_by_hand(tiny_llama, tokenizer, max_new_tokens, exact, f1):
+    """A model that always says " brown": EM and F1 worked by hand against SQUAD's golds (b is unanswerable,
+    c's answer is Natalia)."""
+    (brown,) = tokenizer(" brown", add_special_tokens=False).input_ids
+    handle = force_tokens(tiny_llama, [brown])
+    try:
+        result = evaluate_squad(tiny_llama, tokenizer, SQUAD, batch_size=3, max_new_tokens=max_new_tokens, progress=False)
+    finally:
+        handle.remove()
+    metrics, per_example = result["metrics"], result["per_example"]
+    assert per_example["exact"] == exact and per_example["f1"] == pytest.approx(f1)
+    assert metrics["exact"] == pytest.approx(sum(exact.values()) / 3) and metrics["f1"] == pytest.approx(sum(f1.values()) / 3)
+    assert metrics["HasAns_f1"] == pytest.approx((f1["a"] + f1["c"]) / 2)
+    assert metrics["NoAns_exact"] == metrics["NoAns_f1"] == metrics["no_answer_rate"] == 0.0
     assert result["samples"] is None
 
 

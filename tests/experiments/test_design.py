@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from lib.experiments.design import CALIBRATION_ORDER, EXPERIMENTS
+from lib.experiments.design import CALIBRATION_ORDER, EXPERIMENTS, Experiment, calibration_order
 from tests.helpers import REPO
 
 
@@ -18,5 +18,10 @@ def test_bash_reads_the_same_rows_as_python():
 
 
 def test_calibration_order_follows_first_use():
-    assert CALIBRATION_ORDER == ("wikitext2", "squad", "gsm8k", "wikitext2+squad", "wikitext2+gsm8k")
-    assert set(CALIBRATION_ORDER) == {e.calibration for e in EXPERIMENTS}
+    rows = [Experiment("a", "c4", "squad", "A"), Experiment("b", "gsm8k", "gsm8k", "B"),
+            Experiment("c", "c4", "gsm8k", "C"), Experiment("d", "squad", "squad", "D"), Experiment("e", "gsm8k", "squad", "E")]
+    assert calibration_order(rows) == ("c4", "gsm8k", "squad")  # each once, where it is first used
+    assert calibration_order(rows[::-1]) == ("gsm8k", "squad", "c4")
+    assert calibration_order([]) == ()
+    first_use = [next(i for i, e in enumerate(EXPERIMENTS) if e.calibration == c) for c in CALIBRATION_ORDER]
+    assert first_use == sorted(first_use) and set(CALIBRATION_ORDER) == {e.calibration for e in EXPERIMENTS}

@@ -7,7 +7,6 @@ from lib.models.arch import find_linears, get_decoder_layers, measure_sparsity
 from lib.pruning.capture import capture_layer_inputs, run_layer
 from lib.pruning.driver import PruneConfig, profile_model, prune_model
 from lib.pruning.masks import expand_tier_map, tier_counts
-from lib.tiered.tier_map import TIER_NAMES
 from tests.helpers import check_structure
 
 from tests.helpers import make_llama, make_opt
@@ -198,10 +197,6 @@ def test_allocation_scopes_keep_totals(scope, owl):
 def test_config_errors_name_the_flag(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PruneConfig(**kwargs)
-
-
-def test_tier_names_order():
-    assert TIER_NAMES == ("dense", "2:4", "topk")
 
 
 def test_owl_shifts_stay_exact_when_clamped():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lib.pruning.masks import (assign_tiers, block_mean_scores, expand_tier_map, nm_keep, three_tier_keep,
-                               three_tier_mask, tier_counts, tier_histogram, topk_block_keep, unstructured_keep,
+                               three_tier_mask, tier_counts, tier_histogram, unstructured_keep,
                                wanda_score)
 from lib.tiered.tier_map import DENSE, NM, TOPK
 
@@ -69,12 +69,12 @@ def test_rank_ties_deterministic_and_exact():
 
 def test_topk_exact_with_ties():
     score = torch.ones(32, 40)  # every weight tied
-    keep = topk_block_keep(score, 16, 15)
+    keep = three_tier_keep(score, torch.full((2, 3), TOPK, dtype=torch.uint8), 16, 15)
     for r in range(2):
         for c in range(3):
             block = keep[r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16]
             assert block.sum() == 15
-    small = topk_block_keep(torch.ones(3, 3), 16, 15)  # a block of 9 < k elements keeps all
+    small = three_tier_keep(torch.ones(3, 3), torch.tensor([[TOPK]], dtype=torch.uint8), 16, 15)  # 9 < k elements: all kept
     assert small.all()
 
 

@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
+from dataclasses import asdict
 
 import torch
 
@@ -34,7 +34,7 @@ from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, mo
 from lib.pruning.driver import PruneConfig, check_block_fits, prune_model
 from lib.pruning.masks import DEFAULT_RATIOS
 from lib.tiered.checkpoint import add_verify_flag, save_compressed
-from lib.tiered.tier_map import TIER_MAP_FILE, TIER_NAMES, save_tier_maps
+from lib.tiered.tier_map import TIER_MAP_FILE, TIER_NAMES, TierMetadata, save_tier_maps
 
 logger = logging.getLogger("main_block_three_tier")
 DEFAULT_SEQLEN = 2048
@@ -170,8 +170,8 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
         "matrices": result.matrices,
         "timings": timings,
     }
-    metadata = {"block_size": config.block_size, "ratios": list(config.ratios), "topk_per_block": config.topk_per_block,
-                "tier_scope": config.tier_scope, "owl": config.owl, "model": args.model}
+    metadata = asdict(TierMetadata(config.block_size, config.ratios, config.topk_per_block, config.tier_scope, config.owl,
+                                   args.model))
     if args.save:
         with atomic_dir(args.save, "results", args.overwrite, "--save") as out:
             write_json(out / "results.json", report)

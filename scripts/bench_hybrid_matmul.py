@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from lib.pruning.masks import expand_tier_map, nm_keep, three_tier_mask
 from lib.tiered.format import encode_tiered
 from lib.tiered.matmul import tiered_matmul
-from lib.tiered.tier_map import NM
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, NM
 
 BATCHES = (1, 64)
 
@@ -70,7 +70,7 @@ def semi_structured_path(weight: torch.Tensor, tier_map: torch.Tensor):
     try:
         from torch.sparse import to_sparse_semi_structured
 
-        nm = expand_tier_map(tier_map, 16, *weight.shape).to(weight.device) == NM
+        nm = expand_tier_map(tier_map, DEFAULT_BLOCK_SIZE, *weight.shape).to(weight.device) == NM
         return to_sparse_semi_structured(torch.where(nm, weight, 0)), torch.where(nm, 0, weight)
     except (RuntimeError, ValueError, ImportError) as err:  # shape/dtype limits of the installed kernels
         return f"semi-structured unavailable: {str(err).splitlines()[0]}"
@@ -82,12 +82,12 @@ def bench_group(label: str, weights: dict[str, torch.Tensor], device: torch.devi
     for weight in weights.values():
         keep, tier_map = three_tier_mask(weight, None)
         pruned = (weight * keep).to(device, dtype)
-        encoded = {k: v.to(device) for k, v in encode_tiered(pruned, tier_map, 16, 15).items()}
+        encoded = {k: v.to(device) for k, v in encode_tiered(pruned, tier_map, DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK).items()}
         prepared.append((pruned, tier_map, encoded))
     for batch in BATCHES:
         inputs = [torch.randn(batch, w.shape[1], device=device, dtype=dtype) for w, _, _ in prepared]
         dense = median_ms(lambda: [F.linear(x, w) for x, (w, _, _) in zip(inputs, prepared)], repeats, device)
-        hybrid = median_ms(lambda: [tiered_matmul(x, e, tuple(w.shape), 16) for x, (w, _, e) in zip(inputs, prepared)], repeats, device)
+        hybrid = median_ms(lambda: [tiered_matmul(x, e, tuple(w.shape), DEFAULT_BLOCK_SIZE) for x, (w, _, e) in zip(inputs, prepared)], repeats, device)
         line = f"{label:<34}{batch:>6}{dense:>11.3f}{hybrid:>12.3f}{hybrid / dense:>10.1f}"
         if device.type == "cuda":
             line += cuda_columns(prepared, inputs, dense, repeats, device)

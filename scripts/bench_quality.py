@@ -56,6 +56,7 @@ from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model, run
 from lib.pruning.driver import PruneConfig, profile_model, prune_model
 from lib.pruning.masks import DEFAULT_RATIOS
 from lib.tiered.cost import checkpoint_cost
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK
 
 logger = logging.getLogger("bench_quality")
 DEFAULT_SEQLEN = 512
@@ -66,7 +67,7 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     for method, scope, owl in itertools.product(("wanda", "sparsegpt"), ("matrix", "row", "layer", "model"), (False, True)):
         name = f"three_tier {method} {scope}" + (" owl" if owl else "")
         configs[name] = PruneConfig(prune_method=method, tier_scope=scope, owl=owl)
-    sparsity = DEFAULT_RATIOS[1] * 0.5 + DEFAULT_RATIOS[2] * (1 - 15 / 256)
+    sparsity = DEFAULT_RATIOS[1] * 0.5 + DEFAULT_RATIOS[2] * (1 - DEFAULT_TOPK_PER_BLOCK / DEFAULT_BLOCK_SIZE**2)
     for method in ("wanda", "sparsegpt"):
         configs[f"unstructured {method}"] = PruneConfig(prune_method=method, sparsity_type="unstructured", sparsity_ratio=sparsity)
     # the pruning issue's comparison rows (not in the default table; select them with --only)

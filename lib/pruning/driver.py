@@ -35,6 +35,7 @@ from lib.pruning.masks import (DEFAULT_RATIOS, INTRA_BLOCK_ALIASES, INTRA_BLOCK_
 from lib.pruning.methods import PATTERNS, SCORES, pattern_names, score_names
 from lib.pruning.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
 from lib.pruning.stats import ActNormStats, HessianStats
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ class PruneConfig:
     ratios: tuple[float, float, float] = field(default=DEFAULT_RATIOS, metadata={
         "flag": "--sparsity_ratios", "metavar": ("DENSE", "MID_2_4", "TOPK"),
         "help": "block shares of the three tiers, >= 0 and summing to 1"})
-    block_size: int = field(default=16, metadata={"help": "side of the square blocks the tiers are assigned to"})
-    topk_per_block: int = field(default=15, metadata={"help": "weights kept in each top-k block"})
+    block_size: int = field(default=DEFAULT_BLOCK_SIZE, metadata={"help": "side of the square blocks the tiers are assigned to"})
+    topk_per_block: int = field(default=DEFAULT_TOPK_PER_BLOCK, metadata={"help": "weights kept in each top-k block"})
     intra_block_score: str = field(default="method", metadata={
         "aliases": ("--intra_block_metric",), "choices": (*INTRA_BLOCK_SCORES, *INTRA_BLOCK_ALIASES),
         "help": "what picks the kept weights inside 2:4 and top-k blocks: the --prune_method score (method; "

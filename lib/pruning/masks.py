@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from lib.tiered.tier_map import DENSE, NM, TIER_NAMES, TOPK
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, DENSE, NM, TIER_NAMES, TOPK
 from lib.tiered.tiles import from_blocks, pad, to_blocks
 
 INTRA_BLOCK_SCORES = ("method", "magnitude")  # inside 2:4 / top-k blocks: the ranking score, or |W|
@@ -210,8 +210,8 @@ def three_tier_mask(
     weight: torch.Tensor,
     act_norm_sq: torch.Tensor | None,
     ratios: tuple[float, float, float] = DEFAULT_RATIOS,
-    block_size: int = 16,
-    topk_per_block: int = 15,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    topk_per_block: int = DEFAULT_TOPK_PER_BLOCK,
     intra_block_score: str = "method",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Three-tier block mask of one weight matrix.

@@ -59,7 +59,8 @@ class PruneConfig:
     ratios: tuple[float, float, float] = field(default=DEFAULT_RATIOS, metadata={
         "flag": "--sparsity_ratios", "metavar": ("DENSE", "MID_2_4", "TOPK"),
         "help": "block shares of the three tiers, >= 0 and summing to 1"})
-    block_size: int = field(default=DEFAULT_BLOCK_SIZE, metadata={"help": "side of the square blocks the tiers are assigned to"})
+    block_size: int = field(default=DEFAULT_BLOCK_SIZE, metadata={
+        "help": "side of the square blocks the tiers are assigned to"})
     topk_per_block: int = field(default=DEFAULT_TOPK_PER_BLOCK, metadata={"help": "weights kept in each top-k block"})
     intra_block_score: str = field(default="method", metadata={
         "aliases": ("--intra_block_metric",), "choices": (*INTRA_BLOCK_SCORES, *INTRA_BLOCK_ALIASES),

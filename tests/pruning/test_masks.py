@@ -3,26 +3,10 @@
 import pytest
 import torch
 
-from lib.pruning.masks import (assign_tiers, block_mean_scores, expand_tier_map, nm_keep, three_tier_keep,
-                               three_tier_mask, tier_counts, tier_histogram, unstructured_keep,
-                               wanda_score)
+from lib.pruning.masks import (assign_tiers, block_mean_scores, nm_keep, three_tier_keep, three_tier_mask, tier_counts,
+                               tier_histogram, unstructured_keep, wanda_score)
 from lib.tiered.tier_map import DENSE, NM, TOPK
-
-
-def check_structure(keep, tier_map, block_size, k):
-    """Assert every structural promise of a three-tier mask; return per-tier kept counts."""
-    out_features, in_features = keep.shape
-    tiers = expand_tier_map(tier_map, block_size, out_features, in_features)
-    assert keep[tiers == DENSE].all(), "dense blocks must be untouched"
-    for r in range(tier_map.shape[0]):
-        for c in range(tier_map.shape[1]):
-            block = keep[r * block_size : (r + 1) * block_size, c * block_size : (c + 1) * block_size]
-            if tier_map[r, c] == NM:
-                for g in range(0, block.shape[1], 4):
-                    group = block[:, g : g + 4]
-                    assert (group.sum(1) == min(2, group.shape[1])).all(), "2:4 group must keep exactly 2"
-            elif tier_map[r, c] == TOPK:
-                assert block.sum() == min(k, block.numel()), "top-k block must keep exactly k"
+from tests.helpers import check_structure
 
 
 @pytest.mark.parametrize(

@@ -4,4 +4,5 @@ A new task is one module here (a `ZeroShotTask` passed to `lib.eval.tasks.zerosh
 import line below.
 """
 
-from lib.eval.tasks.zeroshot_tasks import boolq, rte, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, piqa  # noqa: F401, I001
+from lib.eval.tasks.zeroshot_tasks import (boolq, rte, hellaswag, winogrande, arc_easy, arc_challenge,  # noqa: F401, I001
+                                          openbookqa, piqa)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from lib.core.files import atomic_write
 from lib.core.paths import cache_root
 from lib.data.sources import Corpus
 
@@ -69,13 +69,12 @@ def _load(path: Path, key: tuple):
 
 
 def _save(path: Path, key: tuple, value) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    """Write the entry of `key` atomically (lib.core.files.atomic_write: no partial file survives a failure)."""
+    entry = {"format": ENTRY_FORMAT, "key": repr(key), "sha256": _checksum(value), "value": value}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"format": ENTRY_FORMAT, "key": repr(key), "sha256": _checksum(value), "value": value}, tmp)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: torch.save(entry, tmp))
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk or a file-size limit as RuntimeError
-        tmp.unlink(missing_ok=True)
         logger.warning("cannot write token cache %s (%s); continuing without it", path, err)
 
 

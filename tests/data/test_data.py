@@ -7,6 +7,7 @@ import logging
 import random
 import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -459,6 +460,19 @@ def test_corpus_tokenized_once_per_process_and_cached_on_disk(tokenizer, tmp_pat
     assert fresh.calls == 0
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, from_disk))
     assert testenc.input_ids.dtype == torch.long
+
+
+def test_a_failed_token_cache_write_leaves_no_file_and_costs_only_time(tokenizer, tmp_path, monkeypatch, caplog):
+    def full_disk(obj, path):  # what torch.save does on a full disk: part of the file, then a RuntimeError
+        Path(path).write_bytes(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file data/0")
+
+    monkeypatch.setattr(token_cache.torch, "save", full_disk)
+    with caplog.at_level(logging.WARNING, logger="lib.data.token_cache"):
+        tokens = get_eval_tokens("wikitext2", tokenizer, data_dir=SAMPLE_DATA, seqlen=32)
+    assert tokens.shape[0] == 1 and tokens.shape[1] > 32
+    assert "cannot write token cache" in caplog.text and "continuing without it" in caplog.text
+    assert list((tmp_path / "cache" / "tokenized").iterdir()) == []  # neither an entry nor a temporary
 
 
 def test_c4_documents_cached_on_disk(tokenizer, monkeypatch):

@@ -15,8 +15,8 @@
 So `overwrite` (every CLI's `--overwrite`, the fine-tune CLIs' `--overwrite_output_dir`) replaces, never
 deletes. Write faults (an OSError, or a safetensors / torch error reporting one) become one `OutputError`
 line naming the path and the cause. Temporaries are `.NAME.partial-PID`, `.NAME.old-PID` and
-`.NAME.tmp-PID` beside the target, the lock `.NAME.lock`. `kept_summary()` says which outputs this
-process finished (for an interrupted run).
+`.NAME.tmp-PID` beside the target, the lock `.NAME.lock` (`lib.core.files`, whose `kept_summary()` says
+which outputs this process finished, for an interrupted run).
 
 A CLI adds an output in two places (see main_block_three_tier.py):
 

@@ -14,23 +14,27 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
+from dataclasses import asdict
 
 import torch
 
-from lib.cli import (OneLineParser, add_dataclass_arguments, check_range, dataclass_values, run_or_fail, seed_everything,
-                     setup_logging)
+from lib.core.cli import (OneLineParser, add_dataclass_arguments, check_range, dataclass_values, run_or_fail,
+                          seed_everything, setup_logging)
+from lib.core.errors import ModelLoadError, OutputError
+from lib.core.outputs import Output, claim_outputs
+from lib.core.results import Timer, environment_info, write_json
+from lib.core.writes import atomic_dir
 from lib.data import check_sources, dataset_names, get_loaders, parse_mixture
-from lib.masks import DEFAULT_RATIOS, TIER_NAMES
-from lib.models import (DEFAULT_MODEL, ModelLoadError, check_model_early, check_seqlen, effective_seqlen, given_seqlen,
-                        load_model, model_label, save_model, saved_size_estimate)
-from lib.perplexity import perplexity, window_count
-from lib.outputs import Output, OutputError, atomic_dir, claim_outputs, run_inputs
-from lib.prune import PruneConfig, check_block_fits, measure_sparsity, prune_model
-from lib.results import Timer, environment_info, write_json
-from lib.tasks import perplexity_report
-from lib.tier_io import TIER_MAP_FILE, save_tier_maps
-from lib.tiered_io import add_verify_flag, save_compressed
+from lib.eval.perplexity import perplexity, window_count
+from lib.eval.runner import perplexity_report
+from lib.models.arch import decoder_linear_weights, measure_sparsity
+from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
+from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, model_label, run_inputs, save_model,
+                                saved_size_estimate)
+from lib.pruning.driver import PruneConfig, check_block_fits, prune_model
+from lib.pruning.masks import DEFAULT_RATIOS
+from lib.tiered.checkpoint import add_verify_flag, save_compressed
+from lib.tiered.tier_map import TIER_MAP_FILE, TIER_NAMES, TierMetadata, save_tier_maps
 
 logger = logging.getLogger("main_block_three_tier")
 DEFAULT_SEQLEN = 2048
@@ -49,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration_packing", choices=("concat", "none"), default="concat",
                    help="concat: pack examples into full seqlen samples (default); none: one example per sample")
     p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
-    add_dataclass_arguments(p, PruneConfig, "pruning (lib.prune.PruneConfig)")
+    add_dataclass_arguments(p, PruneConfig, "pruning (lib.pruning.driver.PruneConfig)")
     p.set_defaults(ratios=None)  # None: not given, so that the fork's three ratio flags can stand in
     p.add_argument("--top_dense_ratio", type=float, default=None, help="alias: first of --sparsity_ratios")
     p.add_argument("--mid_2_4_ratio", type=float, default=None, help="alias: second of --sparsity_ratios")
@@ -166,8 +170,8 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
         "matrices": result.matrices,
         "timings": timings,
     }
-    metadata = {"block_size": config.block_size, "ratios": list(config.ratios), "topk_per_block": config.topk_per_block,
-                "tier_scope": config.tier_scope, "owl": config.owl, "model": args.model}
+    metadata = asdict(TierMetadata(config.block_size, config.ratios, config.topk_per_block, config.tier_scope, config.owl,
+                                   args.model))
     if args.save:
         with atomic_dir(args.save, "results", args.overwrite, "--save") as out:
             write_json(out / "results.json", report)
@@ -176,7 +180,7 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
                 f.write(f"{report['method']}\t{sparsity['sparsity']:.4f}\t{ppl['ppl'] if ppl else float('nan'):.4f}\n")
             if result.tier_maps:
                 save_tier_maps(out / TIER_MAP_FILE, result.tier_maps, metadata)
-                from lib.plots import plot_tier_maps
+                from lib.pruning.report import plot_tier_maps
 
                 plot_tier_maps(result.tier_maps, out / "tier_map.png", title=f"{args.model} {report['method']}")
         logger.info("results written to %s", args.save)
@@ -188,7 +192,8 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
         logger.info("pruned model written to %s", args.save_model)
     if args.save_compressed:
         with atomic_dir(args.save_compressed, "compressed_model", args.overwrite, "--save_compressed") as out:
-            save_compressed(model, tokenizer, out, result.tier_maps, config.block_size, config.topk_per_block, tier_metadata=metadata)
+            save_compressed(model, tokenizer, out, decoder_linear_weights(model), result.tier_maps, config.block_size,
+                            config.topk_per_block, tier_metadata=metadata)
         logger.info("compressed model written to %s", args.save_compressed)
     logger.info("summary:%s", summary_table(result, sparsity, ppl, timings))
     return report

@@ -1,1 +1,1 @@
-"""Thin fine-tuning entry points over lib.finetune (run from the repository root)."""
+"""Thin fine-tuning entry points over lib.training.run (run from the repository root)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.finetune import main  # noqa: E402
+from lib.training.run import main  # noqa: E402
 
 if __name__ == "__main__":
     main("lm")

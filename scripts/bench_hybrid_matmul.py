@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time the reference hybrid matmul (lib/hybrid_matmul.py) against the dense matmul of the same weight.
+"""Time the reference hybrid matmul (lib/tiered/matmul.py) against the dense matmul of the same weight.
 
 Matrices: a Llama-2-7B MLP shape (4096 x 11008, random weights) and one decoder layer of the
 default model (its seven Linears, real weights), each with a three-tier mask (|W| ranking,
@@ -31,9 +31,10 @@ if __package__ in (None, ""):
 import torch
 import torch.nn.functional as F
 
-from lib.hybrid_matmul import tiered_matmul
-from lib.masks import NM, expand_tier_map, nm_keep, three_tier_mask
-from lib.tiered import encode_tiered
+from lib.pruning.masks import expand_tier_map, nm_keep, three_tier_mask
+from lib.tiered.format import encode_tiered
+from lib.tiered.matmul import tiered_matmul
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, NM
 
 BATCHES = (1, 64)
 
@@ -56,7 +57,7 @@ def default_model_layer(layer: int) -> dict[str, torch.Tensor]:
     """The seven Linear weights of one decoder layer of the default model (float32), read from its safetensors."""
     from safetensors import safe_open
 
-    from lib.models import DEFAULT_MODEL, resolve_model_path
+    from lib.models.loading import DEFAULT_MODEL, resolve_model_path
 
     path = next(Path(resolve_model_path(DEFAULT_MODEL)).glob("*.safetensors"))
     prefix = f"model.layers.{layer}."
@@ -69,7 +70,7 @@ def semi_structured_path(weight: torch.Tensor, tier_map: torch.Tensor):
     try:
         from torch.sparse import to_sparse_semi_structured
 
-        nm = expand_tier_map(tier_map, 16, *weight.shape).to(weight.device) == NM
+        nm = expand_tier_map(tier_map, DEFAULT_BLOCK_SIZE, *weight.shape).to(weight.device) == NM
         return to_sparse_semi_structured(torch.where(nm, weight, 0)), torch.where(nm, 0, weight)
     except (RuntimeError, ValueError, ImportError) as err:  # shape/dtype limits of the installed kernels
         return f"semi-structured unavailable: {str(err).splitlines()[0]}"
@@ -81,12 +82,12 @@ def bench_group(label: str, weights: dict[str, torch.Tensor], device: torch.devi
     for weight in weights.values():
         keep, tier_map = three_tier_mask(weight, None)
         pruned = (weight * keep).to(device, dtype)
-        encoded = {k: v.to(device) for k, v in encode_tiered(pruned, tier_map, 16, 15).items()}
+        encoded = {k: v.to(device) for k, v in encode_tiered(pruned, tier_map, DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK).items()}
         prepared.append((pruned, tier_map, encoded))
     for batch in BATCHES:
         inputs = [torch.randn(batch, w.shape[1], device=device, dtype=dtype) for w, _, _ in prepared]
         dense = median_ms(lambda: [F.linear(x, w) for x, (w, _, _) in zip(inputs, prepared)], repeats, device)
-        hybrid = median_ms(lambda: [tiered_matmul(x, e, tuple(w.shape), 16) for x, (w, _, e) in zip(inputs, prepared)], repeats, device)
+        hybrid = median_ms(lambda: [tiered_matmul(x, e, tuple(w.shape), DEFAULT_BLOCK_SIZE) for x, (w, _, e) in zip(inputs, prepared)], repeats, device)
         line = f"{label:<34}{batch:>6}{dense:>11.3f}{hybrid:>12.3f}{hybrid / dense:>10.1f}"
         if device.type == "cuda":
             line += cuda_columns(prepared, inputs, dense, repeats, device)

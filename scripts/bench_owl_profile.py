@@ -21,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.prune import PruneConfig, plan_layer_ratios, profile_model, prune_model
+from lib.pruning.driver import PruneConfig, plan_layer_ratios, profile_model, prune_model
 from scripts.bench_setup import add_model_args, load_calibrated
 
 

@@ -28,9 +28,9 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.models import model_device
-from lib.perplexity import perplexity
-from lib.prune import PruneConfig, measure_sparsity, prune_model
+from lib.eval.perplexity import perplexity
+from lib.models.arch import measure_sparsity, model_device
+from lib.pruning.driver import PruneConfig, prune_model
 from scripts.bench_setup import add_model_args, load_calibrated
 
 PRUNES = {

@@ -43,16 +43,20 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.cli import OneLineParser, check_range, fail, interrupts_end_in_one_line, setup_logging
-from lib.cost import checkpoint_cost
+from lib.core.cli import OneLineParser, check_range, fail, interrupts_end_in_one_line, setup_logging
+from lib.core.outputs import Output, check_outputs
+from lib.core.results import environment_info, write_json
+from lib.core.uncertainty import holm_adjust, mean_sd, welch_t
+from lib.core.writes import write_output_json
 from lib.data import check_sources, get_loaders
-from lib.masks import DEFAULT_RATIOS
-from lib.models import DEFAULT_MODEL, check_model_early, effective_seqlen, given_seqlen, load_model
-from lib.perplexity import perplexity, window_count
-from lib.prune import PruneConfig, measure_sparsity, profile_model, prune_model
-from lib.outputs import Output, check_outputs, run_inputs, write_output_json
-from lib.results import environment_info, write_json
-from lib.uncertainty import holm_adjust, mean_sd, welch_t
+from lib.eval.perplexity import perplexity, window_count
+from lib.models.arch import decoder_linear_weights, measure_sparsity
+from lib.models.checks import effective_seqlen, given_seqlen
+from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model, run_inputs
+from lib.pruning.driver import PruneConfig, profile_model, prune_model
+from lib.pruning.masks import DEFAULT_RATIOS
+from lib.tiered.cost import checkpoint_cost
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK
 
 logger = logging.getLogger("bench_quality")
 DEFAULT_SEQLEN = 512
@@ -63,7 +67,7 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     for method, scope, owl in itertools.product(("wanda", "sparsegpt"), ("matrix", "row", "layer", "model"), (False, True)):
         name = f"three_tier {method} {scope}" + (" owl" if owl else "")
         configs[name] = PruneConfig(prune_method=method, tier_scope=scope, owl=owl)
-    sparsity = DEFAULT_RATIOS[1] * 0.5 + DEFAULT_RATIOS[2] * (1 - 15 / 256)
+    sparsity = DEFAULT_RATIOS[1] * 0.5 + DEFAULT_RATIOS[2] * (1 - DEFAULT_TOPK_PER_BLOCK / DEFAULT_BLOCK_SIZE**2)
     for method in ("wanda", "sparsegpt"):
         configs[f"unstructured {method}"] = PruneConfig(prune_method=method, sparsity_type="unstructured", sparsity_ratio=sparsity)
     # the pruning issue's comparison rows (not in the default table; select them with --only)
@@ -147,7 +151,8 @@ class Bench:
         eval_s = time.perf_counter() - start
         return {"configuration": name, "seed": seed, "sparsity": measure_sparsity(self.model)["sparsity"],
                 "ppl": result["ppl"], "window_nll": result["window_nll"], "prune_s": prune_s, "eval_s": eval_s,
-                **checkpoint_cost(self.model, tier_maps, *((config.block_size, config.topk_per_block) if config else ()))}
+                **checkpoint_cost(self.model, decoder_linear_weights(self.model), tier_maps,
+                                  *((config.block_size, config.topk_per_block) if config else ()))}
 
 
 RUN_ONLY = ("seed", "window_nll")  # per-seed fields that a summarized row does not carry
@@ -172,7 +177,7 @@ def default_comparisons(names: list[str]) -> list[tuple[str, str]]:
 
 
 def compare(a: dict, b: dict) -> dict:
-    """Welch's t test of PPL(a) - PPL(b) over the per-seed perplexities (lib.uncertainty.welch_t), labelled."""
+    """Welch's t test of PPL(a) - PPL(b) over the per-seed perplexities (lib.core.uncertainty.welch_t), labelled."""
     return {"a": a["configuration"], "b": b["configuration"], **welch_t(a["ppl_per_seed"], b["ppl_per_seed"])}
 
 

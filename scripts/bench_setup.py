@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from lib.data import get_loaders
-from lib.models import DEFAULT_MODEL, effective_seqlen, load_model
+from lib.models.checks import effective_seqlen
+from lib.models.loading import DEFAULT_MODEL, load_model
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.masks import three_tier_mask
+from lib.pruning.masks import three_tier_mask
 
 SHAPES = ((4096, 11008), (576, 1536))
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What checksum verification adds to loading a tiered checkpoint (lib/tiered_io.py, format version 2).
+"""What checksum verification adds to loading a tiered checkpoint (lib/tiered/checkpoint.py, format version 2).
 
 Loads DIR with `load_tiered_model(DIR, verify=True)` and `verify=False` alternately (one warm-up
 each, then --repeats of each, interleaved and alternating which goes first, so that other load on
@@ -24,9 +24,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser, run_or_fail, setup_logging
-from lib.models import ModelLoadError
-from lib.tiered_io import COMPRESSED_FILE, is_compressed_dir, load_tiered_model
+from lib.core.cli import OneLineParser, run_or_fail, setup_logging
+from lib.core.errors import ModelLoadError
+from lib.tiered.checkpoint import COMPRESSED_FILE, is_compressed_dir, load_tiered_model
 
 
 def seconds(fn) -> tuple[float, float]:

@@ -4,7 +4,7 @@
     python scripts/check_step_outputs.py OUT/dense/eval.json OUT/pruned/wikitext2/results/results.json
 
 Prints one line per damaged file ("FILE: it is not valid JSON (...)") and exits 1 when there is any;
-the runner then runs the step again (lib.experiment_rows.output_problem says what is checked).
+the runner then runs the step again (lib.experiments.rows.output_problem says what is checked).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/check_step_outputs.py`: this checkout's `lib` first
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser
-from lib.experiment_rows import output_problem
+from lib.core.cli import OneLineParser
+from lib.experiments.rows import output_problem
 
 
 def main(argv: list[str] | None = None) -> int:

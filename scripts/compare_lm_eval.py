@@ -34,8 +34,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import interrupts_end_in_one_line  # noqa: E402 (both import in lm-eval's venv)
-from lib.outputs import Output, claim_outputs, run_inputs, write_output_json  # noqa: E402
+from lib.core.cli import interrupts_end_in_one_line  # noqa: E402 (both import in lm-eval's venv)
+from lib.core.outputs import Output, claim_outputs  # noqa: E402
+from lib.core.writes import write_output_json
+from lib.models.loading import run_inputs
 
 logger = logging.getLogger("compare_lm_eval")
 
@@ -107,9 +109,9 @@ def run_lm_eval(args: argparse.Namespace, limits: dict[str, int | None], save) -
 
 
 def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> dict:
-    """lib.zeroshot on the same rows."""
-    from lib.models import load_model
-    from lib.zeroshot import evaluate_task, get_task, load_records
+    """lib.eval.tasks.zeroshot on the same rows."""
+    from lib.models.loading import load_model
+    from lib.eval.tasks.zeroshot import evaluate_task, get_task, load_records
 
     model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
     report = {}

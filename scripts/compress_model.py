@@ -10,9 +10,9 @@ tier map that holds at most 2 nonzeros per group of 4 is stored as all-2:4 tiles
 matrix with enough zeros to gain is stored as a bitmask. MODEL_DIR may also be a tiered directory
 (checksums verified): that rewrites, e.g., a format-1 file in the current format with checksums.
 The model keeps its dtype. The output
-loads with `lib.tiered_io.load_tiered_model(OUT)` (and with every `--model` flag); `--verify`
+loads with `lib.tiered.checkpoint.load_tiered_model(OUT)` (and with every `--model` flag); `--verify`
 reloads it and checks every tensor against the input. OUT follows the toolkit's output rule
-(lib/outputs.py): it replaces only a missing path, an empty directory or an earlier tiered_model
+(lib/core/outputs.py): it replaces only a missing path, an empty directory or an earlier tiered_model
 output of this toolkit; --overwrite writes into any other directory, replacing same-named entries
 and deleting nothing.
 """
@@ -29,12 +29,15 @@ if __package__ in (None, ""):
 
 import torch
 
-from lib.cli import OneLineParser, run_or_fail, setup_logging
-from lib.models import check_model_dir, saved_size_estimate
-from lib.outputs import Output, atomic_dir, claim_outputs, run_inputs
-from lib.tier_io import TIER_MAP_FILE, load_tier_maps
-from lib.tiered_io import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
-from lib.weight_files import check_model_weights
+from lib.core.cli import OneLineParser, run_or_fail, setup_logging
+from lib.core.outputs import Output, claim_outputs
+from lib.core.writes import atomic_dir
+from lib.models.arch import decoder_linear_weights
+from lib.models.checks import check_model_dir
+from lib.models.loading import run_inputs, saved_size_estimate
+from lib.models.weights import check_model_weights
+from lib.tiered.checkpoint import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, TIER_MAP_FILE, load_tier_maps
 
 logger = logging.getLogger("compress_model")
 
@@ -48,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("model_dir", help="pruned model directory (save_pretrained, with tier_map.safetensors when three-tier)")
     parser.add_argument("out", help="output directory (replaces only an earlier output of this toolkit; see --overwrite)")
     parser.add_argument("--encoding", choices=ENCODINGS, default="tiered", help="tiered (default), or bitmask for every sparse matrix (the reference)")
-    parser.add_argument("--block_size", type=int, default=None, help="tile size for matrices without a tier map (default: the tier map's, else 16)")
+    parser.add_argument("--block_size", type=int, default=None,
+                        help=f"tile size for matrices without a tier map (default: the tier map's, else {DEFAULT_BLOCK_SIZE})")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                         help="store the values in this dtype (default: the model's own); zeros stay zeros")
     parser.add_argument("--verify", action="store_true", help="reload the output and check it equals the input")
@@ -68,7 +72,7 @@ def compress(args: argparse.Namespace) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tier_maps, metadata = load_tier_maps(model_dir / TIER_MAP_FILE) if (model_dir / TIER_MAP_FILE).is_file() else ({}, {})
-        block_size = args.block_size or metadata.get("block_size", 16)
+        block_size = args.block_size or metadata.get("block_size", DEFAULT_BLOCK_SIZE)
         if tier_maps and args.block_size and args.block_size != metadata.get("block_size"):
             raise ValueError(f"--block_size {args.block_size} differs from the tier map's {metadata.get('block_size')}; drop the flag")
         dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
@@ -80,7 +84,8 @@ def compress(args: argparse.Namespace) -> None:
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=False).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         with atomic_dir(out, "tiered_model", args.overwrite, "out") as tmp:
-            save_compressed(model, tokenizer, tmp, tier_maps, block_size, metadata.get("topk_per_block", 15), args.encoding, metadata or None)
+            save_compressed(model, tokenizer, tmp, decoder_linear_weights(model), tier_maps, block_size,
+                            metadata.get("topk_per_block", DEFAULT_TOPK_PER_BLOCK), args.encoding, metadata or None)
     dense = sum(t.nbytes for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
     compressed = (out / COMPRESSED_FILE).stat().st_size
     logger.info("%s: %d bytes (%s, %s); the dense tensors: %d bytes; ratio %.3f",

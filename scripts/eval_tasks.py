@@ -26,23 +26,25 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/eval_tasks.py`: make `lib` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser, check_range, run_or_fail, seed_everything, setup_logging
-from lib.models import (DEFAULT_MODEL, DTYPES, ModelLoadError, check_model_early, check_seqlen, effective_seqlen,
-                        given_seqlen, load_model, model_label)
-from lib.outputs import Output, OutputError, claim_outputs, run_inputs, write_output_json
-from lib.results import environment_info
-from lib import dataset_specs
-from lib.tasks import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
-                       perplexity_tasks, task_names)
-from lib.lm_eval_backend import BackendError, require_lm_eval
-from lib.tiered_io import add_verify_flag
+from lib.core.cli import OneLineParser, check_range, run_or_fail, seed_everything, setup_logging
+from lib.core.errors import ModelLoadError, OutputError
+from lib.core.outputs import Output, claim_outputs
+from lib.core.results import environment_info
+from lib.core.writes import write_output_json
+from lib.data import registry
+from lib.eval.lm_eval_backend import BackendError, require_lm_eval
+from lib.eval.runner import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
+                             perplexity_tasks, task_names)
+from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
+from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model, model_label, run_inputs
+from lib.tiered.checkpoint import DTYPES, add_verify_flag
 
 logger = logging.getLogger("eval_tasks")
 DEFAULT_SEQLEN = 2048
 
 
 def build_parser() -> argparse.ArgumentParser:
-    specs = [dataset_specs.get(name) for name in dataset_specs.evaluation_tasks()]
+    specs = [registry.get(name) for name in registry.evaluation_tasks()]
     fewshot = "/".join(spec.display for spec in specs if spec.fewshot)
     lengths = ", ".join(f"{spec.name} {spec.max_new_tokens}" for spec in specs if spec.max_new_tokens is not None)
     p = OneLineParser(description=__doc__)
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> Path:
 
 def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_tokens, nll_limit, data=None,
                        explicit_seqlen: bool = True) -> Path:
-    """Load the model, evaluate every task on `data` (`lib.tasks.load_task_data`; None: read here) and
+    """Load the model, evaluate every task on `data` (`lib.eval.runner.load_task_data`; None: read here) and
     write the report to `output` (claimed by `run`)."""
     seed_everything(args.seed)
     start = time.perf_counter()

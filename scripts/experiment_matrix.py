@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Print the experiment matrix of lib/matrix.py: as bash arrays (--bash, read by run_task_experiments.sh) or as a table.
+"""Print the experiment matrix of lib/experiments/design.py: as bash arrays (--bash, read by run_task_experiments.sh) or as a table.
 
     python scripts/experiment_matrix.py           # the table
     eval "$(python scripts/experiment_matrix.py --bash)"
@@ -13,8 +13,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/experiment_matrix.py`: this checkout's `lib` first
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser
-from lib.matrix import bash_declarations, table
+from lib.core.cli import OneLineParser
+from lib.experiments.design import bash_declarations, table
 
 
 def main(argv: list[str] | None = None) -> int:

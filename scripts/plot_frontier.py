@@ -2,7 +2,7 @@
 """Quality against cost: PPL vs stored bytes and vs MACs per token from a bench_quality JSON.
 
 Reads the rows `scripts/bench_quality.py --output FILE` wrote (each with the cost fields of
-`lib.cost.checkpoint_cost`), draws frontier.png (two panels, every configuration labelled,
+`lib.tiered.cost.checkpoint_cost`), draws frontier.png (two panels, every configuration labelled,
 the Pareto frontier of each panel marked) and prints the table in Markdown.
 
     python scripts/plot_frontier.py out/bench_quality.json --output frontier.png
@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cost import pareto_front
+from lib.tiered.cost import pareto_front
 
 COST_KEYS = ("stored_bytes", "weight_bytes_per_token", "macs_per_token")
 AXES = [("stored_bytes", "stored checkpoint (MB, model.tiered.safetensors)", 1e6),
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.input} has no rows with cost fields ({', '.join(COST_KEYS)}); rerun bench_quality.py", file=sys.stderr)
         return 2
     fronts = {key: pareto_front([r[key] for r in rows], [r["ppl"] for r in rows]) for key, _, _ in AXES}
-    from lib.plots import plot_frontier
+    from lib.experiments.plots import plot_frontier
 
     settings = data.get("settings", {})
     title = f"{settings.get('model', '')}: PPL ({settings.get('eval_windows')} x {settings.get('seqlen')}) against cost"

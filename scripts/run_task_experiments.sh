@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The experiment matrix: prune with one data set, fine-tune on another, evaluate on every task.
-# The rows are defined once, in lib/matrix.py (listed at the end of --help; wikitext2 as the
+# The rows are defined once, in lib/experiments/design.py (listed at the end of --help; wikitext2 as the
 # fine-tune data means causal-LM fine-tuning with dense_ft/finetune_lm.py).
 #
 # plus the reference rows: the dense model and every pruned model before fine-tuning. Every
@@ -45,7 +45,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 die() { echo "error: $*" >&2; exit 2; }
-# EXPERIMENTS=(names), CALIBRATION[name], FINETUNE[name]: from lib/matrix.py
+# EXPERIMENTS=(names), CALIBRATION[name], FINETUNE[name]: from lib/experiments/design.py
 MATRIX=$("${PYTHON:-python}" "$REPO/scripts/experiment_matrix.py" --bash) ||
   die "could not read the experiment matrix with '${PYTHON:-python} scripts/experiment_matrix.py'; set PYTHON to the project's python"
 eval "$MATRIX"
@@ -53,7 +53,7 @@ usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
   echo; echo "Environment variables and their defaults (without a preset):"
   sed -n '/^PYTHON=/,/^EVAL_ARGS=/p' "${BASH_SOURCE[0]}" | sed 's/^/  /'
-  echo; echo "The experiment matrix (lib/matrix.py):"
+  echo; echo "The experiment matrix (lib/experiments/design.py):"
   "${PYTHON:-python}" "$REPO/scripts/experiment_matrix.py"
 }
 

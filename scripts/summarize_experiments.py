@@ -4,7 +4,7 @@
     python scripts/summarize_experiments.py --out out/task_experiments
 
 Rows: the dense model, each pruned model before fine-tuning, Baseline and Exp 1-6 (see
-scripts/run_task_experiments.sh for the layout of OUT and lib/experiments.py for the columns),
+scripts/run_task_experiments.sh for the layout of OUT and lib/experiments/summary.py for the columns),
 mean ± sd over calibration seeds; every difference with its 95% paired-bootstrap interval, and
 the verdicts on the expectations generated from those intervals.
 """
@@ -18,8 +18,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/summarize_experiments.py`: make `lib` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import OneLineParser, fail, setup_logging
-from lib.experiments import load_rows, plot_results, results_markdown, step_times
+from lib.core.cli import OneLineParser, fail, setup_logging
+from lib.experiments.plots import plot_results
+from lib.experiments.rows import load_rows, step_times
+from lib.experiments.summary import results_markdown
 
 logger = logging.getLogger("summarize_experiments")
 

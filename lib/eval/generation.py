@@ -1,0 +1,267 @@
+"""Batched greedy generation and continuation log-likelihoods for task evaluation.
+
+Letters: B = batch size, T = padded prompt length, V = vocabulary size.
+
+Generation is our own argmax loop over the model's KV cache rather than
+`model.generate`, so that a checkpoint's generation_config (sampling settings,
+repetition penalties) can never change what "greedy" means. Prompts are left
+padded with an attention mask and explicit position ids, so a batched prompt sees
+exactly the positions it would see alone: batched output equals one-at-a-time
+output up to floating-point ties.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lib.eval.scoring import final_hidden_states, head_logits, score_tokens
+from lib.models.arch import model_device
+
+logger = logging.getLogger(__name__)
+
+
+def eos_token_ids(model: nn.Module, tokenizer) -> list[int]:
+    """Token ids that end generation: the tokenizer's EOS plus the model's generation_config EOS ids."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    config = getattr(model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None) if config is not None else None
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif extra:
+        ids.update(extra)
+    if not ids:
+        raise ValueError("neither the tokenizer nor the model's generation_config defines an EOS token")
+    return sorted(ids)
+
+
+def max_context(model: nn.Module) -> int | None:
+    """The model's max_position_embeddings, or None when the config does not state one."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def _truncate_left(ids: list[int], budget: int | None) -> tuple[list[int], bool]:
+    """Keep the last `budget` tokens (the question and answer cue sit at the end of every prompt)."""
+    if budget is None or len(ids) <= budget:
+        return ids, False
+    return ids[-budget:], True
+
+
+def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (least padding; OOM shows up early)."""
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+    cut = min((pos for pos in (text.find(stop) for stop in stop_strings) if pos >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+@torch.no_grad()
+def generate_greedy(
+    model: nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    stop_strings: Sequence[str] = (),
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy continuations of `prompts`, each cut before its first stop string and at EOS.
+
+    Args:
+        prompts: N prompt strings, tokenized with the tokenizer's special tokens (BOS if it adds one);
+            a prompt longer than the model's context minus `max_new_tokens` keeps its last tokens.
+        max_new_tokens: at most this many generated tokens per prompt.
+        stop_strings: the continuation ends before the first occurrence of any of these (e.g. "\\n").
+        batch_size: prompts per forward pass (left padded).
+    Returns:
+        N strings: the decoded continuations without special tokens and without the stop string.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    device = model_device(model)
+    eos = torch.tensor(eos_token_ids(model, tokenizer), device=device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
+    context = max_context(model)
+    if context is not None and context <= max_new_tokens:
+        raise ValueError(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of {context} "
+            f"tokens; lower --max_new_tokens"
+        )
+    budget = None if context is None else context - max_new_tokens
+    encoded, n_truncated = [], 0
+    for prompt in prompts:
+        ids, truncated = _truncate_left(tokenizer(prompt).input_ids, budget)
+        encoded.append(ids)
+        n_truncated += truncated
+    if n_truncated:
+        logger.warning("%d of %d prompts exceed the context of %s tokens; kept their last %s tokens", n_truncated, len(prompts), context, budget)
+
+    outputs: list[str] = [""] * len(prompts)
+    batches = _length_sorted_batches([len(ids) for ids in encoded], batch_size)
+    for batch in tqdm(batches, desc="generate", disable=not progress, unit="batch"):
+        width = max(len(encoded[i]) for i in batch)
+        input_ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch], device=device)  # (B, T)
+        attention_mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device)  # (B, T)
+        new_tokens = _greedy_loop(model, input_ids, attention_mask, eos, pad_id, max_new_tokens, tokenizer, stop_strings)
+        for row, index in enumerate(batch):
+            outputs[index] = _decode(new_tokens[row], eos, tokenizer, stop_strings)
+    return outputs
+
+
+def _greedy_loop(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    eos: torch.Tensor,
+    pad_id: int,
+    max_new_tokens: int,
+    tokenizer,
+    stop_strings: Sequence[str],
+) -> torch.Tensor:
+    """Argmax decoding with a KV cache; returns the (B, <= max_new_tokens) generated ids, pad after the end."""
+    cache_kwarg = _cache_kwarg(model)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    generated = []
+    past = None
+    step_ids = input_ids
+    for _ in range(max_new_tokens):
+        out = model(
+            input_ids=step_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **{cache_kwarg: past}
+        )
+        past = getattr(out, cache_kwarg)
+        next_ids = out.logits[:, -1].argmax(-1)  # (B,)
+        next_ids = torch.where(finished, torch.full_like(next_ids, pad_id), next_ids)
+        generated.append(next_ids)
+        finished |= torch.isin(next_ids, eos)
+        if stop_strings and not finished.all():
+            finished |= _has_stop_string(torch.stack(generated, 1), finished, tokenizer, stop_strings)
+        if finished.all():
+            break
+        step_ids = next_ids[:, None]  # (B, 1)
+        attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+    return torch.stack(generated, dim=1)
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    """Name of the KV-cache argument and output field: `cache` in newer transformers 5.x, else `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _has_stop_string(generated: torch.Tensor, finished: torch.Tensor, tokenizer, stop_strings: Sequence[str]) -> torch.Tensor:
+    """(B,) bool: rows not yet finished whose decoded continuation already contains a stop string."""
+    hits = torch.zeros_like(finished)
+    for row in (~finished).nonzero().flatten().tolist():
+        text = tokenizer.decode(generated[row], skip_special_tokens=True)
+        hits[row] = any(stop in text for stop in stop_strings)
+    return hits
+
+
+def _decode(ids: torch.Tensor, eos: torch.Tensor, tokenizer, stop_strings: Sequence[str]) -> str:
+    is_eos = torch.isin(ids, eos).nonzero()
+    if len(is_eos):
+        ids = ids[: int(is_eos[0])]
+    text, _ = _cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), stop_strings)
+    return text
+
+
+def _scoring_setup(model: nn.Module, tokenizer) -> tuple[torch.device, int | None, int]:
+    """(device, context length or None, padding id) for the right-padded scoring passes."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
+    return model_device(model), max_context(model), pad_id
+
+
+def _right_padded(rows: Sequence[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows right padded to one width: (input_ids (B, T), attention_mask (B, T))."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], device=device)
+    attention_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=device)
+    return input_ids, attention_mask
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: nn.Module, tokenizer, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8, progress: bool = True
+) -> list[dict]:
+    """Log-likelihood of each continuation given its prompt, summed over the continuation's tokens.
+
+    The prompt is tokenized with special tokens, the continuation without, and the two id
+    lists are concatenated (the layout fine-tuning uses). Sequences are right padded; when
+    prompt + continuation exceed the model's context, the prompt loses its first tokens.
+
+    Args:
+        prompts, continuations: N strings each; continuation i follows prompt i.
+    Returns:
+        N dicts {"logprob": float (sum of log p over continuation tokens, <= 0),
+        "n_tokens": int, "greedy": bool (every continuation token is the argmax)}.
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    device, context, pad_id = _scoring_setup(model, tokenizer)
+    sequences, n_truncated = [], 0
+    for prompt, continuation in zip(prompts, continuations):
+        target = tokenizer(continuation, add_special_tokens=False).input_ids
+        if not target:
+            raise ValueError(f"continuation {continuation!r} tokenizes to nothing")
+        prompt_ids, truncated = _truncate_left(tokenizer(prompt).input_ids, None if context is None else context - len(target))
+        if not prompt_ids:
+            raise ValueError(f"prompt {prompt[:40]!r} tokenizes to nothing; the first continuation token needs a context")
+        sequences.append((prompt_ids, target))
+        n_truncated += truncated
+    if n_truncated:
+        logger.warning("%d of %d prompts exceed the context of %s tokens; kept their last tokens", n_truncated, len(prompts), context)
+
+    results: list[dict] = [{}] * len(prompts)
+    batches = _length_sorted_batches([len(p) + len(t) for p, t in sequences], batch_size)
+    for batch in tqdm(batches, desc="log-likelihood", disable=not progress, unit="batch"):
+        input_ids, attention_mask = _right_padded([sequences[i][0] + sequences[i][1] for i in batch], pad_id, device)
+        hidden = final_hidden_states(model, input_ids, attention_mask)  # (B, T, H)
+        scored_rows, positions, targets = [], [], []
+        for row, index in enumerate(batch):
+            prompt_ids, target = sequences[index]
+            start = len(prompt_ids) - 1  # position t predicts token t + 1
+            scored_rows += [row] * len(target)
+            positions += range(start, start + len(target))
+            targets += target
+        logprob, greedy = score_tokens(model, hidden[scored_rows, positions], torch.tensor(targets, device=device))  # (n,) each
+        lengths = [len(sequences[i][1]) for i in batch]
+        for index, n_tokens, lp, gr in zip(batch, lengths, logprob.split(lengths), greedy.split(lengths)):
+            results[index] = {"logprob": lp.sum().item(), "n_tokens": n_tokens, "greedy": bool(gr.all())}
+    return results
+
+
+@torch.no_grad()
+def next_token_logprobs(
+    model: nn.Module, tokenizer, prompts: Sequence[str], token_ids: Sequence[int], batch_size: int = 8, progress: bool = True
+) -> torch.Tensor:
+    """Log-probabilities of K candidate tokens as the next token after each prompt: one forward per prompt.
+
+    Equals `continuation_logprobs` for single-token continuations at half the cost of scoring K = 2
+    choices separately. Prompts are left truncated to the model's context minus one.
+    Returns:
+        (N, K) float32 tensor on the CPU.
+    """
+    device, context, pad_id = _scoring_setup(model, tokenizer)
+    encoded = [_truncate_left(tokenizer(prompt).input_ids, None if context is None else context - 1)[0] for prompt in prompts]
+    candidates = torch.tensor(list(token_ids), device=device)  # (K,)
+    result = torch.empty(len(prompts), len(token_ids))
+    for batch in tqdm(_length_sorted_batches([len(ids) for ids in encoded], batch_size), desc="next-token", disable=not progress, unit="batch"):
+        lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
+        input_ids, attention_mask = _right_padded([encoded[i] for i in batch], pad_id, device)  # (B, T) each
+        hidden = final_hidden_states(model, input_ids, attention_mask)  # (B, T, H)
+        last = head_logits(model, hidden[torch.arange(len(batch), device=device), lengths - 1])  # (B, V): only the last real position
+        result[batch] = torch.log_softmax(last, dim=-1)[:, candidates].cpu()  # (B, K)
+    return result

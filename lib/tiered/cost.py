@@ -1,0 +1,99 @@
+"""What a pruned matrix costs an ideal kernel: stored bytes and multiply-accumulates per token.
+
+Per matrix, in the encoding `lib.tiered.checkpoint.plan_encodings` picks (the one the compressed file
+stores), with s = bytes per value and b = block size:
+- tiered: 1 byte per tile (tier map); dense tile b*b values (b*b MACs); 2:4 tile b*b/2 values +
+  b*b/8 metadata bytes (b*b/2 MACs); top-k tile k values + k position bytes (k MACs).
+- bitmask (unstructured, and N:M other than 2:4): 1 bit per weight + the nonzeros (nnz MACs).
+- dense: every weight (O*I MACs).
+At batch 1 a kernel reads each stored weight byte once per token, so the bytes are also the
+weight bytes read per token.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lib.tiered.checkpoint import plan_encodings, save_compressed
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, DENSE, NM, TOPK
+
+
+def tiered_cost(tier_map: torch.Tensor, block_size: int, topk_per_block: int, value_bytes: int) -> dict[str, int]:
+    """{"bytes", "macs"} of one matrix in the tiered format; tier_map uint8 [R, C]."""
+    counts = torch.bincount(tier_map.flatten().long(), minlength=3).tolist()
+    tile = block_size * block_size
+    k = min(topk_per_block, tile)
+    position_bytes = 1 if tile <= 256 else 2
+    stored = {DENSE: tile * value_bytes, NM: tile // 2 * value_bytes + tile // 8, TOPK: k * (value_bytes + position_bytes)}
+    macs = {DENSE: tile, NM: tile // 2, TOPK: k}
+    return {"bytes": tier_map.numel() + sum(counts[t] * stored[t] for t in stored),
+            "macs": sum(counts[t] * macs[t] for t in macs)}
+
+
+def bitmask_cost(shape: tuple[int, int], nnz: int, value_bytes: int) -> dict[str, int]:
+    """{"bytes", "macs"} of one [O, I] matrix as a bitmask (rows padded to whole bytes) + nnz values."""
+    return {"bytes": shape[0] * -(-shape[1] // 8) + nnz * value_bytes, "macs": nnz}
+
+
+def dense_cost(shape: tuple[int, int], value_bytes: int) -> dict[str, int]:
+    return {"bytes": shape[0] * shape[1] * value_bytes, "macs": shape[0] * shape[1]}
+
+
+def model_cost(model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],
+               block_size: int = DEFAULT_BLOCK_SIZE, topk_per_block: int = DEFAULT_TOPK_PER_BLOCK) -> dict:
+    """Weight bytes and MACs per token of the decoder Linears (as compressed) plus the dense output head.
+
+    weights: the decoder Linear weights, {parameter name: [O, I]} (`lib.models.arch.decoder_linear_weights`).
+    Returns {"weight_bytes_per_token", "macs_per_token", "decoder_bytes", "decoder_macs",
+    "dense_decoder_bytes", "encodings": {encoding: matrices}}; embeddings, norms and attention
+    score products are not counted.
+    """
+    weights = {name: w.detach() for name, w in weights.items()}
+    plan = plan_encodings(weights, tier_maps, block_size)
+    decoder = {"bytes": 0, "macs": 0}
+    dense_bytes = 0
+    encodings = {"tiered": 0, "bitmask": 0, "dense": 0}
+    for name, weight in weights.items():
+        kind, tier_map = plan.get(name, ("dense", None))
+        shape, size = tuple(weight.shape), weight.element_size()
+        if kind == "tiered":
+            cost = tiered_cost(tier_map, block_size, topk_per_block, size)
+        elif kind == "bitmask":
+            cost = bitmask_cost(shape, int((weight != 0).sum()), size)
+        else:
+            cost = dense_cost(shape, size)
+        encodings[kind] += 1
+        dense_bytes += weight.numel() * size
+        decoder = {key: decoder[key] + cost[key] for key in decoder}
+    head = model.get_output_embeddings().weight
+    head_cost = dense_cost(tuple(head.shape), head.element_size())
+    return {"weight_bytes_per_token": decoder["bytes"] + head_cost["bytes"], "macs_per_token": decoder["macs"] + head_cost["macs"],
+            "decoder_bytes": decoder["bytes"], "decoder_macs": decoder["macs"], "dense_decoder_bytes": dense_bytes,
+            "encodings": encodings}
+
+
+def checkpoint_cost(model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],
+                    block_size: int = DEFAULT_BLOCK_SIZE, topk_per_block: int = DEFAULT_TOPK_PER_BLOCK) -> dict:
+    """`model_cost` plus "stored_bytes": the size of the compressed tensor file, written to a temporary directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_compressed(model, None, Path(tmp), weights, tier_maps, block_size, topk_per_block)
+        stored = path.stat().st_size
+    return {"stored_bytes": stored, **model_cost(model, weights, tier_maps, block_size, topk_per_block)}
+
+
+def pareto_front(costs: list[float], losses: list[float], rel_tol: float = 1e-3) -> list[bool]:
+    """True where no other point is at least as good on both (lower is better) and better on one.
+
+    Costs within `rel_tol` of each other count as equal, so a few bytes of difference (e.g. a
+    handful of extra exact zeros) do not keep a worse-quality point on the frontier.
+    """
+    points = list(zip(costs, losses))
+
+    def dominates(q: tuple[float, float], p: tuple[float, float]) -> bool:
+        return q[0] <= p[0] * (1 + rel_tol) and q[1] <= p[1] and (q[1] < p[1] or q[0] < p[0] * (1 - rel_tol))
+
+    return [not any(dominates(q, p) for q in points if q is not p) for p in points]

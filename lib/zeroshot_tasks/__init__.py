@@ -1,6 +1,0 @@
-"""Built-in zero-shot task specs, one module per task; importing this package registers them in suite order.
-
-A new task is one module here (a `ZeroShotTask` passed to `lib.zeroshot.register`) and one import line below.
-"""
-
-from lib.zeroshot_tasks import boolq, rte, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, piqa  # noqa: F401, I001

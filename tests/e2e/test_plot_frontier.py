@@ -1,0 +1,25 @@
+"""Pareto frontier (lib/tiered/cost.py) and scripts/plot_frontier.py on a hand-made bench_quality JSON."""
+
+import json
+
+import scripts.plot_frontier as plot_frontier
+
+
+def test_plot_frontier_draws_and_prints_the_table(tmp_path, capsys):
+    rows = [{"configuration": name, "sparsity": s, "ppl": ppl, "stored_bytes": b, "weight_bytes_per_token": b, "macs_per_token": m}
+            for name, s, ppl, b, m in [("dense", 0.0, 30.0, 500e6, 130e6), ("2:4 wanda", 0.5, 180.0, 300e6, 80e6),
+                                       ("three_tier x", 0.41, 120.0, 320e6, 70e6), ("unstructured", 0.41, 40.0, 330e6, 90e6)]]
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps({"settings": {"model": "m", "eval_windows": 2, "seqlen": 8}, "rows": rows}))
+    assert plot_frontier.main([str(source), "--output", str(tmp_path / "frontier.png")]) == 0
+    assert (tmp_path / "frontier.png").stat().st_size > 10_000
+    table = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in capsys.readouterr().out.splitlines()[2:]}
+    # bytes: 2:4 (300 MB) beats three-tier (320 MB) on size only, not on PPL: both stay; MACs: 2:4 (80M, 180) is beaten by three-tier (70M, 120)
+    assert table == {"dense": "yes / yes", "2:4 wanda": "yes / no", "three_tier x": "yes / yes", "unstructured": "yes / yes"}
+
+
+def test_rows_without_cost_fields_are_one_clear_error(tmp_path, capsys):
+    source = tmp_path / "old.json"
+    source.write_text(json.dumps({"rows": [{"configuration": "dense", "ppl": 30.0, "sparsity": 0.0}]}))
+    assert plot_frontier.main([str(source)]) == 2
+    assert capsys.readouterr().err.startswith("error:")

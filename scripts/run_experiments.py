@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         except StepInterrupted as err:
             print(f"error: {err}", file=sys.stderr)
             return 128 + err.signum
+        except OSError as err:  # OUT, its logs or markers cannot be written
+            print(f"error: {err.filename}: {err.strerror}; check OUT ({settings.out})", file=sys.stderr)
+            return EXIT_USAGE
     return 0
 
 

@@ -185,3 +185,12 @@ def test_steps_get_the_preset_environment(monkeypatch):
     assert "OMP_WAIT_POLICY" not in step_environment(resolve({"PRESET": "paper"}, {}))
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own value wins over the preset's
     assert step_environment(resolve({"PRESET": "cpu-smoke"}, {}))["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_an_out_that_cannot_be_written_is_one_error_line(run, tmp_path):
+    (tmp_path / "out").write_text("a file, not a directory")
+    result = run()
+    assert result.returncode == 2
+    assert result.stderr == (f"error: {tmp_path}/out/markers/ft_exp1.started: Not a directory; check OUT "
+                             f"({tmp_path}/out)\n")
+    assert (tmp_path / "out").read_text() == "a file, not a directory"

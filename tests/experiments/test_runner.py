@@ -93,6 +93,28 @@ def test_a_lost_or_damaged_output_reruns_its_step_only(run, tmp_path):
     assert kept.read_text() == '{"model_type": ' and json.loads(config.read_text()) == {"model_type": "llama"}
 
 
+@pytest.mark.parametrize("damage, problem", [
+    ('{"tasks": ["wikitext2"], "metrics": {}, "counts": {}, "settings": {}}', "has no metrics for wikitext2"),
+    ('{"tasks": ["wikitext2"], "metrics": {"wikitext2": {"ppl": 9.0}}', "is not valid JSON (Expecting ',' delimiter: "
+                                                                       "line 1 column 64)"),  # cut off
+    ('{"tasks": [], "metrics": {}}', "lacks counts, settings"),
+])
+def test_a_damaged_eval_json_is_not_done(run, tmp_path, damage, problem):
+    """A marker with its eval.json present but damaged: the evaluation runs again (a dry run says so, moves nothing)."""
+    assert run().returncode == 0
+    report = tmp_path / "out" / "dense" / "eval.json"
+    report.write_text(damage)
+    dry = run("--dry_run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"redo eval_dense: {report}: it {problem}\n" in dry.stdout
+    assert re.findall(r"^would run (\S+):", dry.stdout, re.M) == ["eval_dense"] and report.read_text() == damage
+    result = run()
+    assert result.returncode == 0, result.stderr
+    assert done(result) == ["eval_dense"]
+    kept, = report.parent.glob("eval.json.damaged-*")
+    assert kept.read_text() == damage and json.loads(report.read_text())["metrics"]["wikitext2"]
+
+
 def interrupted_finetune(run, tmp_path) -> tuple[Path, Path, str]:
     """A finished run whose ft_exp1 was interrupted: its .started marker, no .done; returns (model dir, markers, sig)."""
     assert run().returncode == 0

@@ -4,7 +4,7 @@
     python scripts/summarize_experiments.py --out out/task_experiments
 
 Rows: the dense model, each pruned model before fine-tuning, Baseline and Exp 1-6 (see
-scripts/run_task_experiments.sh for the layout of OUT and lib/experiments/summary.py for the columns),
+lib/experiments/layout.py for the layout of OUT and lib/experiments/summary.py for the columns),
 mean ± sd over calibration seeds; every difference with its 95% paired-bootstrap interval, and
 the verdicts on the expectations generated from those intervals.
 """
@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as `python scripts/summarize_experiments.py
 
 from lib.core.cli import OneLineParser, fail, setup_logging
 from lib.experiments.plots import plot_results
-from lib.experiments.rows import load_rows, step_times
+from lib.experiments.rows import ReportError, load_rows, step_times
 from lib.experiments.summary import results_markdown
 
 logger = logging.getLogger("summarize_experiments")
@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="rows that must appear (dense, pruned/<tag>, exp1, ...); one without eval.json shows as no data")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    rows = load_rows(out, args.expect)
+    try:
+        rows = load_rows(out, args.expect)
+    except ReportError as err:
+        fail(err)
     if all(row.missing for row in rows):
         fail(f"no eval.json under {out}; run scripts/run_task_experiments.sh with OUT={out} first")
     plot_results(rows, out / "results.png")  # the figure first: results.md's time marks a finished summary

@@ -42,13 +42,14 @@ def plot_results(rows: list[Row], path: str | Path) -> None:
     groups = [(g.label, by_name.get(g.reference), g) for g in finetuned] or \
              [(g.label, None, g) for g in all_groups if g.kind == "pruned"]
     dense = next((g for g in all_groups if g.kind == "dense"), None)
-    metrics = present_metrics(all_groups, summary_metrics())
+    metrics = present_metrics(all_groups, summary_metrics(rows))
     cols = 4
     n_rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.4 * cols, 3.4 * n_rows), squeeze=False)
     x = range(len(groups))
     width = 0.4
-    for ax, (task, key, header, kind) in zip(axes.flat, metrics):
+    for ax, metric in zip(axes.flat, metrics):
+        task, key, header, kind = metric.task, metric.key, metric.header, metric.format
         scale = 100 if kind == "pct" else 1
 
         def bars(members: list[Group | None]) -> tuple[list[float], list[list[float]]]:

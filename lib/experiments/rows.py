@@ -1,19 +1,10 @@
-"""Rows of the experiment matrix (scripts/run_task_experiments.sh) from the JSON files it leaves under OUT.
+"""Rows of the experiment matrix from the JSON files a run leaves under OUT (lib.experiments.layout).
 
-Layout read (written by the script):
-
-    OUT/dense/eval.json                      the dense model (no pruning, no fine-tuning)
-    OUT/pruned/<tag>/eval.json               a pruned model before fine-tuning
-    OUT/pruned/<tag>/results/results.json    its pruning report (calibration data, sparsity)
-    OUT/<exp>/eval.json                      a fine-tuned model
-    OUT/<exp>/model/finetune_results.json    its fine-tuning report (task, the pruned model it started from)
-    OUT/<exp>/model/sparsity.json            the sparsity after fine-tuning
-    OUT/markers/<step>.done                  the step's command, then "seconds N"
-
-A calibration seed other than 0 is a suffix on the directory: OUT/pruned/<tag>_seed<N>/ and
-OUT/<exp>_seed<N>/. Every eval.json is a report of scripts/eval_tasks.py: {"metrics": {task:
-{...}}, "counts": {...}, "settings": {...}, "per_example": {task: {metric: {id: value}}}}.
-Runs of the same row with different seeds form a `Group` (lib.experiments.summary shows their mean +- sd).
+Every eval.json is a report of scripts/eval_tasks.py: {"tasks", "metrics": {task: {...}}, "counts", "settings",
+"per_example": {task: {metric: {id: value}}}, "tasks_info": {task: {display, output_type, metrics: {key: {display,
+higher_is_better, format, role}}}}}. A row also reads the reports beside its eval.json: the pruning report of a
+pruned row, the fine-tuning report and sparsity of a fine-tuned one. Runs of the same row with different seeds
+form a `Group` (lib.experiments.summary shows their mean +- sd).
 """
 
 from __future__ import annotations
@@ -29,24 +20,32 @@ from typing import Any
 
 from lib.data.registry import display_name
 from lib.experiments.design import BY_NAME, CALIBRATION_ORDER, EXPERIMENTS
+from lib.experiments.layout import (DENSE_ROW, DONE_SUFFIX, EVAL_FILE, FINETUNE_PREFIX, FINETUNE_RESULTS_FILE,
+                                    MODEL_CONFIG_FILE, MODEL_DIR, PRUNE_PREFIX, PRUNE_RESULTS_FILE, PRUNED_DIR, Layout,
+                                    split_seed)
+from lib.experiments.legacy_reports import legacy_tasks_info
+from lib.experiments.markers import read_marker
 
 logger = logging.getLogger(__name__)
 
-EVAL_FILE = "eval.json"
-# the keys a step's JSON output must hold to count as done (scripts/run_task_experiments.sh, `output_problem`)
+# the keys a step's JSON output must hold to count as done (lib.experiments.runner) and to be read here
 REQUIRED_KEYS = {
     EVAL_FILE: ("tasks", "metrics", "counts", "settings"),
-    "results.json": ("args", "sparsity"),
-    "finetune_results.json": ("task", "model_name_or_path", "data_args"),
-    "config.json": ("model_type",),
+    PRUNE_RESULTS_FILE: ("args", "sparsity"),
+    FINETUNE_RESULTS_FILE: ("task", "model_name_or_path", "data_args"),
+    MODEL_CONFIG_FILE: ("model_type",),
 }
-SEED_SUFFIX = re.compile(r"_seed(\d+)$")
 KIND_ORDER = ("dense", "pruned", "finetuned", "other")
+
+
+class ReportError(ValueError):
+    """An evaluation report the summary cannot read (one line naming the file and what to do)."""
 
 
 @dataclass
 class Row:
-    """One evaluated model. `metrics` is {(task, key): value}; `reference` names the pruned row it came from."""
+    """One evaluated model. `metrics` is {(task, key): value}; `reference` names the pruned row it came from;
+    `tasks_info` is its report's description of each task and metric."""
 
     name: str
     kind: str
@@ -62,6 +61,7 @@ class Row:
     per_example: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # {task: {metric: {id: value}}}
     seed: int = 0
     base: str = ""  # the name without its seed suffix: what the runs of one Group share
+    tasks_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _FirstRun:
@@ -116,12 +116,6 @@ class Group:
         return sum(values) / len(values) if values else None
 
 
-def split_seed(name: str) -> tuple[str, int]:
-    """'pruned/squad_seed2' -> ('pruned/squad', 2); a name without the suffix is seed 0."""
-    match = SEED_SUFFIX.search(name)
-    return (name[: match.start()], int(match.group(1))) if match else (name, 0)
-
-
 def data_label(name: str | None) -> str:
     """'wikitext2+squad' -> 'WikiText2 + SQuAD'; 'wikitext2:0.7,gsm8k:0.3' -> 'WikiText2 0.7 + GSM8K 0.3'."""
     if not name:
@@ -171,9 +165,9 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text())
 
 
-def _pruned_info(out: Path, tag: str) -> tuple[str | None, float | None]:
-    """(calibration data set, measured sparsity) of OUT/pruned/<tag>, from its pruning report."""
-    report = _read(out / "pruned" / tag / "results" / "results.json")
+def _pruned_info(layout: Layout, row: str) -> tuple[str | None, float | None]:
+    """(calibration data set, measured sparsity) of the pruned row, from its pruning report."""
+    report = _read(Path(layout.prune_results(row)))
     if report is None:
         return None, None
     return report["args"]["calibration_dataset"], report["sparsity"]["sparsity"]
@@ -189,6 +183,12 @@ def _finetuned_label(name: str) -> str:
     return BY_NAME[name].label if name in BY_NAME else name
 
 
+def report_tasks_info(path: Path, report: dict) -> dict | None:
+    """The report's `tasks_info` (for a report written before it existed: lib.experiments.legacy_reports')."""
+    info = report.get("tasks_info")
+    return info if isinstance(info, dict) else legacy_tasks_info(report)
+
+
 def load_row(out: Path, eval_path: Path) -> Row:
     """The row of one eval.json under `out`, with what its location and the reports beside it say."""
     row = describe_row(out, eval_path.parent)
@@ -200,32 +200,33 @@ def load_row(out: Path, eval_path: Path) -> Row:
     row.counts = report.get("counts", {})
     row.settings = report.get("settings", {})
     row.per_example = report.get("per_example", {})
+    row.tasks_info = report_tasks_info(eval_path, report)
     return row
 
 
 def describe_row(out: Path, row_dir: Path) -> Row:
     """A row without metrics: what the location `row_dir` under `out` and the reports there say."""
+    layout = Layout(str(out))
     parts = row_dir.relative_to(out).parts
     name = "/".join(parts) or "."
     base, seed = split_seed(name)
     row = Row(name=name, kind="other", label=base, seed=seed, base=base)
-    if parts == ("dense",):
+    if name == DENSE_ROW:
         row.kind, row.label = "dense", "Dense (no pruning, no FT)"
-    elif len(parts) == 2 and parts[0] == "pruned":
+    elif len(parts) == 2 and parts[0] == PRUNED_DIR:
         row.kind = "pruned"
-        row.calibration, row.sparsity = _pruned_info(out, parts[1])
+        row.calibration, row.sparsity = _pruned_info(layout, name)
         row.label = f"Pruned {data_label(row.calibration or split_seed(parts[1])[0])}, before FT"
     elif len(parts) == 1:
-        finetune = _read(row_dir / "model" / "finetune_results.json")
+        finetune = _read(Path(layout.finetune_results(name)))
         if finetune is not None:
             row.kind = "finetuned"
             row.label = _finetuned_label(base)
             task = finetune["task"]
             row.finetuning = finetune["data_args"].get("dataset_name", "wikitext2") if task == "lm" else task
-            tag = Path(finetune["model_name_or_path"]).parent.name
-            row.reference = f"pruned/{tag}"
-            row.calibration = _pruned_info(out, tag)[0]
-            sparsity = _read(row_dir / "model" / "sparsity.json")
+            row.reference = f"{PRUNED_DIR}/{Path(finetune['model_name_or_path']).parent.name}"  # .../pruned/<tag>/model
+            row.calibration = _pruned_info(layout, row.reference)[0]
+            sparsity = _read(Path(layout.sparsity(name)))
             row.sparsity = sparsity["end"]["sparsity"] if sparsity else None
         elif base in BY_NAME:
             row.kind, row.label = "finetuned", _finetuned_label(base)
@@ -236,11 +237,17 @@ def load_rows(out: str | Path, expected: list[str] = ()) -> list[Row]:
     """Every eval.json under `out` as a row: dense, pruned (in calibration order), fine-tuned (baseline, exp1, ...).
 
     `expected` names rows ("dense", "pruned/wikitext2", "exp1") that must appear: one without an
-    eval.json is a row with `missing` set and no metrics.
+    eval.json is a row with `missing` set and no metrics. Raises ReportError when a report has no tasks_info.
     """
     out = Path(out)
-    rows = [load_row(out, path) for path in out.rglob(EVAL_FILE)
-            if "model" not in path.relative_to(out).parts and _read(path) is not None]  # a damaged one: no data
+    rows = [load_row(out, path) for path in sorted(out.rglob(EVAL_FILE))
+            if MODEL_DIR not in path.relative_to(out).parts and _read(path) is not None]  # a damaged one: no data
+    undescribed = [out / row.name / EVAL_FILE for row in rows if row.tasks_info is None]
+    if undescribed:
+        others = f" (and {len(undescribed) - 1} other reports)" if len(undescribed) > 1 else ""
+        raise ReportError(f"{undescribed[0]}{others} has no tasks_info: it was written before evaluation reports "
+                          "described their metrics; re-run its evaluation (delete it and rerun "
+                          "scripts/run_task_experiments.sh with the same OUT, which redoes a missing eval.json)")
     found = {row.name for row in rows}
     for name in expected:
         if name not in found:
@@ -266,26 +273,23 @@ def group_rows(rows: list[Row]) -> list[Group]:
 
 def step_times(out: str | Path) -> list[tuple[str, int]]:
     """(step, seconds) from the completion markers, in the order the steps finished."""
-    markers = sorted(Path(out, "markers").glob("*.done"), key=lambda p: p.stat().st_mtime)
-    times = []
-    for marker in markers:
-        lines = marker.read_text().splitlines()
-        if len(lines) > 1 and lines[1].startswith("seconds "):
-            times.append((marker.stem, int(lines[1].split()[1])))
-    return times
+    markers = sorted(Path(Layout(str(out)).markers).glob("*" + DONE_SUFFIX), key=lambda p: p.stat().st_mtime)
+    return [(path.name.removesuffix(DONE_SUFFIX), marker.seconds) for path in markers
+            if (marker := read_marker(path)).seconds is not None]
 
 
 PRUNE_FLAGS = ("--nsamples", "--seqlen", "--sparsity_ratios", "--sparsity_type", "--prune_method")
 FINETUNE_FLAGS = ("--num_train_epochs", "--max_steps", "--learning_rate", "--per_device_train_batch_size",
                   "--gradient_accumulation_steps", "--max_length", "--block_size", "--bf16")
+RECORDED = ((PRUNE_PREFIX, PRUNE_FLAGS, "Pruning"), (FINETUNE_PREFIX, FINETUNE_FLAGS, "Fine-tuning"))
 
 
 def recorded_flags(out: str | Path, prefix: str, flags: tuple[str, ...]) -> str | None:
     """The given flags (with their values) of the first finished step named `prefix`*, from its marker."""
-    markers = sorted(Path(out, "markers").glob(f"{prefix}*.done"))
+    markers = sorted(Path(Layout(str(out)).markers).glob(f"{prefix}*{DONE_SUFFIX}"))
     if not markers:
         return None
-    words = shlex.split(markers[0].read_text().splitlines()[0])
+    words = shlex.split(read_marker(markers[0]).signature)
     picked = []
     for i, word in enumerate(words):
         if word in flags:

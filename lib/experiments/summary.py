@@ -1,79 +1,71 @@
 """The experiment summary (results.md, results.png) from the rows of lib.experiments.rows.
 
 Runs of the same row with different seeds form a `Group`: the tables show mean +- sd over its
-seeds. Every difference shown (fine-tuned - pruned, and the COMPARISONS between experiments)
+seeds. Every difference shown (fine-tuned - pruned, and the design's COMPARISONS between rows)
 comes with a 95% paired-bootstrap interval over the examples both sides share
 (`lib.core.uncertainty.paired_bootstrap`: examples resampled by id, seeds resampled per side), and
-the EXPECTATIONS verdicts are read off those intervals. Fractions stay in [0, 1] here; the table
-shows them as percentages. Nothing here prints or writes; the figure is `lib.experiments.plots.plot_results`.
+the design's EXPECTATIONS verdicts are read off those intervals. Which metrics are shown, and how, comes from
+the reports themselves (their `tasks_info`: display name, format, higher_is_better, role): the main table shows
+the "score" metrics, the behaviour table the "behaviour" ones. Fractions stay in [0, 1] here; the table shows
+them as percentages. Nothing here prints or writes; the figure is `lib.experiments.plots.plot_results`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lib.core.uncertainty import mean_sd, paired_bootstrap
-from lib.data import registry
 from lib.eval.report import pairing
-from lib.experiments.rows import (EVAL_FILE, FINETUNE_FLAGS, Group, PRUNE_FLAGS, Row, data_label, group_rows,
-                                  recorded_flags)
+from lib.experiments.design import COMPARISONS, EXPECTATIONS
+from lib.experiments.layout import EVAL_FILE
+from lib.experiments.rows import RECORDED, Group, Row, data_label, group_rows, recorded_flags
 
 BOOTSTRAP_RESAMPLES = 2000
 MARK = "*"  # after a difference whose 95% interval excludes 0
-KIND_ORDER = ("ppl", "pct", "nll")  # the main table: perplexities, then scores, then answer NLLs
-SUITE_METRICS = (("zeroshot", "mean_acc", "Zero-shot mean acc", "pct"),)  # lib.eval.tasks.zeroshot.SUITE's mean accuracy
+FORMAT_ORDER = ("ppl", "pct", "nll", "count")  # the main table: perplexities, then scores, then answer NLLs
+LOWER = " ↓"  # after the header of a metric where lower is better
 
 
-def summary_metrics() -> tuple[tuple[str, str, str, str], ...]:
-    """The main table's (task, metric key in the eval report, column header, kind), from the registered
-    datasets' `summary_metrics` (lib.data.registry) and SUITE_METRICS, ordered by KIND_ORDER (stable);
-    kind "pct" shows 100 x value."""
-    table = [(name, *metric) for name in registry.names() for metric in registry.get(name).summary_metrics]
-    return tuple(sorted(table + list(SUITE_METRICS), key=lambda m: KIND_ORDER.index(m[3])))
+@dataclass(frozen=True)
+class MetricInfo:
+    """One metric as a report's tasks_info describes it: task, key, column header, format, role."""
+
+    task: str
+    key: str
+    header: str
+    format: str
+    role: str
 
 
-def behaviour_metrics() -> tuple[tuple[str, str, str, str], ...]:
-    """What a degenerate model does instead of answering (the specs' `behaviour`): shown beside the scores,
-    not plotted."""
-    return tuple((name, *metric) for name in registry.names() for metric in registry.get(name).behaviour)
+def metric_infos(rows: list[Row]) -> list[MetricInfo]:
+    """Every metric the rows' reports describe, once, in the order the reports first list them."""
+    found: dict[tuple[str, str], MetricInfo] = {}
+    for row in rows:
+        for task, info in (row.tasks_info or {}).items():
+            for key, meta in info.get("metrics", {}).items():
+                header = meta["display"] + ("" if meta["higher_is_better"] or meta["display"].endswith(LOWER.strip())
+                                            else LOWER)
+                found.setdefault((task, key), MetricInfo(task, key, header, meta["format"], meta["role"]))
+    return list(found.values())
 
 
-# (A, B, what A - B asks): differences between experiments shown with their intervals
-COMPARISONS = (
-    ("exp2", "exp1", "SQuAD vs WikiText2 calibration, both fine-tuned on SQuAD"),
-    ("exp5", "exp1", "WikiText2 + SQuAD vs WikiText2 calibration, both fine-tuned on SQuAD"),
-    ("exp4", "exp3", "GSM8K vs WikiText2 calibration, both fine-tuned on GSM8K"),
-    ("exp6", "exp3", "WikiText2 + GSM8K vs WikiText2 calibration, both fine-tuned on GSM8K"),
-    ("pruned/squad", "pruned/wikitext2", "SQuAD vs WikiText2 calibration, before fine-tuning"),
-    ("pruned/gsm8k", "pruned/wikitext2", "GSM8K vs WikiText2 calibration, before fine-tuning"),
-)
-# (statement, A, B, task, metric, expected sign of A - B); A = "*<task>" means every row fine-tuned on
-# <task>, compared with the pruned model it started from
-EXPECTATIONS = (
-    ("fine-tuning on SQuAD lowers the SQuAD answer NLL", "*squad", None, "squad", "answer_nll", -1),
-    ("fine-tuning on SQuAD lowers the answer NLL of the answerable SQuAD questions", "*squad", None, "squad",
-     "HasAns_answer_nll", -1),
-    ("fine-tuning on GSM8K lowers the GSM8K answer NLL", "*gsm8k", None, "gsm8k", "answer_nll", -1),
-    ("fine-tuning on WikiText2 lowers WikiText2 perplexity", "*wikitext2", None, "wikitext2", "ppl", -1),
-    ("calibrating on SQuAD lowers the SQuAD answer NLL after SQuAD fine-tuning", "exp2", "exp1", "squad", "answer_nll", -1),
-    ("calibrating on SQuAD lowers the answer NLL of the answerable SQuAD questions after SQuAD fine-tuning", "exp2",
-     "exp1", "squad", "HasAns_answer_nll", -1),
-    ("calibrating on WikiText2 + SQuAD lowers the SQuAD answer NLL after SQuAD fine-tuning", "exp5", "exp1", "squad",
-     "answer_nll", -1),
-    ("calibrating on GSM8K lowers the GSM8K answer NLL after GSM8K fine-tuning", "exp4", "exp3", "gsm8k", "answer_nll", -1),
-    ("calibrating on WikiText2 + GSM8K lowers the GSM8K answer NLL after GSM8K fine-tuning", "exp6", "exp3", "gsm8k",
-     "answer_nll", -1),
-    ("calibrating on SQuAD lowers the SQuAD answer NLL of the pruned model", "pruned/squad", "pruned/wikitext2", "squad",
-     "answer_nll", -1),
-    ("calibrating on SQuAD lowers the answer NLL of the answerable SQuAD questions of the pruned model", "pruned/squad",
-     "pruned/wikitext2", "squad", "HasAns_answer_nll", -1),
-    ("calibrating on GSM8K lowers the GSM8K answer NLL of the pruned model", "pruned/gsm8k", "pruned/wikitext2", "gsm8k",
-     "answer_nll", -1),
-    ("calibrating on SQuAD costs WikiText2 perplexity", "pruned/squad", "pruned/wikitext2", "wikitext2", "ppl", +1),
-    ("calibrating on GSM8K costs WikiText2 perplexity", "pruned/gsm8k", "pruned/wikitext2", "wikitext2", "ppl", +1),
-)
+def summary_metrics(rows: list[Row]) -> list[MetricInfo]:
+    """The main table's metrics (role "score"), ordered by FORMAT_ORDER (stable)."""
+    scores = [m for m in metric_infos(rows) if m.role == "score"]
+    return sorted(scores, key=lambda m: FORMAT_ORDER.index(m.format) if m.format in FORMAT_ORDER else len(FORMAT_ORDER))
+
+
+def behaviour_metrics(rows: list[Row]) -> list[MetricInfo]:
+    """What a degenerate model does instead of answering (role "behaviour"): shown beside the scores, not plotted."""
+    return [m for m in metric_infos(rows) if m.role == "behaviour"]
+
+
+def task_display(rows: list[Row], task: str) -> str:
+    """The task's name in tables, from the first report that describes it."""
+    return next((row.tasks_info[task]["display"] for row in rows if task in (row.tasks_info or {})), task)
 
 
 def difference(a: Group, b: Group, task: str, key: str) -> dict | None:
@@ -125,6 +117,8 @@ def format_value(value: float | None, kind: str, signed: bool = False) -> str:
         return f"{100 * value:{sign}.1f}"
     if kind == "nll":
         return f"{value:{sign}.3f}"
+    if kind == "count":
+        return f"{value:{sign}g}"
     return f"{value:{sign}.2f}"
 
 
@@ -132,16 +126,20 @@ def _markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in lines]
 
 
-def present_metrics(groups: list[Group], table: tuple) -> list[tuple]:
-    """The metrics of `table` that some group has values of."""
-    return [m for m in table if any(g.values(m[0], m[1]) for g in groups)]
+def runs(groups: list[Group]) -> list[Row]:
+    return [run for group in groups for run in group.runs]
+
+
+def present_metrics(groups: list[Group], metrics: list[MetricInfo]) -> list[MetricInfo]:
+    """The `metrics` that some group has values of."""
+    return [m for m in metrics if any(g.values(m.task, m.key) for g in groups)]
 
 
 def results_table(groups: list[Group]) -> list[str]:
-    """The main table: one line per row (mean ± sd over seeds), the summary_metrics() that any row has."""
-    metrics = present_metrics(groups, summary_metrics())
+    """The main table: one line per row (mean ± sd over seeds), the summary_metrics that any row has."""
+    metrics = present_metrics(groups, summary_metrics(runs(groups)))
     seeded = any(len(g.runs) > 1 for g in groups)
-    header = ["Row", "Calibration", "Fine-tuning", "Sparsity"] + (["Seeds"] if seeded else []) + [m[2] for m in metrics]
+    header = ["Row", "Calibration", "Fine-tuning", "Sparsity"] + (["Seeds"] if seeded else []) + [m.header for m in metrics]
     lines = []
     for group in groups:
         sparsity = "not pruned" if group.kind == "dense" else ("—" if group.sparsity is None else f"{100 * group.sparsity:.2f}%")
@@ -150,25 +148,26 @@ def results_table(groups: list[Group]) -> list[str]:
         seeds = [" ".join(map(str, group.seeds)) if group.kind != "dense" else "—"] if seeded else []
         label = f"{group.label} (**no data**)" if group.missing else group.label
         lines.append([label, calibration, finetuning, sparsity] + seeds
-                     + [format_group_value(group, task, key, kind) for task, key, _, kind in metrics])
+                     + [format_group_value(group, m.task, m.key, m.format) for m in metrics])
     return _markdown_table(header, lines)
 
 
 def behaviour_table(groups: list[Group]) -> list[str]:
-    """SQuAD scores split by answerable / unanswerable, the no-answer rate and BoolQ's yes rate, per row."""
-    metrics = present_metrics(groups, behaviour_metrics())
+    """The behaviour metrics per row (SQuAD split by answerability, no-answer rate, BoolQ's yes rate, ...)."""
+    metrics = present_metrics(groups, behaviour_metrics(runs(groups)))
     if not metrics:
         return []
-    lines = [[g.label] + [format_group_value(g, task, key, kind) for task, key, _, kind in metrics] for g in groups]
-    return _markdown_table(["Row"] + [m[2] for m in metrics], lines)
+    lines = [[g.label] + [format_group_value(g, m.task, m.key, m.format) for m in metrics] for g in groups]
+    return _markdown_table(["Row"] + [m.header for m in metrics], lines)
 
 
 def _difference_table(pairs: list[tuple[Group, Group, list[str]]], first_header: list[str]) -> list[str]:
     """One line per (A, B, leading cells): A − B with its interval for every metric either side has."""
-    metrics = present_metrics([g for a, b, _ in pairs for g in (a, b)], summary_metrics())
-    lines = [cells + [format_difference(difference(a, b, task, key), kind) for task, key, _, kind in metrics]
+    groups = [g for a, b, _ in pairs for g in (a, b)]
+    metrics = present_metrics(groups, summary_metrics(runs(groups)))
+    lines = [cells + [format_difference(difference(a, b, m.task, m.key), m.format) for m in metrics]
              for a, b, cells in pairs]
-    return _markdown_table(first_header + ["Δ " + m[2] for m in metrics], lines)
+    return _markdown_table(first_header + ["Δ " + m.header for m in metrics], lines)
 
 
 def fine_tuning_pairs(groups: list[Group]) -> list[tuple[Group, Group]]:
@@ -192,10 +191,10 @@ def change_table(groups: list[Group]) -> list[str]:
 
 
 def comparison_table(groups: list[Group]) -> list[str]:
-    """The COMPARISONS whose two rows are present: A − B with 95% intervals."""
+    """The design's COMPARISONS whose two rows are present: A − B with 95% intervals."""
     by_name = {g.name: g for g in groups}
-    pairs = [(by_name[a], by_name[b], [f"{by_name[a].label} − {by_name[b].label}", what])
-             for a, b, what in COMPARISONS if a in by_name and b in by_name]
+    pairs = [(by_name[c.a], by_name[c.b], [f"{by_name[c.a].label} − {by_name[c.b].label}", c.question])
+             for c in COMPARISONS if c.a in by_name and c.b in by_name]
     return _difference_table(pairs, ["A − B", "Question"]) if pairs else []
 
 
@@ -209,22 +208,25 @@ def verdict(result: dict | None, sign: int) -> str:
 
 
 def expectation_lines(groups: list[Group]) -> list[str]:
-    """One line per EXPECTATIONS entry whose rows are present, its verdict read off the 95% interval."""
+    """One line per EXPECTATIONS entry whose rows are present and whose metric the reports describe, its verdict
+    read off the 95% interval (a score metric a row lacks: "not measured"; a behaviour one: no line)."""
     by_name = {g.name: g for g in groups}
-    main = {(task, key): kind for task, key, _, kind in summary_metrics()}
-    kinds = main | {(task, key): kind for task, key, _, kind in behaviour_metrics()}
+    infos = {(m.task, m.key): m for m in metric_infos(runs(groups))}
     lines = []
-    for statement, a, b, task, key, sign in EXPECTATIONS:
-        if a.startswith("*"):
-            pairs = [(g, ref) for g, ref in fine_tuning_pairs(groups) if g.finetuning == a[1:]]
+    for e in EXPECTATIONS:
+        info = infos.get((e.task, e.metric))
+        if info is None:
+            continue
+        if e.finetuned_on is not None:
+            pairs = [(g, ref) for g, ref in fine_tuning_pairs(groups) if g.finetuning == e.finetuned_on]
         else:
-            pairs = [(by_name[a], by_name[b])] if a in by_name and b in by_name else []
+            pairs = [(by_name[e.a], by_name[e.b])] if e.a in by_name and e.b in by_name else []
         for group_a, group_b in pairs:
-            result = difference(group_a, group_b, task, key)
-            if result is None and (task, key) not in main:
+            result = difference(group_a, group_b, e.task, e.metric)
+            if result is None and info.role != "score":
                 continue  # a behaviour metric that reports written before it existed lack
-            shown = format_difference(result, kinds[(task, key)])
-            lines.append(f"{statement} ({group_a.label} − {group_b.label}: {shown}): **{verdict(result, sign)}**")
+            shown = format_difference(result, info.format)
+            lines.append(f"{e.statement} ({group_a.label} − {group_b.label}: {shown}): **{verdict(result, e.sign)}**")
     return lines
 
 
@@ -239,26 +241,25 @@ def settings_notes(rows: list[Row]) -> list[str]:
     if not rows:
         return notes
     first = rows[0]
-    counts = first.counts
-    parts = []
-    if "wikitext2" in counts:
-        c = counts["wikitext2"]
-        parts.append(f"WikiText2 {c['n_windows']} windows x {c['seqlen']} tokens")
-    for task in registry.evaluation_tasks():
-        if task in counts and "total" in counts[task]:
-            c = counts[task]
+    parts, majority, new_tokens = [], [], []
+    for task, info in first.tasks_info.items():
+        c, display = first.counts.get(task, {}), info["display"]
+        if info.get("output_type") == "perplexity" and "n_windows" in c:
+            parts.append(f"{display} {c['n_windows']} windows x {c['seqlen']} tokens")
+        elif "total" in c:
             nll = f" (answer NLL: {c['answer_total']})" if c.get("answer_total", c["total"]) != c["total"] else ""
-            parts.append(f"{registry.display_name(task)} n = {c['total']}{nll}")
+            parts.append(f"{display} n = {c['total']}{nll}")
+        if "max_new_tokens" in c:
+            new_tokens.append(f"{display} {c['max_new_tokens']}")
+        if (task, "majority_rate") in first.metrics:
+            majority.append(f"{display} majority-class rate on these examples: "
+                            f"{100 * first.metrics[(task, 'majority_rate')]:.1f}% (always answering it).")
     if parts:
         notes.append("Evaluated on: " + ", ".join(parts) + ".")
-    majority = first.metrics.get(("boolq", "majority_rate"))
-    if majority is not None:
-        notes.append(f"BoolQ majority-class rate on these examples: {100 * majority:.1f}% (always answering it).")
-    new_tokens = first.settings.get("max_new_tokens")
-    if new_tokens:
-        specs = [registry.get(name) for name in registry.evaluation_tasks()]
-        defaults = ", ".join(f"{spec.display} {spec.max_new_tokens}" for spec in specs if spec.max_new_tokens is not None)
-        notes.append(f"Generation capped at max_new_tokens {new_tokens} (defaults: {defaults}).")
+    notes += majority
+    if first.settings.get("max_new_tokens"):
+        notes.append(f"Generation capped at max_new_tokens {first.settings['max_new_tokens']}"
+                     + (f" ({', '.join(new_tokens)})." if new_tokens else "."))
     keys = ("limit", "nll_limit", "seqlen", "eval_windows", "max_new_tokens", "num_fewshot", "data_dir")
     differing = sorted({k for row in rows for k in keys if row.settings.get(k) != first.settings.get(k)})
     if differing:
@@ -272,8 +273,8 @@ def results_markdown(rows: list[Row], times: list[tuple[str, int]] = (), out: st
     groups = group_rows(rows)
     seeded = any(len(g.runs) > 1 for g in groups)
     lines = ["# Experiment matrix: calibration data x fine-tuning data", "",
-             "SQuAD EM/F1, GSM8K and BoolQ accuracy in %; PPL and task NLLs (mean negative log-likelihood per "
-             "token of the gold answer) lower is better. Sparsity: zero weights of the decoder Linear layers."
+             "Accuracies, EM, F1 and rates in %; ↓: lower is better (PPL; task NLLs: mean negative log-likelihood "
+             "per token of the gold answer). Sparsity: zero weights of the decoder Linear layers."
              + (" Rows with several calibration seeds show mean ± sd over the seeds (Seeds column)." if seeded else ""),
              "",
              f"Differences: A − B [95% paired-bootstrap interval: {BOOTSTRAP_RESAMPLES} resamples of the examples both "
@@ -307,7 +308,7 @@ def results_markdown(rows: list[Row], times: list[tuple[str, int]] = (), out: st
         lines += behaviour
     notes = settings_notes(rows)
     if out is not None:
-        for prefix, flags, what in (("prune_", PRUNE_FLAGS, "Pruning"), ("ft_", FINETUNE_FLAGS, "Fine-tuning")):
+        for prefix, flags, what in RECORDED:
             recorded = recorded_flags(out, prefix, flags)
             if recorded:
                 notes.append(f"{what}: `{recorded}`.")

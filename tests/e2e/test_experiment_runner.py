@@ -1,10 +1,11 @@
-"""scripts/run_task_experiments.sh + scripts/summarize_experiments.py: the whole matrix on a tiny random Llama.
+"""scripts/run_task_experiments.sh (the Python runner behind it) + scripts/summarize_experiments.py: the whole
+matrix on a tiny random Llama.
 
 Each of the matrix's 26 steps is a fresh Python process, and on this 2-core machine importing
 torch + transformers + the Llama modeling code costs ~10 s of CPU per process. The matrix tests
 therefore run the steps through `PYTHON=<warm python>`: a fork server that imports those once
 and runs each `python script.py args` in a forked child (same argv, cwd, environment, stdio and
-exit status). The failure test runs the real interpreter.
+exit status; the runner itself runs there too). The failure test runs the real interpreter.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import matplotlib.pyplot
 
 
 def child(conn, request, fds):
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the server's SIG_IGN would hide the exit status of a child's children
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)

@@ -246,11 +246,11 @@ def test_step_output_check_names_the_defect(tmp_path):
 
 
 FAKE_PYTHON = """#!{python}
-# The experiment runner's interpreter for this test: real Python for the runner's helpers, a stand-in
+# The experiment runner's interpreter for this test: real Python for the runner itself, a stand-in
 # evaluation that writes a sound eval.json, and a failure for every other step (pruning).
 import json, os, sys
 script = os.path.basename(sys.argv[1])
-if script in ("experiment_matrix.py", "check_step_outputs.py"):
+if script == "run_experiments.py":
     os.execv({python!r}, [{python!r}, *sys.argv[1:]])
 if script == "eval_tasks.py":
     out = sys.argv[sys.argv.index("--output") + 1]

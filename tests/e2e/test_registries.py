@@ -100,13 +100,13 @@ def toy_task(monkeypatch, tmp_path):
 
 def test_registered_evaluation_task_runs_through_eval_tasks(toy_task, tiny_llama_dir, tiny_llama, tokenizer, tmp_path,
                                                             capsys):
-    from lib.experiments.summary import behaviour_metrics, summary_metrics
+    from lib.experiments.legacy_reports import legacy_tasks_info
     from lib.eval.runner import evaluate_tasks, nll_tasks, task_names
     from scripts.eval_tasks import build_parser, main as eval_main
 
     assert "toyqa" in task_names() and "toyqa" in nll_tasks() and "toyqa" in build_parser().format_help()
-    assert ("toyqa", "match", "ToyQA match", "pct") in summary_metrics()
-    assert behaviour_metrics()[-1] == ("toyqa", "match", "ToyQA again", "pct")
+    assert legacy_tasks_info({"metrics": {"toyqa": {}}})["toyqa"]["metrics"] == {  # the experiment summary's columns
+        "match": {"display": "ToyQA match", "higher_is_better": True, "format": "pct", "role": "score"}}
     out = tmp_path / "eval.json"
     assert eval_main(["--model", str(tiny_llama_dir), "--tasks", "toyqa", "--data_dir", str(toy_task), "--device", "cpu",
                       "--limit", "toyqa=3", "--nll_limit", "toyqa=4", "--max_new_tokens", "toyqa=5", "--num_fewshot", "1",

@@ -1,5 +1,6 @@
-"""The experiment summary (lib/experiments/summary.py, rows.py) from hand-written eval reports: tables, paired
-intervals, verdicts, seeds."""
+"""The experiment summary (lib/experiments/summary.py, rows.py) from hand-written eval reports that describe their
+metrics in `tasks_info` (the schema of RESTRUCTURE.md that scripts/eval_tasks.py writes): tables, paired intervals,
+verdicts, seeds; a report without tasks_info."""
 
 import json
 import math
@@ -14,6 +15,30 @@ from lib.experiments.summary import results_markdown, verdict
 
 
 ALTERNATE = [0.5, -0.5] * 4  # window NLL offsets with mean 0
+
+
+def metric(display: str, role: str = "score", fmt: str = "pct", higher_is_better: bool = True) -> dict:
+    return {"display": display, "higher_is_better": higher_is_better, "format": fmt, "role": role}
+
+
+NLL = {"fmt": "nll", "higher_is_better": False}
+TASKS_INFO = {
+    "wikitext2": {"display": "WikiText2", "output_type": "perplexity", "metrics": {
+        "ppl": metric("WikiText2 PPL", fmt="ppl", higher_is_better=False),
+        "nll": metric("WikiText2 NLL", "detail", **NLL)}},
+    "squad": {"display": "SQuAD", "output_type": "generate", "metrics": {
+        "exact": metric("SQuAD EM"), "f1": metric("SQuAD F1"), "answer_nll": metric("SQuAD NLL", **NLL),
+        "HasAns_f1": metric("SQuAD F1 answerable", "behaviour"), "NoAns_exact": metric("SQuAD EM unanswerable", "behaviour"),
+        "no_answer_rate": metric("SQuAD no-answer rate", "behaviour"),
+        "HasAns_answer_nll": metric("SQuAD NLL answerable", "behaviour", **NLL),
+        "NoAns_answer_nll": metric("SQuAD NLL unanswerable", "behaviour", **NLL)}},
+    "gsm8k": {"display": "GSM8K", "output_type": "generate", "metrics": {
+        "strict_accuracy": metric("GSM8K acc (strict)"), "flexible_accuracy": metric("GSM8K acc (flex)"),
+        "answer_nll": metric("GSM8K NLL", **NLL)}},
+    "boolq": {"display": "BoolQ", "output_type": "multiple_choice", "metrics": {
+        "acc": metric("BoolQ acc"), "yes_rate": metric("BoolQ yes rate", "behaviour"),
+        "majority_rate": metric("BoolQ majority rate", "detail")}},
+}
 
 
 def eval_report(ppl: float, per_example: dict[str, dict[str, list[float]]], limit: int = 32) -> dict:
@@ -33,6 +58,7 @@ def eval_report(ppl: float, per_example: dict[str, dict[str, list[float]]], limi
         "counts": {"wikitext2": {"n_windows": 8, "n_tokens": 2040, "seqlen": 256}, "squad": {"total": 32},
                    "gsm8k": {"total": 16}, "boolq": {"total": 64}},
         "settings": {"limit": {"squad": limit}, "seqlen": 256, "eval_windows": 8, "max_new_tokens": None},
+        "tasks_info": TASKS_INFO,
     }
 
 
@@ -43,7 +69,7 @@ def hits(n: int, right: range | list[int]) -> list[float]:
 def report_values(exact, f1, flexible, boolq, squad_nll, gsm8k_nll) -> dict:
     return {"squad": {"exact": exact, "f1": f1, "answer_nll": squad_nll},
             "gsm8k": {"strict_accuracy": [0.0] * 16, "flexible_accuracy": flexible, "answer_nll": gsm8k_nll},
-            "boolq": {"accuracy": boolq}}
+            "boolq": {"acc": boolq}}
 
 
 DENSE = report_values(hits(32, range(8)), [0.3] * 32, hits(16, [0]), hits(64, range(20)), [4.0] * 32, [1.4] * 16)
@@ -181,3 +207,74 @@ def test_recorded_flags_take_only_their_own_values(tmp_path):
     flags = ("--learning_rate", "--bf16", "--max_steps", "--sparsity_ratios")
     assert recorded_flags(tmp_path, "ft_", flags) == "--learning_rate 2e-5 --bf16 --max_steps -1 --sparsity_ratios 0.35 0.45 0.2"
     assert recorded_flags(tmp_path, "prune_", flags) is None
+
+
+def rewrite_reports(out: Path, change) -> None:
+    for path in out.rglob("eval.json"):
+        report = json.loads(path.read_text())
+        change(report)
+        write_json(path, report)
+
+
+def test_the_reports_tasks_info_decides_what_is_shown(tmp_path):
+    """Headers, roles and formats come from tasks_info, nothing from a registry: rename, demote, add a task."""
+    write_matrix_reports(tmp_path)
+
+    def change(report):
+        info = json.loads(json.dumps(report["tasks_info"]))
+        info["squad"]["metrics"]["exact"]["display"] = "SQuAD exact match"
+        info["squad"]["metrics"]["f1"]["role"] = "detail"
+        info["toy"] = {"display": "Toy", "output_type": "generate", "metrics": {
+            "hits": metric("Toy hits", fmt="count"), "misses": metric("Toy misses", "behaviour", fmt="count")}}
+        report.update(tasks_info=info, tasks=[*report["tasks"], "toy"])
+        report["metrics"]["toy"] = {"hits": 3.0, "misses": 1.0}
+        report["counts"]["toy"] = {"total": 4, "max_new_tokens": 9}
+
+    rewrite_reports(tmp_path, change)
+    table = results_markdown(load_rows(tmp_path))
+    header = next(line for line in table.splitlines() if line.startswith("| Row | Calibration"))
+    assert header == ("| Row | Calibration | Fine-tuning | Sparsity | WikiText2 PPL ↓ | SQuAD exact match | GSM8K acc (strict) "
+                      "| GSM8K acc (flex) | BoolQ acc | SQuAD NLL ↓ | GSM8K NLL ↓ | Toy hits |")
+    assert "| Dense (no pruning, no FT) | none | none | not pruned | 40.00 | 25.0 | 0.0 | 6.2 | 31.2 | 4.000 | 1.400 | 3 |" in table
+    assert "| Row | SQuAD F1 answerable | SQuAD EM unanswerable | SQuAD no-answer rate | BoolQ yes rate | Toy misses |" in table
+    assert "Toy n = 4" in table and "majority rate" not in table.split("\n- ")[0]  # a detail metric: no column
+
+
+def test_a_report_without_tasks_info_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """Once reports describe their metrics (the registry no longer does), an older report names itself and the fix."""
+    from lib.data import registry
+    from lib.experiments.rows import ReportError
+    from scripts.summarize_experiments import main as summarize
+
+    write_matrix_reports(tmp_path)
+    report = json.loads((tmp_path / "exp5" / "eval.json").read_text())
+    del report["tasks_info"]
+    write_json(tmp_path / "exp5" / "eval.json", report)
+    monkeypatch.delattr(registry.DatasetSpec, "summary_metrics")
+    message = (f"{tmp_path}/exp5/eval.json has no tasks_info: it was written before evaluation reports described their "
+               "metrics; re-run its evaluation (delete it and rerun scripts/run_task_experiments.sh with the same OUT, "
+               "which redoes a missing eval.json)")
+    with pytest.raises(ReportError) as raised:
+        load_rows(tmp_path)
+    assert str(raised.value) == message
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exited:
+        summarize(["--out", str(tmp_path)])
+    assert exited.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    assert sorted(tmp_path.rglob("*")) == before  # no results.md, no results.png
+
+
+def test_reports_written_before_tasks_info_read_as_the_registry_describes_them(tmp_path):
+    """TRANSITIONAL (lib/experiments/legacy_reports.py): today's reports (BoolQ `accuracy`, no tasks_info) give the
+    same results.md as reports carrying the same descriptions in tasks_info."""
+    write_matrix_reports(tmp_path)
+    described = results_markdown(load_rows(tmp_path))
+
+    def today(report):
+        del report["tasks_info"]
+        for part in (report["metrics"], report["per_example"]):
+            part["boolq"]["accuracy"] = part["boolq"].pop("acc")
+
+    rewrite_reports(tmp_path, today)
+    assert results_markdown(load_rows(tmp_path)) == described
+    assert "| BoolQ acc |" in described

@@ -3,5 +3,5 @@
 design (the rows: which data each row calibrates and fine-tunes with), rows (one Row per evaluated
 model, read from the output layout), summary (results.md: tables, paired-bootstrap differences,
 verdicts), plots (results.png and the cost / quality frontier). No torch at import: imports `lib.core`,
-`lib.data.registry`, `lib.eval.report` and `lib.training.checkpoints` only.
+`lib.data.registry`, `lib.eval.report`, the task metadata `lib.eval.tasks` and `lib.training.checkpoints` only.
 """

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from lib.core.uncertainty import mean_sd, paired_bootstrap
-from lib.data import registry
 from lib.eval.report import pairing
+from lib.eval.tasks import task as tasks  # torch-free task metadata (until the summary reads the reports' tasks_info)
 from lib.experiments.rows import (EVAL_FILE, FINETUNE_FLAGS, Group, PRUNE_FLAGS, Row, data_label, group_rows,
                                   recorded_flags)
 
@@ -28,16 +28,21 @@ SUITE_METRICS = (("zeroshot", "mean_acc", "Zero-shot mean acc", "pct"),)  # lib.
 
 def summary_metrics() -> tuple[tuple[str, str, str, str], ...]:
     """The main table's (task, metric key in the eval report, column header, kind), from the registered
-    datasets' `summary_metrics` (lib.data.registry) and SUITE_METRICS, ordered by KIND_ORDER (stable);
+    tasks' "score" metrics (lib.eval.tasks) and SUITE_METRICS, ordered by KIND_ORDER (stable);
     kind "pct" shows 100 x value."""
-    table = [(name, *metric) for name in registry.names() for metric in registry.get(name).summary_metrics]
-    return tuple(sorted(table + list(SUITE_METRICS), key=lambda m: KIND_ORDER.index(m[3])))
+    return tuple(sorted(_task_metrics("score") + list(SUITE_METRICS), key=lambda m: KIND_ORDER.index(m[3])))
 
 
 def behaviour_metrics() -> tuple[tuple[str, str, str, str], ...]:
-    """What a degenerate model does instead of answering (the specs' `behaviour`): shown beside the scores,
-    not plotted."""
-    return tuple((name, *metric) for name in registry.names() for metric in registry.get(name).behaviour)
+    """What a degenerate model does instead of answering (the tasks' "behaviour" metrics): shown beside the
+    scores, not plotted."""
+    return tuple(_task_metrics("behaviour"))
+
+
+def _task_metrics(role: str) -> list[tuple[str, str, str, str]]:
+    """(task, key, header, kind) of every registered task's metric with `role`; "↓" marks lower is better."""
+    return [(name, m.key, m.display + ("" if m.higher_is_better else " ↓"), m.format)
+            for name in tasks.names() for m in tasks.get(name).metrics if m.role == role]
 
 
 # (A, B, what A - B asks): differences between experiments shown with their intervals
@@ -244,11 +249,11 @@ def settings_notes(rows: list[Row]) -> list[str]:
     if "wikitext2" in counts:
         c = counts["wikitext2"]
         parts.append(f"WikiText2 {c['n_windows']} windows x {c['seqlen']} tokens")
-    for task in registry.evaluation_tasks():
+    for task in tasks.names():
         if task in counts and "total" in counts[task]:
             c = counts[task]
             nll = f" (answer NLL: {c['answer_total']})" if c.get("answer_total", c["total"]) != c["total"] else ""
-            parts.append(f"{registry.display_name(task)} n = {c['total']}{nll}")
+            parts.append(f"{tasks.get(task).display} n = {c['total']}{nll}")
     if parts:
         notes.append("Evaluated on: " + ", ".join(parts) + ".")
     majority = first.metrics.get(("boolq", "majority_rate"))
@@ -256,8 +261,8 @@ def settings_notes(rows: list[Row]) -> list[str]:
         notes.append(f"BoolQ majority-class rate on these examples: {100 * majority:.1f}% (always answering it).")
     new_tokens = first.settings.get("max_new_tokens")
     if new_tokens:
-        specs = [registry.get(name) for name in registry.evaluation_tasks()]
-        defaults = ", ".join(f"{spec.display} {spec.max_new_tokens}" for spec in specs if spec.max_new_tokens is not None)
+        generating = [tasks.get(name) for name in tasks.names("generate")]
+        defaults = ", ".join(f"{task.display} {task.max_new_tokens}" for task in generating)
         notes.append(f"Generation capped at max_new_tokens {new_tokens} (defaults: {defaults}).")
     keys = ("limit", "nll_limit", "seqlen", "eval_windows", "max_new_tokens", "num_fewshot", "data_dir")
     differing = sorted({k for row in rows for k in keys if row.settings.get(k) != first.settings.get(k)})

@@ -43,7 +43,7 @@ def hits(n: int, right: range | list[int]) -> list[float]:
 def report_values(exact, f1, flexible, boolq, squad_nll, gsm8k_nll) -> dict:
     return {"squad": {"exact": exact, "f1": f1, "answer_nll": squad_nll},
             "gsm8k": {"strict_accuracy": [0.0] * 16, "flexible_accuracy": flexible, "answer_nll": gsm8k_nll},
-            "boolq": {"accuracy": boolq}}
+            "boolq": {"acc": boolq}}
 
 
 DENSE = report_values(hits(32, range(8)), [0.3] * 32, hits(16, [0]), hits(64, range(20)), [4.0] * 32, [1.4] * 16)

@@ -1,6 +1,6 @@
 """The task registry reproduces what the code before it (three task registries, commit e8292af) computed on
 sample_data with the tiny test Llama: tests/fixtures/eval_per_example.json holds its per-example values,
-metrics and counts of every task. 0/1 values must be equal, every other number within 1e-6 relative.
+metrics and counts of every task; every number must be equal, bit for bit (the same float64).
 
 Renamed: BoolQ's `accuracy` is `acc` (its `acc_norm` is new). Dropped: BoolQ's count `true_total` (its
 `majority_rate` says the same). BoolQ alone and the zeroshot group's BoolQ are one task now, so the old
@@ -31,10 +31,9 @@ def new_report():
                           progress=False)
 
 
-def same_number(old, new, binary: bool) -> bool:
-    if old is None or new is None or binary:
-        return old == new
-    return new == pytest.approx(old, rel=1e-6, abs=0)
+def same_number(old, new) -> bool:
+    """Bit for bit: the JSON fixture holds repr()s, which read back as the very float64 that was written."""
+    return type(old) is type(new) and old == new
 
 
 def test_every_per_example_value_is_reproduced(new_report):
@@ -45,8 +44,7 @@ def test_every_per_example_value_is_reproduced(new_report):
         for key, values in metrics.items():
             new_values = new_task[RENAMED.get((task, key), key)]
             assert list(new_values) == list(values), f"{task} {key}: other example ids or order"
-            binary = set(values.values()) <= {0.0, 1.0}
-            bad = [i for i, v in values.items() if not same_number(v, new_values[i], binary)]
+            bad = [i for i, v in values.items() if not same_number(v, new_values[i])]
             assert not bad, f"{task} {key}: examples {bad} differ"
             compared += len(values)
     assert compared == 431  # every value: 40 + 40 windows, 120 SQuAD, 32 GSM8K, 75 BoolQ, 2 x 62 zero-shot
@@ -58,7 +56,7 @@ def test_metrics_and_counts_are_reproduced(new_report):
         added = {f"{key}{suffix}" for key in ADDED.get(task, ()) for suffix in ("", "_stderr")}
         assert set(new_metrics) == {RENAMED.get((task, k), k) for k in metrics} | added
         for key, value in metrics.items():
-            assert same_number(value, new_metrics[RENAMED.get((task, key), key)], False), f"{task} {key}"
+            assert same_number(value, new_metrics[RENAMED.get((task, key), key)]), f"{task} {key}"
     for task, counts in OLD["counts"].items():
         kept = {key: value for key, value in counts.items() if (task, key) not in DROPPED_COUNTS}
         assert new_report["counts"][task] == kept

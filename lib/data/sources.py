@@ -389,12 +389,9 @@ def load_task_examples(task: str, split: str, data_dir=None, limit: int | None =
         limit: keep only the first N examples (None = all).
         flag: the option that set `limit` (e.g. "--num_fewshot"): a limit above the split's size logs one
             warning naming it and the cap.
-    Returns:
-        squad: {"id", "title", "context", "question", "answers"}; answers is the list of gold answer
-            texts, [] for unanswerable questions.
-        gsm8k: {"question", "answer"}; answer is the full solution ending in "#### <number>".
-        boolq: {"question", "passage", "answer"}; answer is a bool.
-        the zero-shot sets: the Hub row, plus "id" (its id field, where the set has one).
+    Returns: squad {"id", "title", "context", "question", "answers" (gold texts, [] if unanswerable)}; gsm8k
+        {"question", "answer" (ending "#### <number>")}; boolq {"question", "passage", "answer" (bool)}; a
+        zero-shot set: the Hub row, plus "id" (its id field, where it has one).
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be None or >= 0, got {limit}")

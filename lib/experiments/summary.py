@@ -23,14 +23,15 @@ from lib.experiments.rows import (EVAL_FILE, FINETUNE_FLAGS, Group, PRUNE_FLAGS,
 BOOTSTRAP_RESAMPLES = 2000
 MARK = "*"  # after a difference whose 95% interval excludes 0
 KIND_ORDER = ("ppl", "pct", "nll")  # the main table: perplexities, then scores, then answer NLLs
-SUITE_METRICS = (("zeroshot", "mean_acc", "Zero-shot mean acc", "pct"),)  # lib.eval.tasks.zeroshot.SUITE's mean accuracy
 
 
 def summary_metrics() -> tuple[tuple[str, str, str, str], ...]:
     """The main table's (task, metric key in the eval report, column header, kind), from the registered
-    tasks' "score" metrics (lib.eval.tasks) and SUITE_METRICS, ordered by KIND_ORDER (stable);
-    kind "pct" shows 100 x value."""
-    return tuple(sorted(_task_metrics("score") + list(SUITE_METRICS), key=lambda m: KIND_ORDER.index(m[3])))
+    tasks' and groups' "score" metrics (lib.eval.tasks), ordered by KIND_ORDER (stable); kind "pct" shows
+    100 x value."""
+    groups = [(name, key, info["display"], info["format"]) for name in tasks.group_names()
+              for key, info in tasks.report_info(name, [f"mean_{tasks.group(name).score}"])["metrics"].items()]
+    return tuple(sorted(_task_metrics("score") + groups, key=lambda m: KIND_ORDER.index(m[3])))
 
 
 def behaviour_metrics() -> tuple[tuple[str, str, str, str], ...]:

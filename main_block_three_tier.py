@@ -25,8 +25,7 @@ from lib.core.outputs import Output, claim_outputs
 from lib.core.results import Timer, environment_info, write_json
 from lib.core.writes import atomic_dir
 from lib.data import check_sources, dataset_names, get_loaders, parse_mixture
-from lib.eval.perplexity import perplexity, window_count
-from lib.eval.runner import perplexity_report
+from lib.eval.perplexity import perplexity, perplexity_report, window_count
 from lib.models.arch import decoder_linear_weights, measure_sparsity
 from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
 from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, model_label, run_inputs, save_model,

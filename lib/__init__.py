@@ -13,7 +13,7 @@ tests/test_layers.py checks every import against the same table (ALLOWED there) 
     eval          scoring, perplexity, tasks, the task runner            core, models, data
     training      sparsity-preserving fine-tuning                        core, models, data, tiered
     experiments   the experiment matrix and its summary (no torch)       core, data.registry, eval.report,
-                                                                         training.checkpoints
+                                                                         eval.tasks, training.checkpoints
 
 Package `__init__` files hold a docstring only (lib.data also re-exports Wanda's `get_loaders` and
 its other public names, imported on first use).

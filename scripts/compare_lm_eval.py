@@ -37,24 +37,23 @@ if __package__ in (None, ""):
 from lib.core.cli import interrupts_end_in_one_line  # noqa: E402 (both import in lm-eval's venv)
 from lib.core.outputs import Output, claim_outputs  # noqa: E402
 from lib.core.writes import write_output_json
+from lib.data import registry
+from lib.eval.tasks.task import get, names
 from lib.models.loading import run_inputs
 
 logger = logging.getLogger("compare_lm_eval")
 
-# our task name -> (lm-eval task, lm-eval YAML under lm_eval/tasks, local file, metrics lm-eval reports)
-LM_EVAL = {
-    "boolq": ("boolq", "super_glue/boolq/default.yaml", "boolq/dev.jsonl", ("acc",)),  # + FIELD_MAPS
-    "rte": ("rte", "glue/rte/default.yaml", "rte/validation.jsonl", ("acc",)),
-    "hellaswag": ("hellaswag", "hellaswag/hellaswag.yaml", "hellaswag/validation.jsonl", ("acc", "acc_norm")),
-    "winogrande": ("winogrande", "winogrande/default.yaml", "winogrande/validation.jsonl", ("acc",)),
-    "arc_easy": ("arc_easy", "arc/arc_easy.yaml", "arc_easy/validation.jsonl", ("acc", "acc_norm")),
-    "arc_challenge": ("arc_challenge", "arc/arc_challenge.yaml", "arc_challenge/validation.jsonl", ("acc", "acc_norm")),
-    "openbookqa": ("openbookqa", "openbookqa/openbookqa.yaml", "openbookqa/validation.jsonl", ("acc", "acc_norm")),
-    "piqa": ("piqa", "piqa/piqa.yaml", "piqa/validation.jsonl", ("acc", "acc_norm")),
-}
 
-# lm-eval reads BoolQ from super_glue (gold in `label`, 1 = yes); the local file has google/boolq's bool `answer`
-FIELD_MAPS = {"boolq": 'doc_to_target: "{{ 1 if answer else 0 }}"\n'}
+def compared_tasks() -> dict:
+    """{our task: its lib.eval.tasks.task.LmEval} of every registered task whose lm-eval YAML is known (the
+    multiple-choice ones), in registration order: the table both sides and the comparison read."""
+    return {name: get(name).lm_eval for name in names() if get(name).lm_eval and get(name).lm_eval.yaml}
+
+
+def local_file(task: str) -> str:
+    """The task's evaluation file under --data_dir, as the data registry names it ("boolq/dev.jsonl")."""
+    spec = registry.get(get(task).dataset)
+    return f"{spec.name}/{spec.files['eval'][0]}"
 
 
 def parse_limits(values: list[str] | None, tasks: list[str]) -> dict[str, int | None]:
@@ -81,19 +80,18 @@ def run_lm_eval(args: argparse.Namespace, limits: dict[str, int | None], save) -
     tasks_root = Path(lm_eval.__file__).parent / "tasks"
     lm = HFLM(pretrained=args.model, device="cpu", dtype="float32", batch_size=args.batch_size)
     data_dir = Path(args.data_dir).resolve()
-    report = {}
+    report, lm_tasks = {}, compared_tasks()
     with tempfile.TemporaryDirectory() as yaml_dir:
         for task in limits:
-            lm_task, yaml, local, _ = LM_EVAL[task]
-            name = f"local_{lm_task}"
+            name = f"local_{lm_tasks[task].task}"
             (Path(yaml_dir) / f"{name}.yaml").write_text(
-                f"include: {tasks_root / yaml}\ntask: {name}\ntag: []\ndataset_path: json\ndataset_name: null\n"
-                f"dataset_kwargs:\n  data_files:\n    validation: {data_dir / local}\n"
-                "training_split: null\nvalidation_split: validation\ntest_split: null\n" + FIELD_MAPS.get(task, "")
+                f"include: {tasks_root / lm_tasks[task].yaml}\ntask: {name}\ntag: []\ndataset_path: json\n"
+                f"dataset_name: null\ndataset_kwargs:\n  data_files:\n    validation: {data_dir / local_file(task)}\n"
+                "training_split: null\nvalidation_split: validation\ntest_split: null\n" + lm_tasks[task].overrides
             )
         manager = TaskManager(include_path=yaml_dir)
         for task, limit in limits.items():
-            name = f"local_{LM_EVAL[task][0]}"
+            name = f"local_{lm_tasks[task].task}"
             logger.info("lm-eval %s (limit %s)", name, limit)
             out = simple_evaluate(model=lm, tasks=[name], num_fewshot=0, limit=limit, task_manager=manager,
                                   log_samples=True, bootstrap_iters=0)
@@ -109,16 +107,17 @@ def run_lm_eval(args: argparse.Namespace, limits: dict[str, int | None], save) -
 
 
 def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> dict:
-    """lib.eval.tasks.zeroshot on the same rows."""
+    """lib.eval.multiple_choice on the same rows."""
+    from lib.data import load_task_examples
+    from lib.eval.multiple_choice import evaluate_multiple_choice
     from lib.models.loading import load_model
-    from lib.eval.tasks.zeroshot import evaluate_task, get_task, load_records
 
     model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
     report = {}
     for task, limit in limits.items():
-        spec = get_task(task)
         logger.info("ours %s (limit %s)", task, limit)
-        result = evaluate_task(model, tokenizer, spec, load_records(spec, args.data_dir, limit), args.batch_size)
+        examples = load_task_examples(get(task).dataset, "eval", args.data_dir, limit)
+        result = evaluate_multiple_choice(model, tokenizer, get(task), examples, args.batch_size)
         report[task] = {
             "metrics": result["metrics"],
             "n": result["counts"]["total"],
@@ -131,12 +130,12 @@ def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> d
 def compare(reference: dict, ours: dict, tolerance: float) -> tuple[str, bool]:
     """A markdown table of both sides' acc / acc_norm in percent; ok = every difference <= tolerance points."""
     lines = ["| task | rows | metric | lm-eval | ours | diff (points) | rows that disagree |", "|---|---|---|---|---|---|---|"]
-    ok = True
+    ok, lm_tasks = True, compared_tasks()
     for task in [t for t in reference if t in ours]:  # a run cut short compares what both sides finished
         ref, mine = reference[task], ours[task]
         if ref["n"] != mine["n"]:
             raise ValueError(f"{task}: lm-eval scored {ref['n']} rows, ours {mine['n']}; use the same --limit")
-        for metric in LM_EVAL[task][3]:
+        for metric in lm_tasks[task].metrics:
             diff = 100 * (mine["metrics"][metric] - ref["metrics"][metric])
             disagree = sum(a[metric] != b[metric] for a, b in zip(ref["per_example"], mine["per_example"]))
             ok &= abs(diff) <= tolerance
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(side)
         p.add_argument("--model", required=True, help="HF model directory (both sides load the same files)")
         p.add_argument("--data_dir", required=True, help="folder with <task>/validation.jsonl (boolq/dev.jsonl)")
-        p.add_argument("--tasks", nargs="+", default=list(LM_EVAL), choices=list(LM_EVAL))
+        p.add_argument("--tasks", nargs="+", default=list(compared_tasks()), choices=list(compared_tasks()))
         p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N", help="first N rows (default: all)")
         p.add_argument("--batch_size", type=int, default=16)
         p.add_argument("--output", required=True, help="JSON file for this side's results (replaces only an earlier one)")

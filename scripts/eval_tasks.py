@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Evaluate a causal LM on WikiText2/C4 perplexity, SQuAD v2, GSM8K and BoolQ; write one JSON report.
+"""Evaluate a causal LM on the registered tasks (WikiText2/C4 perplexity, SQuAD v2, GSM8K, BoolQ, the zero-shot
+multiple-choice suite); write one JSON report.
 
     python scripts/eval_tasks.py --model out/exp1/finetuned \
         --tasks wikitext2 squad gsm8k boolq --data_dir ../shared/data \
@@ -12,7 +13,9 @@ default (SmolLM2-135M-Instruct).
 Every metric `m` comes with `m_stderr` (standard error of the mean over examples, ddof = 1),
 perplexity also with its 95% interval (`ppl_ci95_low`, `ppl_ci95_high`), and the report keeps
 `per_example: {task: {metric: {example id or window index: value}}}` so that two reports over
-the same examples can be compared with a paired bootstrap (scripts/summarize_experiments.py).
+the same examples can be compared with a paired bootstrap (scripts/summarize_experiments.py), and
+`tasks_info: {task: {display, output_type, metrics: {metric: {display, higher_is_better, format, role}}}}`
+so that a reader needs no task registry.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from lib.core.errors import ModelLoadError, OutputError
 from lib.core.outputs import Output, claim_outputs
 from lib.core.results import environment_info
 from lib.core.writes import write_output_json
-from lib.data import registry
-from lib.eval.lm_eval_backend import BackendError, require_lm_eval
-from lib.eval.runner import (check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data, nll_tasks,
-                             perplexity_tasks, task_names)
+from lib.eval.lm_eval_backend import BackendError, lm_eval_tasks, require_lm_eval
+from lib.eval.runner import (by_lm_eval, check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data,
+                             nll_tasks, perplexity_tasks)
+from lib.eval.tasks.task import get, group_names, members, names
 from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
 from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model, model_label, run_inputs
 from lib.tiered.checkpoint import DTYPES, add_verify_flag
@@ -44,13 +47,15 @@ DEFAULT_SEQLEN = 2048
 
 
 def build_parser() -> argparse.ArgumentParser:
-    specs = [registry.get(name) for name in registry.evaluation_tasks()]
-    fewshot = "/".join(spec.display for spec in specs if spec.fewshot)
-    lengths = ", ".join(f"{spec.name} {spec.max_new_tokens}" for spec in specs if spec.max_new_tokens is not None)
+    tasks = [get(name) for name in names()]
+    fewshot = "/".join(task.display for task in tasks if task.fewshot is not None)
+    lengths = ", ".join(f"{task.name} {task.max_new_tokens}" for task in tasks if task.max_new_tokens is not None)
+    groups = "; ".join(f"{name} = {' '.join(task.name for task in members(name))}" for name in group_names())
     p = OneLineParser(description=__doc__)
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
     p.add_argument("--tasks", nargs="+", default=["wikitext2", "squad", "gsm8k", "boolq"], metavar="TASK",
-                   help=f"any of {', '.join(task_names())} (default: wikitext2 squad gsm8k boolq)")
+                   help=f"any of the tasks {', '.join(names())}, or a group ({groups}) "
+                        "(default: wikitext2 squad gsm8k boolq)")
     p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
     p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N",
                    help="evaluate the first N examples of each example task, or per task: squad=200 gsm8k=50")
@@ -71,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_verify_flag(p)
     p.add_argument("--seed", type=int, default=0, help="torch / numpy / random seed (generation is greedy)")
     p.add_argument("--backend", choices=("ours", "lm-eval"), default="ours",
-                   help="ours (offline, default) or lm-eval for squad/gsm8k/boolq (needs `pip install lm-eval` and its datasets)")
+                   help=f"ours (offline, default) or lm-eval for {', '.join(lm_eval_tasks())} (needs `pip install lm-eval` "
+                        "and its datasets; perplexity and groups always ours)")
     p.add_argument("--output", default=None, help="report path (default: out/eval/<model>.json)")
     p.add_argument("--overwrite", action="store_true",
                    help="let --output replace a file this toolkit did not write (default: refuse)")
@@ -113,7 +119,7 @@ def run(args: argparse.Namespace) -> Path:
     for flag in ("batch_size", "eval_windows"):
         check_range(f"--{flag}", getattr(args, flag), 1)
     check_range("--num_fewshot", args.num_fewshot, 0)
-    if args.backend == "lm-eval" and set(args.tasks) & set(example_tasks()):
+    if any(by_lm_eval(task, args.backend) for task in args.tasks):
         require_lm_eval()
     if set(args.tasks) & set(perplexity_tasks()):
         check_seqlen(args.seqlen)
@@ -169,6 +175,7 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
         },
         "environment": environment_info(),
     }
+    report["tasks_info"] = result["tasks_info"]
     report["per_example"] = result["per_example"]
     if args.log_samples:
         report["samples"] = result.get("samples", {})

@@ -2,9 +2,9 @@
 
 Letters: L = length of one calibration sample (== seqlen when packed), T = tokens of a whole text.
 
-Sources are the datasets of the registry (lib.data.registry): text datasets follow Wanda's recipes
+Sources are the calibration sources of the registry (lib.data.registry): text datasets follow Wanda's recipes
 (`wikitext2`: random seqlen windows of the joined text; `c4`: a window of a random long document);
-example datasets (`squad`, `gsm8k`, `boolq`) turn train examples into their spec's calibration text. A name may
+example datasets with a calibration text (`squad`, `gsm8k`, `boolq`) turn train examples into it. A name may
 also be a mixture ("wikitext2+squad", "wikitext2:0.7,gsm8k:0.3", "mixed"); `apportion` turns its
 shares into exact sample counts.
 
@@ -50,8 +50,8 @@ MIXTURE_HELP = (
 
 
 def dataset_names() -> tuple[str, ...]:
-    """Every --calibration_dataset name: the registered datasets (the sources a mixture combines), then "mixed"."""
-    return registry.names() + ("mixed",)
+    """Every --calibration_dataset name: the calibration sources (the datasets a mixture combines), then "mixed"."""
+    return registry.calibration_sources() + ("mixed",)
 
 
 def _unknown(name: str, part: str | None = None) -> ValueError:
@@ -70,7 +70,7 @@ def parse_mixture(name: str) -> list[tuple[str, Fraction]]:
     if not isinstance(name, str):
         raise _unknown(str(name))
     name = name.strip()
-    if name in registry.DATASETS:
+    if name in registry.calibration_sources():
         return [(name, Fraction(1))]
     if name == "mixed":
         return [(source, Fraction(1, len(MIXED))) for source in MIXED]
@@ -102,7 +102,7 @@ def parse_mixture(name: str) -> list[tuple[str, Fraction]]:
     else:
         raise _unknown(name)
     for source in sources:
-        if source not in registry.DATASETS:
+        if source not in registry.calibration_sources():
             raise _unknown(name, source)
     if len(set(sources)) != len(sources):
         raise ValueError(f"calibration mixture {name!r} names a source twice; list each source once")

@@ -39,8 +39,6 @@ def gsm8k_target(answer: str) -> str:
 
 
 def boolq_prompt(passage: str, question: str) -> str:
-    """BoolQ zero-shot prompt; the model is scored on ' yes' versus ' no' after it."""
+    """BoolQ zero-shot prompt (lm-eval's); the model is scored on ' no' versus ' yes' after it (lib.eval.tasks.boolq)."""
     return f"{passage}\nQuestion: {question}?\nAnswer:"
 
-
-BOOLQ_CHOICES = (" no", " yes")  # index = int(answer)

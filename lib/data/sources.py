@@ -12,6 +12,7 @@ Local copies sit under one data directory, named as the official releases name t
     squad/{train,dev}-v2.0.json
     gsm8k/{train,test}.jsonl
     boolq/{train,dev}.jsonl
+    <zero-shot set>/validation.jsonl   one Hub row per line (rte, hellaswag, winogrande, arc_easy, ...)
 
 Without a data directory the `datasets` library (imported lazily) loads the Hub copies. Names, layouts,
 Hub ids and record parsers come from the dataset registry (lib.data.registry).
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from lib.core.paths import chosen_data_dir
 from lib.data import registry
-from lib.data.registry import DataError, SPLITS, require_field
+from lib.data.registry import DataError, require_field
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ def c4_documents(role: str, data_dir: Path | None) -> Corpus:
     return Corpus(corpus.texts[: n - held], corpus.origin + ":calibration", corpus.label)
 
 
-# ---------------------------------------------------------------- tasks (SQuAD v2, GSM8K, BoolQ)
+# ---------------------------------------------------------------- example datasets (SQuAD v2, GSM8K, BoolQ, ...)
 
 
 def read_squad_json(path: Path) -> list[dict]:
@@ -354,12 +355,14 @@ def task_examples(task: str, split: str, data_dir: Path | None) -> tuple[list[di
     The returned list is shared with later calls: treat it as read-only.
     """
     spec = registry.get(task, "examples")
-    if split not in SPLITS:
-        raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)} (eval = the official dev/test split)")
+    if split not in spec.files:
+        raise ValueError(f"split {split!r} is not one of {', '.join(spec.files)} of {task} (eval = the official dev/test split)")
     local_name, hub_split = spec.files[split]
     if data_dir is None:
         ds = _load_hub(task, hub_split)
-        return [spec.from_hub(row) for row in ds.to_list()], _hub_origin(task, hub_split, ds)
+        rows = [spec.from_hub(row) if spec.from_hub else spec.parse_record(row, f"{spec.hub[0]} {hub_split} row {i}")
+                for i, row in enumerate(ds.to_list())]
+        return rows, _hub_origin(task, hub_split, ds)
     path = data_dir / task / local_name
     if not path.is_file() and split == "train":
         fallback = path.with_name(spec.files["eval"][0])
@@ -376,21 +379,19 @@ def task_examples(task: str, split: str, data_dir: Path | None) -> tuple[list[di
 
 def load_task_examples(task: str, split: str, data_dir=None, limit: int | None = None,
                        flag: str | None = None) -> list[dict]:
-    """Examples of SQuAD v2, GSM8K or BoolQ as plain dicts, the first `limit` in file order.
+    """Examples of an example dataset (SQuAD v2, GSM8K, BoolQ, a zero-shot set) as plain dicts, the first `limit`.
 
     Args:
-        task: "squad", "gsm8k" or "boolq".
+        task: a registered example dataset ("squad", "gsm8k", "boolq", "rte", ...).
         split: "train", or "eval" (SQuAD/BoolQ dev = Hub validation, GSM8K test). A local copy
             without a train file falls back to the eval file with a warning.
         data_dir: local data directory (else env WANDA_DATA_DIR, else the Hub).
         limit: keep only the first N examples (None = all).
         flag: the option that set `limit` (e.g. "--num_fewshot"): a limit above the split's size logs one
             warning naming it and the cap.
-    Returns:
-        squad: {"id", "title", "context", "question", "answers"}; answers is the list of gold answer
-            texts, [] for unanswerable questions.
-        gsm8k: {"question", "answer"}; answer is the full solution ending in "#### <number>".
-        boolq: {"question", "passage", "answer"}; answer is a bool.
+    Returns: squad {"id", "title", "context", "question", "answers" (gold texts, [] if unanswerable)}; gsm8k
+        {"question", "answer" (ending "#### <number>")}; boolq {"question", "passage", "answer" (bool)}; a
+        zero-shot set: the Hub row, plus "id" (its id field, where it has one).
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be None or >= 0, got {limit}")

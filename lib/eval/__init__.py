@@ -1,9 +1,10 @@
 """Layer `eval`: scoring a model on the tasks.
 
-scoring (token log-likelihoods in chunks), generation (greedy generation, continuation scores),
-perplexity (Wanda's protocol), metrics (SQuAD / GSM8K answer matching), report (the task report
-layout: per-example values and their standard errors, no torch), runner (`evaluate_tasks`: the
-perplexity tasks, the example tasks and the zero-shot suite), lm_eval_backend (the optional
-lm-evaluation-harness backend) and tasks/ (the evaluators of the example tasks and the zero-shot
-suite with its registry). Imports `lib.core`, `lib.models` and `lib.data`.
+tasks/ (the one registry of evaluation tasks and groups: each `Task` declares its output type, dataset, prompt,
+metrics and lm-eval twin; no torch), one runner per output type (perplexity: Wanda's protocol; multiple_choice:
+lm-eval's log-likelihood scoring; generate: greedy generation scored by the task's hook), scoring (token
+log-likelihoods in chunks), generation (greedy generation, continuation scores), metrics (SQuAD / GSM8K answer
+matching), report (the task report layout: per-example values and their standard errors, groups; no torch),
+runner (`evaluate_tasks`: dispatches each task on its output type and adds `tasks_info`) and lm_eval_backend
+(the optional lm-evaluation-harness backend). Imports `lib.core`, `lib.models` and `lib.data`.
 """

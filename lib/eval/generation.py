@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lib.eval.scoring import final_hidden_states, head_logits, score_tokens
+from lib.eval.scoring import final_hidden_states, score_tokens
 from lib.models.arch import model_device
 
 logger = logging.getLogger(__name__)
@@ -241,27 +241,3 @@ def continuation_logprobs(
         for index, n_tokens, lp, gr in zip(batch, lengths, logprob.split(lengths), greedy.split(lengths)):
             results[index] = {"logprob": lp.sum().item(), "n_tokens": n_tokens, "greedy": bool(gr.all())}
     return results
-
-
-@torch.no_grad()
-def next_token_logprobs(
-    model: nn.Module, tokenizer, prompts: Sequence[str], token_ids: Sequence[int], batch_size: int = 8, progress: bool = True
-) -> torch.Tensor:
-    """Log-probabilities of K candidate tokens as the next token after each prompt: one forward per prompt.
-
-    Equals `continuation_logprobs` for single-token continuations at half the cost of scoring K = 2
-    choices separately. Prompts are left truncated to the model's context minus one.
-    Returns:
-        (N, K) float32 tensor on the CPU.
-    """
-    device, context, pad_id = _scoring_setup(model, tokenizer)
-    encoded = [_truncate_left(tokenizer(prompt).input_ids, None if context is None else context - 1)[0] for prompt in prompts]
-    candidates = torch.tensor(list(token_ids), device=device)  # (K,)
-    result = torch.empty(len(prompts), len(token_ids))
-    for batch in tqdm(_length_sorted_batches([len(ids) for ids in encoded], batch_size), desc="next-token", disable=not progress, unit="batch"):
-        lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
-        input_ids, attention_mask = _right_padded([encoded[i] for i in batch], pad_id, device)  # (B, T) each
-        hidden = final_hidden_states(model, input_ids, attention_mask)  # (B, T, H)
-        last = head_logits(model, hidden[torch.arange(len(batch), device=device), lengths - 1])  # (B, V): only the last real position
-        result[batch] = torch.log_softmax(last, dim=-1)[:, candidates].cpu()  # (B, K)
-    return result

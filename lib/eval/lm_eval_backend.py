@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from torch import nn
 
-LM_EVAL_TASKS = {"squad": "squadv2", "gsm8k": "gsm8k", "boolq": "boolq"}  # our name -> lm-eval task
+from lib.eval.tasks.task import get, names
+
+
+def lm_eval_tasks() -> dict[str, str]:
+    """{our task: its lm-eval task} of every registered task with an lm-eval twin (`Task.lm_eval`)."""
+    return {name: get(name).lm_eval.task for name in names() if get(name).lm_eval is not None}
 
 
 class BackendError(RuntimeError):
@@ -26,7 +31,7 @@ def require_lm_eval() -> None:
 def evaluate_lm_eval(
     model: nn.Module, tokenizer, task: str, limit: int | None, batch_size: int, num_fewshot: int
 ) -> dict:
-    """Run one of squad/gsm8k/boolq through lm-evaluation-harness on the in-memory model.
+    """Run `task` (one of `lm_eval_tasks()`) through lm-evaluation-harness on the in-memory model.
 
     lm-eval loads its own copies of the datasets (from the Hub or its cache), so this needs
     network access or a warm HF datasets cache. Its metric names are kept as it reports them.
@@ -35,7 +40,7 @@ def evaluate_lm_eval(
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    lm_task = LM_EVAL_TASKS[task]
+    lm_task = lm_eval_tasks()[task]
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     try:
         output = simple_evaluate(model=lm, tasks=[lm_task], num_fewshot=num_fewshot or None, limit=limit)

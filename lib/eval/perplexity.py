@@ -1,4 +1,10 @@
-"""Perplexity by the Wanda protocol: non-overlapping windows over one tokenized test text."""
+"""The perplexity runner: Wanda's protocol, non-overlapping windows over one tokenized test text.
+
+A perplexity task (lib.eval.tasks.text) names a text dataset; its evaluation text is the data registry's
+(`lib.data.get_eval_tokens`). The report's per-example values are the windows' mean NLLs
+(`per_example["nll"]`, keyed by window index); `ppl_stderr` is ppl * nll_stderr (delta method) and
+`ppl_ci95_low` / `ppl_ci95_high` are exp(nll -+ 1.96 se).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lib.core.uncertainty import mean_stderr, ppl_interval
+from lib.data.calibration import get_eval_tokens
+from lib.eval.report import by_id
 from lib.eval.scoring import final_hidden_states, score_tokens
 from lib.models.arch import model_device
 
@@ -67,3 +76,44 @@ def perplexity(
         "ppl": math.exp(nll), "nll": nll, "seqlen": seqlen, "n_windows": n_windows, "n_tokens": n_tokens,
         "window_nll": (sums / (seqlen - 1)).tolist(),
     }
+
+
+def perplexity_tokens(tokenizer, name: str, seqlen: int, data_dir=None, max_windows: int | None = None,
+                      text: str | None = None) -> tuple[torch.Tensor, int]:
+    """(the tokenized `name` test text [1, T], the number of `seqlen` windows evaluated); a text without
+    one window is a ValueError naming `text` (default: the dataset)."""
+    input_ids = get_eval_tokens(name, tokenizer, data_dir=data_dir, seqlen=seqlen)  # (1, T)
+    return input_ids, window_count(input_ids.shape[1], seqlen, max_windows, text or f"the {name} evaluation text")
+
+
+def evaluate_perplexity(
+    model: nn.Module, tokenizer, name: str, seqlen: int, data_dir=None, max_windows: int | None = None,
+    progress: bool = True, tokens: tuple[torch.Tensor, int] | None = None,
+) -> dict:
+    """Wanda-protocol token perplexity (`perplexity`) on the test text of text dataset `name`.
+
+    `tokens`: what `perplexity_tokens` returned, when already computed.
+    Returns:
+        {"metrics": {"ppl", "ppl_stderr", "ppl_ci95_low", "ppl_ci95_high", "nll", "nll_stderr"},
+        "counts", "per_example": {"nll": {window index: mean NLL of the window}}, "samples": None}.
+    """
+    input_ids, n_windows = tokens or perplexity_tokens(tokenizer, name, seqlen, data_dir, max_windows)
+    return perplexity_report(perplexity(model, input_ids, seqlen, max_windows=n_windows, progress=progress))
+
+
+def perplexity_report(result: dict) -> dict:
+    """The task report of a `perplexity` result: metrics with stderr, interval, per-window NLLs."""
+    window_nll = result["window_nll"]
+    per_example = {"nll": by_id([str(i) for i in range(len(window_nll))], window_nll)}
+    nll_stderr = mean_stderr(window_nll)
+    interval = ppl_interval(window_nll)
+    metrics = {
+        "ppl": result["ppl"],
+        "ppl_stderr": None if nll_stderr is None else result["ppl"] * nll_stderr,
+        "ppl_ci95_low": None if interval is None else interval[0],
+        "ppl_ci95_high": None if interval is None else interval[1],
+        "nll": result["nll"],
+        "nll_stderr": nll_stderr,
+    }
+    counts = {"n_windows": result["n_windows"], "n_tokens": result["n_tokens"], "seqlen": result["seqlen"]}
+    return {"metrics": metrics, "counts": counts, "per_example": per_example, "samples": None}

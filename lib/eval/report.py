@@ -1,15 +1,18 @@
-"""The layout of a task report, shared by every evaluator and the experiment summary.
+"""The layout of a task report, shared by every runner and the experiment summary.
 
 A task evaluation returns {"metrics", "counts", "per_example", "samples"}. Beside every metric
 `m` stands `m_stderr`, the sample standard error (ddof = 1) of the mean of its per-example
 values (`lib.core.uncertainty`); `per_example[m]` keeps those values as {example id: value} (the
 example's own "id" when it has one, else its index in the eval split; perplexity: the window
-index), so two reports over the same examples can be paired. No models here, no torch.
+index), so two reports over the same examples can be paired. A group's report (`group_report`)
+holds its members' metrics as `<task>_<metric>` and their means. No models here, no torch.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
 
 from lib.core.uncertainty import mean_stderr
 
@@ -52,3 +55,59 @@ def require_examples(task: str, examples: Sequence[dict]) -> None:
     """Raise a one-line ValueError when there is nothing to evaluate."""
     if not examples:
         raise ValueError(f"no {task} examples to evaluate; check --data_dir and --limit")
+
+
+@dataclass(frozen=True)
+class AnswerNLL:
+    """The gold answers' negative log-likelihood after their prompts (lib.eval.generate.answer_nll).
+
+    examples: the scored examples. nll: token-weighted mean over all of them (sum of -log p / n_tokens).
+    per_example: each answer's NLL per token. tokens: each answer's token count.
+    """
+
+    examples: Sequence[dict]
+    nll: float
+    n_tokens: int
+    per_example: list[float]
+    tokens: list[int]
+
+    @property
+    def ids(self) -> list[str]:
+        return example_ids(self.examples)
+
+    def values(self) -> dict[str, dict[str, float]]:
+        """{"answer_nll": {id: NLL per token}, "answer_tokens": {id: tokens}}: the per-example values."""
+        return {"answer_nll": by_id(self.ids, self.per_example), "answer_tokens": by_id(self.ids, self.tokens)}
+
+    def counts(self) -> dict[str, int]:
+        return {"answer_total": len(self.examples), "answer_tokens": self.n_tokens}
+
+
+def suite_mean(task_metrics: Mapping[str, Mapping[str, float]], metric: str = "acc") -> dict[str, float]:
+    """The papers' suite average: the unweighted mean over tasks, stderr = sqrt(sum se^2) / K."""
+    values = [m[metric] for m in task_metrics.values()]
+    errors = [m[f"{metric}_stderr"] for m in task_metrics.values()]
+    k = len(values)
+    stderr = None if None in errors else math.sqrt(sum(e * e for e in errors)) / k
+    return {f"mean_{metric}": sum(values) / k, f"mean_{metric}_stderr": stderr}
+
+
+def group_report(metrics: Sequence[str], reports: Mapping[str, dict]) -> dict:
+    """The report of a group from its members' reports ({task: report}), for the member `metrics`.
+
+    Returns:
+        {"metrics": {"<task>_<m>", "<task>_<m>_stderr" for every task and m, then "mean_<m>",
+        "mean_<m>_stderr"}, "counts": {task: n examples}, "per_example": {"<task>_<m>": {id: value}},
+        "samples": {task: its samples}}.
+    """
+    kept = set(metrics) | {f"{m}_stderr" for m in metrics}
+    flat = {f"{name}_{key}": value for name, report in reports.items()
+            for key, value in report["metrics"].items() if key in kept}
+    for metric in metrics:
+        flat.update(suite_mean({name: report["metrics"] for name, report in reports.items()}, metric))
+    return {
+        "metrics": flat,
+        "counts": {name: report["counts"]["total"] for name, report in reports.items()},
+        "per_example": {f"{name}_{m}": report["per_example"][m] for name, report in reports.items() for m in metrics},
+        "samples": {name: report["samples"] for name, report in reports.items()},
+    }

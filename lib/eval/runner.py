@@ -1,17 +1,12 @@
-"""Task evaluation: perplexity of the text datasets, the example tasks and the zero-shot suite.
+"""Task evaluation: `evaluate_tasks` runs registered tasks and groups (lib.eval.tasks) and collects one result.
 
-`evaluate_tasks` runs several tasks, each returning a task report
-(`lib.eval.report`: {"metrics", "counts", "per_example", "samples"}, a `m_stderr` beside every
-metric `m`). A perplexity task is any registered text dataset (`lib.data.registry`); an example
-task is any registered example dataset with an `evaluate` (SQuAD v2, GSM8K and BoolQ:
-`lib.eval.tasks.examples`), which gets the options its spec declares; SUITE ("zeroshot") is
-`lib.eval.tasks.zeroshot`'s multiple-choice suite. The data of every task is read and validated first
-(`load_task_data`, no model needed), and every perplexity text tokenized and counted in windows,
-so a bad file fails before any task is evaluated. Nothing here prints or writes files.
-
-Perplexity's per-example values are the windows' mean NLLs (`per_example["nll"]`, keyed by
-window index); `ppl_stderr` is ppl * nll_stderr (delta method) and `ppl_ci95_low` /
-`ppl_ci95_high` are exp(nll -+ 1.96 se).
+Each task goes to the runner of its output type (`run_task`): perplexity (lib.eval.perplexity),
+multiple_choice (lib.eval.multiple_choice) or generate (lib.eval.generate); a group runs its members and
+combines their reports (lib.eval.report.group_report). Every report is {"metrics", "counts", "per_example",
+"samples"} with a `m_stderr` beside every metric `m`, and `tasks_info` describes each task's metrics
+(lib.eval.tasks.task.report_info), so a reader of the result needs no registry. The data of every task is
+read and validated first (`load_task_data`, no model needed), and every perplexity text tokenized and
+counted in windows, so a bad file fails before any task is evaluated. Nothing here prints or writes files.
 """
 
 from __future__ import annotations
@@ -19,82 +14,42 @@ from __future__ import annotations
 import logging
 from typing import Mapping, Sequence
 
-import torch
 from torch import nn
 
 from lib.core.results import Timer
-from lib.core.uncertainty import mean_stderr, ppl_interval
 from lib.data import registry
-from lib.data.calibration import get_eval_tokens
 from lib.data.sources import load_task_examples, resolve_data_dir
-from lib.eval.lm_eval_backend import LM_EVAL_TASKS, evaluate_lm_eval
-from lib.eval.perplexity import perplexity, window_count
-from lib.eval.report import by_id
-from lib.eval.tasks.examples import EVALUATORS
-from lib.eval.tasks.zeroshot import SUITE, evaluate_suite, load_suite_records
+from lib.eval.generate import evaluate_generate
+from lib.eval.lm_eval_backend import evaluate_lm_eval, lm_eval_tasks
+from lib.eval.multiple_choice import evaluate_multiple_choice
+from lib.eval.perplexity import evaluate_perplexity, perplexity_tokens
+from lib.eval.report import group_report
+from lib.eval.tasks.task import Task, choices, get, group, group_names, is_uncertainty, members, names, report_info
 
 logger = logging.getLogger(__name__)
 
+BACKENDS = ("ours", "lm-eval")
+
 
 def perplexity_tasks() -> tuple[str, ...]:
-    """The registered text datasets (lib.data.registry): each one is a perplexity task."""
-    return registry.names("text")
+    """The perplexity tasks (lib.eval.tasks.text and any registered later)."""
+    return names("perplexity")
 
 
 def example_tasks() -> tuple[str, ...]:
-    """The registered example datasets with an `evaluate`, then SUITE (lib.eval.tasks.zeroshot's tasks)."""
-    return registry.evaluation_tasks() + (SUITE,)
+    """The --tasks names that score examples (--limit applies): the multiple-choice and generating tasks, then
+    the groups."""
+    return tuple(name for name in names() if name not in perplexity_tasks()) + group_names()
 
 
 def nll_tasks() -> tuple[str, ...]:
-    """The example tasks with a gold-answer NLL (--nll_limit applies)."""
-    return registry.evaluation_tasks(answer_nll=True)
+    """The tasks with a gold-answer NLL (--nll_limit applies)."""
+    return tuple(name for name in names() if get(name).answer_nll)
 
 
 def task_names() -> tuple[str, ...]:
-    """Every --tasks name: the perplexity tasks, then the example tasks."""
-    return perplexity_tasks() + example_tasks()
-
-
-def perplexity_tokens(tokenizer, name: str, seqlen: int, data_dir=None, max_windows: int | None = None,
-                      text: str | None = None) -> tuple[torch.Tensor, int]:
-    """(the tokenized `name` test text [1, T], the number of `seqlen` windows evaluated); a text without
-    one window is a ValueError naming `text` (default: the dataset)."""
-    input_ids = get_eval_tokens(name, tokenizer, data_dir=data_dir, seqlen=seqlen)  # (1, T)
-    return input_ids, window_count(input_ids.shape[1], seqlen, max_windows, text or f"the {name} evaluation text")
-
-
-def evaluate_perplexity(
-    model: nn.Module, tokenizer, name: str, seqlen: int, data_dir=None, max_windows: int | None = None,
-    progress: bool = True, tokens: tuple[torch.Tensor, int] | None = None,
-) -> dict:
-    """Wanda-protocol token perplexity (`lib.eval.perplexity.perplexity`) on the `name` test text.
-
-    `tokens`: what `perplexity_tokens` returned, when already computed.
-    Returns:
-        {"metrics": {"ppl", "ppl_stderr", "ppl_ci95_low", "ppl_ci95_high", "nll", "nll_stderr"},
-        "counts", "per_example": {"nll": {window index: mean NLL of the window}}, "samples": None}.
-    """
-    input_ids, n_windows = tokens or perplexity_tokens(tokenizer, name, seqlen, data_dir, max_windows)
-    return perplexity_report(perplexity(model, input_ids, seqlen, max_windows=n_windows, progress=progress))
-
-
-def perplexity_report(result: dict) -> dict:
-    """The task report of a `lib.eval.perplexity.perplexity` result: metrics with stderr, interval, per-window NLLs."""
-    window_nll = result["window_nll"]
-    per_example = {"nll": by_id([str(i) for i in range(len(window_nll))], window_nll)}
-    nll_stderr = mean_stderr(window_nll)
-    interval = ppl_interval(window_nll)
-    metrics = {
-        "ppl": result["ppl"],
-        "ppl_stderr": None if nll_stderr is None else result["ppl"] * nll_stderr,
-        "ppl_ci95_low": None if interval is None else interval[0],
-        "ppl_ci95_high": None if interval is None else interval[1],
-        "nll": result["nll"],
-        "nll_stderr": nll_stderr,
-    }
-    counts = {"n_windows": result["n_windows"], "n_tokens": result["n_tokens"], "seqlen": result["seqlen"]}
-    return {"metrics": metrics, "counts": counts, "per_example": per_example, "samples": None}
+    """Every --tasks name: the tasks, then the groups."""
+    return choices()
 
 
 def check_tasks(tasks: Sequence[str]) -> None:
@@ -120,18 +75,25 @@ def check_nll_limit(nll_limit: int | Mapping[str, int] | None) -> None:
         raise ValueError(f"--nll_limit applies to {' and '.join(nll_tasks())} only, got {', '.join(nll_limit)}")
 
 
+def by_lm_eval(task: str, backend: str) -> bool:
+    """Whether `task` runs through lm-evaluation-harness: with --backend lm-eval, every task that is neither a
+    perplexity task (always the Wanda protocol) nor a group (always our scorer; scripts/compare_lm_eval.py
+    checks it against lm-eval)."""
+    return backend == "lm-eval" and task in names() and get(task).output_type != "perplexity"
+
+
 def check_task_options(tasks: Sequence[str], backend: str = "ours", num_fewshot: int = 0,
                        nll_limit: int | Mapping[str, int] | None = None) -> None:
     """One-line ValueErrors for task names and options that cannot run together (no data read)."""
     check_tasks(tasks)
-    if backend not in ("ours", "lm-eval"):
-        raise ValueError(f"--backend {backend!r} is not one of ours, lm-eval")
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if num_fewshot < 0:
         raise ValueError(f"--num_fewshot must be >= 0, got {num_fewshot}")
     check_nll_limit(nll_limit)
-    no_lm_eval = [task for task in tasks if task in registry.evaluation_tasks() and task not in LM_EVAL_TASKS]
-    if backend == "lm-eval" and no_lm_eval:
-        raise ValueError(f"--backend lm-eval runs {', '.join(LM_EVAL_TASKS)} only, not {', '.join(no_lm_eval)}; "
+    no_lm_eval = [task for task in tasks if by_lm_eval(task, backend) and task not in lm_eval_tasks()]
+    if no_lm_eval:
+        raise ValueError(f"--backend lm-eval runs {', '.join(lm_eval_tasks())} only, not {', '.join(no_lm_eval)}; "
                          "use --backend ours")
 
 
@@ -147,23 +109,54 @@ def load_task_data(
 
     A missing, malformed, non-UTF-8 or empty file of any task is a DataError naming it. Returns
     {task: data}: a perplexity task {"text": label of its test text} (tokenized by `evaluate_tasks`);
-    an example task {"examples", "nll_examples", "fewshot_examples"}; SUITE {"records": {zero-shot
-    task: rows}}; a task lm-eval runs {} (lm-eval reads its own data).
+    another task {"examples"} (a generating task also "nll_examples", "fewshot_examples"); a group
+    {"members": {task: its data}} (each member the group's --limit); a task lm-eval runs {} (lm-eval
+    reads its own data).
     """
     check_task_options(tasks, backend, num_fewshot, nll_limit)
     data_dir = resolve_data_dir(data_dir)
     data: dict[str, dict] = {}
-    for task in tasks:
-        if task in perplexity_tasks():
-            data[task] = {"text": registry.get(task).corpus("evaluation", data_dir).label}
-        elif task == SUITE:
-            data[task] = {"records": load_suite_records(data_dir=data_dir, limit=task_limit(limit, task))}
-        elif backend == "lm-eval":
-            data[task] = {}
+    for name in tasks:
+        if name in group_names():
+            data[name] = {"members": {task.name: task_data(task, data_dir, task_limit(limit, name))
+                                      for task in members(name)}}
+        elif by_lm_eval(name, backend):
+            data[name] = {}
         else:
-            data[task] = _example_data(task, data_dir, task_limit(limit, task), num_fewshot,
-                                       task_limit(nll_limit, task, "--nll_limit"))
+            data[name] = task_data(get(name), data_dir, task_limit(limit, name), num_fewshot,
+                                   task_limit(nll_limit, name, "--nll_limit"))
     return data
+
+
+def task_data(task: Task, data_dir, limit: int | None = None, num_fewshot: int = 0,
+              nll_limit: int | None = None) -> dict:
+    """What `run_task` needs of one task's data: the first `limit` eval examples, the first `nll_limit` for the
+    answer NLL (default: the same ones) and the first `num_fewshot` train examples (tasks that take them); a
+    value above what the split holds is capped with one warning."""
+    if task.output_type == "perplexity":
+        return {"text": registry.get(task.dataset).corpus("evaluation", data_dir).label}
+    examples = load_task_examples(task.dataset, "eval", data_dir=data_dir, limit=limit, flag="--limit")
+    if task.output_type != "generate":
+        return {"examples": examples}
+    nll_examples = examples
+    if task.answer_nll and nll_limit is not None:
+        nll_examples = load_task_examples(task.dataset, "eval", data_dir=data_dir, limit=nll_limit, flag="--nll_limit")
+    fewshot = []
+    if task.fewshot is not None and num_fewshot:
+        fewshot = load_task_examples(task.dataset, "train", data_dir=data_dir, limit=num_fewshot, flag="--num_fewshot")
+    return {"examples": examples, "nll_examples": nll_examples, "fewshot_examples": fewshot}
+
+
+def run_task(model: nn.Module, tokenizer, task: Task, data: dict, seqlen: int = 2048, batch_size: int = 8,
+             max_new_tokens: int | None = None, log_samples: bool = False, progress: bool = True) -> dict:
+    """One task's report from its `task_data` (a perplexity task: with "tokens" from `perplexity_tokens`),
+    by the runner of its output type."""
+    if task.output_type == "perplexity":
+        return evaluate_perplexity(model, tokenizer, task.dataset, seqlen, progress=progress, tokens=data["tokens"])
+    if task.output_type == "multiple_choice":
+        return evaluate_multiple_choice(model, tokenizer, task, data["examples"], batch_size, progress)
+    return evaluate_generate(model, tokenizer, task, data["examples"], data["nll_examples"], data["fewshot_examples"],
+                             max_new_tokens, batch_size, log_samples, progress)
 
 
 def evaluate_tasks(
@@ -189,91 +182,58 @@ def evaluate_tasks(
         tasks: names from task_names(). Perplexity tasks use `seqlen` (already capped by the caller) and the
             first `eval_windows` windows; the others use the first `limit` eval examples.
         limit: an int for every example task, or {task: int}; None evaluates everything.
-        num_fewshot: tasks whose spec takes few-shot examples (GSM8K): the first K train examples are
-            prefixed to every prompt.
-        max_new_tokens: overrides the generation length of the generating tasks (their spec's default:
-            squad 32, gsm8k 256): an int or {task: int}.
+        num_fewshot: tasks that take few-shot examples (GSM8K): the first K train examples are prefixed to
+            every prompt.
+        max_new_tokens: overrides the generation length of the generating tasks (their default: squad 32,
+            gsm8k 256): an int or {task: int}.
         nll_limit: tasks with an answer NLL (squad/gsm8k): the NLL on the first `nll_limit` examples
             instead of the first `limit` (one forward pass per example, so it affords more): an int or {task: int}.
-        backend: "ours", or "lm-eval" to run squad/gsm8k/boolq through lm-evaluation-harness
-            (perplexity tasks always use the Wanda protocol, the zero-shot suite our scorer).
+        backend: "ours", or "lm-eval" to run the tasks with an lm-eval twin through lm-evaluation-harness
+            (perplexity tasks always use the Wanda protocol, groups our scorer).
         data: what `load_task_data` returned for these arguments (None: loaded here). Either way all
             data is read, and every perplexity text tokenized and counted in windows, before any task runs.
     Returns:
         {"metrics": {task: dict}, "counts": {task: dict}, "seconds": {task: float},
-        "per_example": {task: {metric: {id: value}}}, "samples": {task: list} (only with log_samples)}.
+        "per_example": {task: {metric: {id: value}}}, "tasks_info": {task: lib.eval.tasks.task.report_info},
+        "samples": {task: list} (only with log_samples)}.
     """
     if data is None:
         data = load_task_data(tasks, data_dir, limit, num_fewshot, nll_limit, backend)
     else:
         check_task_options(tasks, backend, num_fewshot, nll_limit)
-    tokens = {task: perplexity_tokens(tokenizer, task, seqlen, data_dir, eval_windows,
-                                      f"the {task} evaluation text {data[task]['text']}")
-              for task in tasks if task in perplexity_tasks()}
+    data = dict(data)  # the perplexity tasks' tokens go into a copy
+    for name in [name for name in tasks if name in perplexity_tasks()]:
+        text = f"the {name} evaluation text {data[name]['text']}"
+        data[name] = {**data[name], "tokens": perplexity_tokens(tokenizer, get(name).dataset, seqlen, data_dir,
+                                                                eval_windows, text)}
     timer = Timer()
-    report: dict = {"metrics": {}, "counts": {}, "seconds": {}, "per_example": {}, "samples": {}}
-    for task in tasks:
-        logger.info("evaluating %s", task)
-        with timer(task):
-            if task in perplexity_tasks():
-                result = evaluate_perplexity(model, tokenizer, task, seqlen, progress=progress, tokens=tokens[task])
-            elif task == SUITE:  # always our scorer; scripts/compare_lm_eval.py checks it against lm-eval
-                result = evaluate_suite(model, tokenizer, batch_size=batch_size, progress=progress,
-                                        records=data[task]["records"])
-            elif backend == "lm-eval":
-                result = evaluate_lm_eval(model, tokenizer, task, task_limit(limit, task), batch_size, num_fewshot)
+    report: dict = {"metrics": {}, "counts": {}, "seconds": {}, "per_example": {}, "tasks_info": {}, "samples": {}}
+    for name in tasks:
+        logger.info("evaluating %s", name)
+        with timer(name):
+            if name in group_names():
+                result = group_report(group(name).metrics, {
+                    member: run_task(model, tokenizer, get(member), member_data, batch_size=batch_size, progress=progress)
+                    for member, member_data in data[name]["members"].items()})
+            elif by_lm_eval(name, backend):
+                result = evaluate_lm_eval(model, tokenizer, name, task_limit(limit, name), batch_size, num_fewshot)
             else:
-                result = evaluate_examples(model, tokenizer, task, data[task],
-                                           task_limit(max_new_tokens, task, "--max_new_tokens"), batch_size=batch_size,
-                                           log_samples=log_samples, progress=progress)
-        report["metrics"][task] = result["metrics"]
-        report["counts"][task] = result["counts"]
-        report["seconds"][task] = timer.seconds[task]
+                result = run_task(model, tokenizer, get(name), data[name], seqlen, batch_size,
+                                  task_limit(max_new_tokens, name, "--max_new_tokens"), log_samples, progress)
+        report["metrics"][name] = result["metrics"]
+        report["counts"][name] = result["counts"]
+        report["seconds"][name] = timer.seconds[name]
+        report["tasks_info"][name] = report_info(name, result["metrics"])
         if result.get("per_example") is not None:
-            report["per_example"][task] = result["per_example"]
+            report["per_example"][name] = result["per_example"]
         if log_samples and result.get("samples") is not None:
-            report["samples"][task] = result["samples"]
-        logger.info("%s: %s (%.1f s)", task, _format_metrics(result["metrics"]), timer.seconds[task])
+            report["samples"][name] = result["samples"]
+        logger.info("%s: %s (%.1f s)", name, _format_metrics(result["metrics"]), timer.seconds[name])
     if not log_samples:
         del report["samples"]
     return report
 
 
-def evaluate_examples(model: nn.Module, tokenizer, task: str, data: dict, max_new_tokens: int | None = None,
-                      **options) -> dict:
-    """The registered `evaluate` of example task `task` on `data` (from `load_task_data`).
-
-    Besides `options` (batch_size, log_samples, progress) it gets what its spec declares:
-    `nll_examples` (answer_nll), `max_new_tokens` (this one, else the spec's default) and
-    `fewshot_examples` (fewshot). A spec's `evaluate` given by name is a built-in evaluator (EVALUATORS).
-    """
-    spec = registry.get(task, "examples")
-    if spec.answer_nll:
-        options["nll_examples"] = data["nll_examples"]
-    if spec.max_new_tokens is not None:
-        options["max_new_tokens"] = spec.max_new_tokens if max_new_tokens is None else max_new_tokens
-    if spec.fewshot:
-        options["fewshot_examples"] = data["fewshot_examples"]
-    evaluate = EVALUATORS[spec.evaluate] if isinstance(spec.evaluate, str) else spec.evaluate
-    return evaluate(model, tokenizer, data["examples"], **options)
-
-
-def _example_data(task: str, data_dir, limit: int | None, num_fewshot: int, nll_limit: int | None) -> dict:
-    """The first `limit` eval examples, the first `nll_limit` for the answer NLL (default: the same ones) and
-    the first `num_fewshot` train examples (tasks whose spec takes them); a value above what the split
-    holds is capped with one warning."""
-    spec = registry.get(task, "examples")
-    examples = load_task_examples(task, "eval", data_dir=data_dir, limit=limit, flag="--limit")
-    nll_examples = examples
-    if spec.answer_nll and nll_limit is not None:
-        nll_examples = load_task_examples(task, "eval", data_dir=data_dir, limit=nll_limit, flag="--nll_limit")
-    fewshot = []
-    if spec.fewshot and num_fewshot:
-        fewshot = load_task_examples(task, "train", data_dir=data_dir, limit=num_fewshot, flag="--num_fewshot")
-    return {"examples": examples, "nll_examples": nll_examples, "fewshot_examples": fewshot}
-
-
 def _format_metrics(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-                     if not k.endswith(("_stderr", "_ci95_low", "_ci95_high")))
-
+                     if not is_uncertainty(k))

@@ -23,7 +23,6 @@ from lib.experiments.design import BY_NAME, CALIBRATION_ORDER, EXPERIMENTS
 from lib.experiments.layout import (DENSE_ROW, DONE_SUFFIX, EVAL_FILE, FINETUNE_PREFIX, FINETUNE_RESULTS_FILE,
                                     MODEL_CONFIG_FILE, MODEL_DIR, PRUNE_PREFIX, PRUNE_RESULTS_FILE, PRUNED_DIR, Layout,
                                     split_seed)
-from lib.experiments.legacy_reports import legacy_tasks_info
 from lib.experiments.markers import read_marker
 
 logger = logging.getLogger(__name__)
@@ -184,9 +183,9 @@ def _finetuned_label(name: str) -> str:
 
 
 def report_tasks_info(path: Path, report: dict) -> dict | None:
-    """The report's `tasks_info` (for a report written before it existed: lib.experiments.legacy_reports')."""
+    """The report's `tasks_info` (None for a report written before reports described their metrics)."""
     info = report.get("tasks_info")
-    return info if isinstance(info, dict) else legacy_tasks_info(report)
+    return info if isinstance(info, dict) else None
 
 
 def load_row(out: Path, eval_path: Path) -> Row:

@@ -46,7 +46,7 @@ sys.path.insert(0, repo)
 import torch, transformers  # the imports every step repeats
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments
 import transformers.models.llama.modeling_llama
-import lib.data, lib.experiments.summary, lib.training.run, lib.models.loading, lib.pruning.driver, lib.eval.tasks.examples, lib.eval.runner
+import lib.data, lib.experiments.summary, lib.training.run, lib.models.loading, lib.pruning.driver, lib.eval.tasks, lib.eval.runner
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot

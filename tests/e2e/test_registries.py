@@ -1,5 +1,5 @@
-"""The dataset registry (lib.data.registry): a dataset or an evaluation task registered from outside lib/ is
-usable end to end."""
+"""The registries: a dataset (lib.data.registry), an evaluation task (lib.eval.tasks) or a pruning score registered
+from outside lib/ is usable end to end."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import main_block_three_tier as cli
 from lib.data import dataset_names, parse_mixture, registry
 from lib.data.sources import Corpus
+from lib.eval.tasks import task as tasks
 from lib.experiments.rows import data_label
 from tests.helpers import SAMPLE_DATA, TOKENIZER_CORPUS
 
@@ -18,7 +19,8 @@ TOY_TEXT = [line for _ in range(40) for line in TOKENIZER_CORPUS]  # running tex
 
 @pytest.fixture
 def toy_dataset(monkeypatch, tmp_path):
-    """A text dataset named "toy", registered for the test only; records which corpus roles were read."""
+    """A text dataset named "toy" and its perplexity task, registered for the test only; records which corpus roles
+    were read."""
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     roles = []
 
@@ -29,6 +31,8 @@ def toy_dataset(monkeypatch, tmp_path):
 
     spec = registry.DatasetSpec("toy", "Toy", "text", "toy/ (in memory)", ("nobody/toy", None), corpus=corpus)
     monkeypatch.setitem(registry.DATASETS, "toy", spec)
+    monkeypatch.setattr(tasks, "TASKS", dict(tasks.TASKS))
+    tasks.register(tasks.Task("toy", "Toy", "perplexity", "toy", tasks.perplexity_metrics("Toy")))
     return roles
 
 
@@ -64,66 +68,87 @@ TOY_QA_EVAL = [{"q": "two and two", "a": "two"}, {"q": "one and one", "a": "thre
 TOY_QA_TRAIN = [{"q": "first solved", "a": "first"}, {"q": "second solved", "a": "second"}]
 
 
-def _toy_qa_evaluate(model, tokenizer, examples, *, nll_examples, max_new_tokens, fewshot_examples, batch_size,
-                     log_samples, progress):
-    """An answer is right when it is a word of its question; the counts record what the dispatcher passed."""
-    from lib.eval.report import by_id, example_ids, with_stderr
+def _toy_qa_score(examples, generations, nll):
+    """An answer is right when it is a word of its question; the answer NLL as the runner measured it."""
+    from lib.eval.report import by_id, example_ids
 
-    ids = example_ids(examples)
-    per_example = {"match": by_id(ids, [ex["a"] in ex["q"].split() for ex in examples])}
-    metrics = with_stderr({"match": sum(per_example["match"].values()) / len(examples)}, per_example)
-    counts = {"total": len(examples), "answer_total": len(nll_examples), "max_new_tokens": max_new_tokens,
-              "fewshot": [ex["q"] for ex in fewshot_examples], "batch_size": batch_size}
-    samples = [{"q": ex["q"]} for ex in examples] if log_samples else None
-    return {"metrics": metrics, "counts": counts, "per_example": per_example, "samples": samples}
+    per_example = {**nll.values(), "match": by_id(example_ids(examples), [ex["a"] in ex["q"].split() for ex in examples])}
+    metrics = {"match": sum(per_example["match"].values()) / len(examples), "answer_nll": nll.nll}
+    return {"metrics": metrics, "counts": {"total": len(examples), **nll.counts()}, "per_example": per_example,
+            "samples": [{"q": ex["q"], "generated": text} for ex, text in zip(examples, generations)]}
 
 
 @pytest.fixture
 def toy_task(monkeypatch, tmp_path):
-    """An example dataset "toyqa" with its own evaluate, registered for the test only; its data dir."""
+    """An example dataset "toyqa" and its generating task, registered for the test only; its data dir, and the
+    calls of the generation (prompts, max_new_tokens, batch_size)."""
+    from lib.eval import generate
+
     def record(row, where):
         return {"q": registry.require_field(row, "q", str, where), "a": registry.require_field(row, "a", str, where)}
 
     spec = registry.DatasetSpec(
         "toyqa", "ToyQA", "examples", "toyqa/{train,eval}.jsonl", ("nobody/toyqa", None),
         files={"train": ("train.jsonl", "train"), "eval": ("eval.jsonl", "validation")}, parse_record=record,
-        calibration_text=lambda ex: ex["q"], evaluate=_toy_qa_evaluate, answer_nll=True, max_new_tokens=7, fewshot=True,
-        metrics=(registry.Metric("match", "ToyQA match"),), behaviour=(registry.Metric("match", "ToyQA again"),),
+        calibration_text=lambda ex: ex["q"],
     )
     monkeypatch.setitem(registry.DATASETS, "toyqa", spec)
+    monkeypatch.setattr(tasks, "TASKS", dict(tasks.TASKS))
+    tasks.register(tasks.Task(
+        "toyqa", "ToyQA", "generate", "toyqa", prompt=lambda ex: ex["q"] + " ->", target=lambda ex: " " + ex["a"],
+        max_new_tokens=7, answer_nll=True, fewshot=lambda exs: "".join(f"{ex['q']} -> {ex['a']}\n" for ex in exs),
+        score=_toy_qa_score,
+        metrics=(tasks.Metric("match", "ToyQA match"), tasks.Metric("answer_nll", "ToyQA NLL", False, "nll", "detail")),
+    ))
+    calls = []
+
+    def recording_generate_greedy(model, tokenizer, prompts, max_new_tokens, stop_strings=(), batch_size=8, progress=True):
+        calls.append((prompts, max_new_tokens, batch_size))
+        return [""] * len(prompts)
+
+    monkeypatch.setattr(generate, "generate_greedy", recording_generate_greedy)
     data = tmp_path / "data"
     (data / "toyqa").mkdir(parents=True)
     for name, rows in (("eval.jsonl", TOY_QA_EVAL), ("train.jsonl", TOY_QA_TRAIN)):
         (data / "toyqa" / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return data
+    return data, calls
 
 
 def test_registered_evaluation_task_runs_through_eval_tasks(toy_task, tiny_llama_dir, tiny_llama, tokenizer, tmp_path,
                                                             capsys):
-    from lib.experiments.legacy_reports import legacy_tasks_info
     from lib.eval.runner import evaluate_tasks, nll_tasks, task_names
     from scripts.eval_tasks import build_parser, main as eval_main
 
+    data, calls = toy_task
     assert "toyqa" in task_names() and "toyqa" in nll_tasks() and "toyqa" in build_parser().format_help()
-    assert legacy_tasks_info({"metrics": {"toyqa": {}}})["toyqa"]["metrics"] == {  # the experiment summary's columns
-        "match": {"display": "ToyQA match", "higher_is_better": True, "format": "pct", "role": "score"}}
     out = tmp_path / "eval.json"
-    assert eval_main(["--model", str(tiny_llama_dir), "--tasks", "toyqa", "--data_dir", str(toy_task), "--device", "cpu",
+    assert eval_main(["--model", str(tiny_llama_dir), "--tasks", "toyqa", "--data_dir", str(data), "--device", "cpu",
                       "--limit", "toyqa=3", "--nll_limit", "toyqa=4", "--max_new_tokens", "toyqa=5", "--num_fewshot", "1",
                       "--batch_size", "2", "--log_samples", "--output", str(out)]) == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     # match [1, 0, 1]: mean 2/3, variance (1/9 + 4/9 + 1/9) / 2 = 1/3, se sqrt(1/3) / sqrt(3) = 1/3
-    assert report["metrics"]["toyqa"] == {"match": pytest.approx(2 / 3), "match_stderr": pytest.approx(1 / 3)}
-    assert report["counts"]["toyqa"] == {"total": 3, "answer_total": 4, "max_new_tokens": 5, "fewshot": ["first solved"],
-                                         "batch_size": 2}
-    assert report["per_example"]["toyqa"] == {"match": {"0": 1.0, "1": 0.0, "2": 1.0}}
-    assert report["samples"]["toyqa"] == [{"q": row["q"]} for row in TOY_QA_EVAL[:3]]
+    metrics = report["metrics"]["toyqa"]
+    assert metrics["match"] == pytest.approx(2 / 3) and metrics["match_stderr"] == pytest.approx(1 / 3)
+    assert list(metrics) == ["match", "match_stderr", "answer_nll", "answer_nll_stderr"] and metrics["answer_nll"] > 0
+    counts = report["counts"]["toyqa"]
+    assert counts == {"total": 3, "answer_total": 4, "answer_tokens": counts["answer_tokens"], "num_fewshot": 1}
+    assert report["per_example"]["toyqa"]["match"] == {"0": 1.0, "1": 0.0, "2": 1.0}
+    assert list(report["per_example"]["toyqa"]["answer_nll"]) == ["0", "1", "2", "3"]
+    assert report["samples"]["toyqa"] == [{"q": row["q"], "generated": ""} for row in TOY_QA_EVAL[:3]]
+    assert report["tasks_info"]["toyqa"] == {"display": "ToyQA", "output_type": "generate", "metrics": {
+        "match": {"display": "ToyQA match", "higher_is_better": True, "format": "pct", "role": "score"},
+        "answer_nll": {"display": "ToyQA NLL", "higher_is_better": False, "format": "nll", "role": "detail"}}}
+    prompts, max_new_tokens, batch_size = calls[-1]
+    assert prompts == ["first solved -> first\n" + row["q"] + " ->" for row in TOY_QA_EVAL[:3]]
+    assert (max_new_tokens, batch_size) == (5, 2)
 
-    # the spec's defaults: max_new_tokens 7, no few-shot examples, the answer NLL on the scored examples
-    result = evaluate_tasks(tiny_llama, tokenizer, ["toyqa"], data_dir=toy_task, progress=False)
+    # the task's defaults: max_new_tokens 7, no few-shot examples, the answer NLL on the scored examples
+    result = evaluate_tasks(tiny_llama, tokenizer, ["toyqa"], data_dir=data, progress=False)
     assert result["metrics"]["toyqa"]["match"] == 0.5
-    assert result["counts"]["toyqa"] == {"total": 4, "answer_total": 4, "max_new_tokens": 7, "fewshot": [],
-                                         "batch_size": 8}
+    assert result["counts"]["toyqa"]["total"] == 4 and result["counts"]["toyqa"]["answer_total"] == 4
+    assert result["counts"]["toyqa"]["num_fewshot"] == 0 and "samples" not in result
+    prompts, max_new_tokens, batch_size = calls[-1]
+    assert prompts == [row["q"] + " ->" for row in TOY_QA_EVAL] and (max_new_tokens, batch_size) == (7, 8)
 
 
 @pytest.fixture

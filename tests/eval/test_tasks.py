@@ -1,4 +1,5 @@
-"""Generation, log-likelihoods and the task evaluators on tiny random models (CPU, seconds); the eval CLI is
+"""Generation, log-likelihoods, the generating and perplexity runners and the SQuAD / GSM8K / BoolQ tasks on tiny
+random models (CPU, seconds); the multiple-choice framework is test_multiple_choice.py's, the eval CLI
 tests/e2e/test_eval_cli.py's."""
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from torch import nn
 
 from lib.core.uncertainty import mean_stderr
 from lib.data.prompts import boolq_prompt
-from lib.eval.generation import continuation_logprobs, generate_greedy, next_token_logprobs
-from lib.eval.perplexity import perplexity
-from lib.eval.runner import check_tasks, evaluate_tasks, perplexity_report, task_limit
-from lib.eval.tasks.examples import answer_nll, evaluate_boolq, evaluate_gsm8k, evaluate_squad, gsm8k_fewshot_prefix
+from lib.eval.generate import answer_nll, evaluate_generate
+from lib.eval.generation import continuation_logprobs, generate_greedy
+from lib.eval.multiple_choice import evaluate_multiple_choice
+from lib.eval.perplexity import perplexity, perplexity_report
+from lib.eval.runner import check_tasks, evaluate_tasks, task_limit
+from lib.eval.tasks.gsm8k import fewshot_prefix
+from lib.eval.tasks.task import get
 from tests.helpers import BOOLQ, GSM8K, SQUAD, make_llama, make_opt, write_task_data
 
 PROMPTS = [
@@ -33,6 +37,14 @@ def force_tokens(model: nn.Module, token_ids: list[int], boost: float = 100.0):
         return output
 
     return model.get_output_embeddings().register_forward_hook(hook)
+
+
+def evaluate_squad(model, tokenizer, examples, **options) -> dict:
+    return evaluate_generate(model, tokenizer, get("squad"), examples, **options)
+
+
+def evaluate_gsm8k(model, tokenizer, examples, **options) -> dict:
+    return evaluate_generate(model, tokenizer, get("gsm8k"), examples, **options)
 
 
 def uniform_logits(model: nn.Module):
@@ -115,40 +127,17 @@ def test_boolq_forced_answer_scores_the_label_rate(tiny_llama, tokenizer, forced
     assert not set(forced_ids) & set(tokenizer(other, add_special_tokens=False).input_ids)
     handle = force_tokens(tiny_llama, forced_ids)
     try:
-        result = evaluate_boolq(tiny_llama, tokenizer, BOOLQ, batch_size=3, log_samples=True, progress=False)
+        result = evaluate_multiple_choice(tiny_llama, tokenizer, get("boolq"), BOOLQ, batch_size=3, progress=False)
     finally:
         handle.remove()
-    assert result["metrics"]["accuracy"] == accuracy  # 1 of 4 labels is True
-    assert result["metrics"]["majority_rate"] == 0.75
-    assert result["metrics"]["yes_rate"] == yes_rate
-    assert result["counts"] == {"total": 4, "true_total": 1}
-    assert [s["prediction"] for s in result["samples"]] == [forced == " yes"] * 4
-
-
-def test_next_token_logprobs_match_single_token_continuations(tiny_llama, tokenizer):
-    ids = [tokenizer(w, add_special_tokens=False).input_ids for w in (" dog", " yes")]
-    assert all(len(i) == 1 for i in ids)
-    fast = next_token_logprobs(tiny_llama, tokenizer, PROMPTS, [i[0] for i in ids], batch_size=3, progress=False)  # (N, 2)
-    for k, word in enumerate((" dog", " yes")):
-        slow = continuation_logprobs(tiny_llama, tokenizer, PROMPTS, [word] * len(PROMPTS), batch_size=1, progress=False)
-        assert fast[:, k].tolist() == pytest.approx([s["logprob"] for s in slow], abs=1e-4)
-
-
-def test_boolq_single_token_choices_use_one_forward(tiny_llama, tokenizer, monkeypatch):
-    import lib.eval.tasks.examples
-
-    # " dog" / " yes" are single tokens of the tiny tokenizer (its " no" is two, which takes the other path).
-    monkeypatch.setattr(lib.eval.tasks.examples, "BOOLQ_CHOICES", (" dog", " yes"))
-    monkeypatch.setattr(lib.eval.tasks.examples, "continuation_logprobs", None)  # the two-pass path must not run
-    handle = force_tokens(tiny_llama, tokenizer(" yes", add_special_tokens=False).input_ids)
-    try:
-        result = evaluate_boolq(tiny_llama, tokenizer, BOOLQ, batch_size=3, progress=False)
-    finally:
-        handle.remove()
-    # labels [T, F, F, F], always yes: accuracy [1, 0, 0, 0] has sd 0.5 (ddof 1), se 0.5 / sqrt(4)
-    assert result["metrics"] == {"accuracy": 0.25, "accuracy_stderr": pytest.approx(0.25), "majority_rate": 0.75,
-                                 "majority_rate_stderr": pytest.approx(0.25), "yes_rate": 1.0, "yes_rate_stderr": 0.0}
-    assert result["per_example"]["accuracy"] == {"0": 1.0, "1": 0.0, "2": 0.0, "3": 0.0}
+    # labels [T, F, F, F]: acc [1, 0, 0, 0] (forced yes) has sd 0.5 (ddof 1), se 0.5 / sqrt(4)
+    assert result["metrics"] == {"acc": accuracy, "acc_stderr": pytest.approx(0.25), "acc_norm": accuracy,
+                                 "acc_norm_stderr": pytest.approx(0.25), "yes_rate": yes_rate, "yes_rate_stderr": 0.0,
+                                 "majority_rate": 0.75, "majority_rate_stderr": pytest.approx(0.25)}
+    assert result["counts"] == {"total": 4}
+    assert [s["choice"] for s in result["samples"]] == [int(forced == " yes")] * 4
+    assert result["per_example"]["yes_rate"] == dict.fromkeys("0123", yes_rate)
+    assert result["per_example"]["majority_rate"] == {"0": 0.0, "1": 1.0, "2": 1.0, "3": 1.0}  # "no" is the majority
 
 
 def test_boolq_prompt_layout():
@@ -212,7 +201,7 @@ def test_squad_forced_answer_scores_by_hand(tiny_llama, tokenizer, max_new_token
 
 
 def test_gsm8k_fewshot_prefix_uses_the_training_layout():
-    prefix = gsm8k_fewshot_prefix(GSM8K[1:])
+    prefix = fewshot_prefix(GSM8K[1:])
     assert prefix == "Question: A fox has 3 legs more than 1. How many legs?\nLet's solve this step by step:\n1+3 = 4\n#### 4\n\n"
 
 
@@ -223,7 +212,8 @@ def test_gsm8k_eos_model_scores_zero_and_counts_fewshot(tiny_llama, tokenizer):
     finally:
         handle.remove()
     assert result["metrics"]["strict_accuracy"] == 0.0 and result["metrics"]["flexible_accuracy"] == 0.0
-    assert result["counts"]["num_fewshot"] == 1 and result["counts"]["strict_found"] == 0
+    assert result["counts"] == {"total": 1, "strict_found": 0, "answer_total": 1, "answer_tokens": result["counts"]["answer_tokens"],
+                                "num_fewshot": 1}
     assert result["samples"][0]["gold"] == "72" and result["samples"][0]["prediction"] == ""
 
 

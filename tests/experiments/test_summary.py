@@ -240,9 +240,8 @@ def test_the_reports_tasks_info_decides_what_is_shown(tmp_path):
     assert "Toy n = 4" in table and "majority rate" not in table.split("\n- ")[0]  # a detail metric: no column
 
 
-def test_a_report_without_tasks_info_is_one_error_line(tmp_path, monkeypatch, capsys):
-    """Once reports describe their metrics (the registry no longer does), an older report names itself and the fix."""
-    from lib.data import registry
+def test_a_report_without_tasks_info_is_one_error_line(tmp_path, capsys):
+    """A report written before reports described their metrics names itself and the fix."""
     from lib.experiments.rows import ReportError
     from scripts.summarize_experiments import main as summarize
 
@@ -250,7 +249,6 @@ def test_a_report_without_tasks_info_is_one_error_line(tmp_path, monkeypatch, ca
     report = json.loads((tmp_path / "exp5" / "eval.json").read_text())
     del report["tasks_info"]
     write_json(tmp_path / "exp5" / "eval.json", report)
-    monkeypatch.delattr(registry.DatasetSpec, "summary_metrics")
     message = (f"{tmp_path}/exp5/eval.json has no tasks_info: it was written before evaluation reports described their "
                "metrics; re-run its evaluation (delete it and rerun scripts/run_task_experiments.sh with the same OUT, "
                "which redoes a missing eval.json)")
@@ -262,19 +260,3 @@ def test_a_report_without_tasks_info_is_one_error_line(tmp_path, monkeypatch, ca
         summarize(["--out", str(tmp_path)])
     assert exited.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
     assert sorted(tmp_path.rglob("*")) == before  # no results.md, no results.png
-
-
-def test_reports_written_before_tasks_info_read_as_the_registry_describes_them(tmp_path):
-    """TRANSITIONAL (lib/experiments/legacy_reports.py): today's reports (BoolQ `accuracy`, no tasks_info) give the
-    same results.md as reports carrying the same descriptions in tasks_info."""
-    write_matrix_reports(tmp_path)
-    described = results_markdown(load_rows(tmp_path))
-
-    def today(report):
-        del report["tasks_info"]
-        for part in (report["metrics"], report["per_example"]):
-            part["boolq"]["accuracy"] = part["boolq"].pop("acc")
-
-    rewrite_reports(tmp_path, today)
-    assert results_markdown(load_rows(tmp_path)) == described
-    assert "| BoolQ acc |" in described

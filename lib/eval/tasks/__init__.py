@@ -1,3 +1,5 @@
-"""The evaluation tasks: examples (SQuAD v2, GSM8K and BoolQ evaluators, bound to their datasets by name),
-zeroshot (the multiple-choice suite's scorer), zeroshot_registry (its task spec and registry) and
-zeroshot_tasks/ (the built-in suite, one module per task)."""
+"""The evaluation tasks: `task` (the Task and Metric types, the one registry of tasks and groups) and one
+module per built-in task, registered in suite order by `builtin` when this package is imported. No torch:
+the runners are lib.eval.perplexity, lib.eval.multiple_choice and lib.eval.generate."""
+
+from lib.eval.tasks import builtin  # noqa: F401  (registers the built-in tasks and groups)

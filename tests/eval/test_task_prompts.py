@@ -1,21 +1,23 @@
-"""Each zero-shot task's spec reproduces lm-evaluation-harness 0.4's text; sample_data rows parse."""
+"""Each multiple-choice task reproduces lm-evaluation-harness 0.4's text; sample_data rows parse."""
 
 from __future__ import annotations
 
-from lib.eval.tasks.zeroshot import get_task, load_records, parse_records
+from lib.data import load_task_examples
+from lib.eval.multiple_choice import questions
+from lib.eval.tasks.task import get
 from tests.helpers import SAMPLE_DATA
 
 
 def parse(name: str, record: dict):
-    return get_task(name).parse(record)
+    return get(name).question(record)
 
 
 def sample_questions(name: str):
     """The task's sample_data rows parsed; at least 5 of them."""
-    task = get_task(name)
-    questions = parse_records(task, load_records(task, SAMPLE_DATA))
-    assert len(questions) >= 5
-    return questions
+    task = get(name)
+    parsed = questions(task, load_task_examples(task.dataset, "eval", SAMPLE_DATA))
+    assert len(parsed) >= 5
+    return parsed
 
 
 def test_boolq_prompt_and_choices():
@@ -69,7 +71,10 @@ def test_arc_easy_prompt_and_numeric_labels():
 
 
 def test_arc_challenge_uses_the_arc_prompt_on_its_own_rows():
-    assert get_task("arc_challenge").hub == ("allenai/ai2_arc", "ARC-Challenge", "validation")
+    from lib.data import registry
+
+    assert registry.get(get("arc_challenge").dataset).hub == ("allenai/ai2_arc", "ARC-Challenge")
+    assert registry.get("arc_challenge").files == {"eval": ("validation.jsonl", "validation")}
     q = sample_questions("arc_challenge")[2]
     assert q.contexts[0] == "Question: Why does the Moon appear to change shape during a month?\nAnswer:"
     assert q.gold == 1 and len(q.choices) == 4

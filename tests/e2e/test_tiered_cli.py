@@ -13,10 +13,10 @@ from tests.helpers import REPO, SAMPLE_DATA, make_tokenizer, prune_tiny_llama, s
 def test_compress_model_script(tmp_path):
     model, tier_maps = prune_tiny_llama(PruneConfig(tier_scope="row"))
     from lib.models.loading import save_model
-    from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
+    from lib.tiered.tier_map import TIER_MAP_FILE, TierMetadata, save_tier_maps
 
     save_model(model, make_tokenizer(), tmp_path / "pruned")
-    save_tier_maps(tmp_path / "pruned" / TIER_MAP_FILE, tier_maps, {"block_size": 16, "topk_per_block": 15})
+    save_tier_maps(tmp_path / "pruned" / TIER_MAP_FILE, tier_maps, TierMetadata(16, topk_per_block=15))
     script = REPO / "scripts" / "compress_model.py"
     run = subprocess.run([sys.executable, str(script), str(tmp_path / "pruned"), str(tmp_path / "out"), "--verify"],
                          capture_output=True, text=True)

@@ -15,7 +15,7 @@ from torch import nn
 from lib.data.prompts import NO_ANSWER, squad_prompt
 from lib.models.arch import decoder_linear_weights, find_linears, get_decoder_layers
 from lib.pruning.masks import three_tier_mask
-from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
+from lib.tiered.tier_map import TIER_MAP_FILE, TierMetadata, load_tier_maps, save_tier_maps
 from lib.training.args import check_precision, parse_args
 from lib.training.data import IGNORE_INDEX, PadCollator, encode_prompt_target
 from lib.training.run import main
@@ -55,7 +55,7 @@ def pruned_llama_dir(tmp_path_factory, tokenizer):
     model, tier_maps = pruned_llama()
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    save_tier_maps(path / TIER_MAP_FILE, tier_maps, {"block_size": 16, "ratios": [0.35, 0.45, 0.2]})
+    save_tier_maps(path / TIER_MAP_FILE, tier_maps, TierMetadata(16, (0.35, 0.45, 0.2)))
     return path
 
 

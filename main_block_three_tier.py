@@ -10,16 +10,13 @@ With no --model it runs on the embedded default (SmolLM2-135M-Instruct).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
-import torch
-
-from lib.core.cli import (OneLineParser, add_dataclass_arguments, check_range, dataclass_values, run_or_fail,
-                          seed_everything, setup_logging)
+from lib.core.arguments import DataclassParser
+from lib.core.cli import check_range, run_or_fail, seed_everything, setup_logging
 from lib.core.errors import ModelLoadError, OutputError
 from lib.core.outputs import Output, claim_outputs
 from lib.core.results import Timer, environment_info, write_json
@@ -32,54 +29,93 @@ from lib.models.loading import (DEFAULT_MODEL, check_model_early, load_model, mo
                                 saved_size_estimate)
 from lib.pruning.driver import PruneConfig, check_block_fits, prune_model
 from lib.pruning.masks import DEFAULT_RATIOS
-from lib.tiered.checkpoint import add_verify_flag, save_compressed
-from lib.tiered.tier_map import TIER_MAP_FILE, TIER_NAMES, TierMetadata, save_tier_maps
+from lib.tiered.checkpoint import NO_VERIFY_HELP, save_compressed
+from lib.tiered.tier_map import TIER_MAP_FILE, TIER_NAMES, save_tier_maps
 
 logger = logging.getLogger("main_block_three_tier")
 DEFAULT_SEQLEN = 2048
+RATIO_ALIASES = ("top_dense_ratio", "mid_2_4_ratio", "bottom_topk_ratio")  # the fork's spelling of --sparsity_ratios
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description=__doc__)
-    p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local model dir, .gguf file, or the alias smollm2-135m (default)")
-    p.add_argument("--seed", type=int, default=0, help="seed for calibration sampling and torch")
-    p.add_argument("--nsamples", type=int, default=128, help="number of calibration samples")
-    p.add_argument("--seqlen", type=int, default=None,
-                   help=f"calibration/evaluation length (default {DEFAULT_SEQLEN}, capped at the model's "
-                        "max_position_embeddings; a larger explicit value is an error)")
-    p.add_argument("--calibration_dataset", "--calib_dataset", default="wikitext2",
-                   help=f"one of {', '.join(dataset_names())}, or a mixture like wikitext2+squad or wikitext2:0.7,gsm8k:0.3")
-    p.add_argument("--calibration_packing", choices=("concat", "none"), default="concat",
-                   help="concat: pack examples into full seqlen samples (default); none: one example per sample")
-    p.add_argument("--data_dir", default=None, help="local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)")
-    add_dataclass_arguments(p, PruneConfig, "pruning (lib.pruning.driver.PruneConfig)")
-    p.set_defaults(ratios=None)  # None: not given, so that the fork's three ratio flags can stand in
-    p.add_argument("--top_dense_ratio", type=float, default=None, help="alias: first of --sparsity_ratios")
-    p.add_argument("--mid_2_4_ratio", type=float, default=None, help="alias: second of --sparsity_ratios")
-    p.add_argument("--bottom_topk_ratio", type=float, default=None, help="alias: third of --sparsity_ratios")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--device_map", default=None, help="e.g. auto: spread a model larger than one GPU")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
-    add_verify_flag(p)
-    p.add_argument("--save", default=None, help="results directory (results.json, log, tier maps, heat map)")
-    p.add_argument("--save_model", default=None, help="directory for the pruned model (save_pretrained)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="let --save/--save_model/--save_compressed write into a directory this toolkit did not write: "
-                        "same-named entries are replaced, nothing else is deleted (default: refuse)")
-    p.add_argument("--save_compressed", default=None, help="directory for the pruned model in the compact tiered format (README: Tiered checkpoint)")
-    p.add_argument("--eval_windows", type=int, default=None, help="evaluate perplexity on the first N windows (default all)")
-    p.add_argument("--eval_batch_size", type=int, default=1)
-    p.add_argument("--no_eval", action="store_true", help="skip the perplexity evaluation")
-    return p
+def _calibration_help() -> str:
+    return f"one of {', '.join(dataset_names())}, or a mixture like wikitext2+squad or wikitext2:0.7,gsm8k:0.3"
 
 
-def resolve_ratios(args: argparse.Namespace) -> tuple[float, float, float]:
-    aliases = (args.top_dense_ratio, args.mid_2_4_ratio, args.bottom_topk_ratio)
+@dataclass
+class RunArguments:
+    """The flags beside PruneConfig's: model, calibration data, device, outputs, evaluation. Checked on construction
+    (one-line ValueErrors naming the flag); the data files and the model are checked later, before any weights load."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={
+        "help": f"Hub id, local model dir, .gguf file, or the alias {DEFAULT_MODEL}"})
+    seed: int = field(default=0, metadata={"help": "seed for calibration sampling and torch"})
+    nsamples: int = field(default=128, metadata={"help": "number of calibration samples"})
+    seqlen: int | None = field(default=None, metadata={
+        "help": f"calibration/evaluation length (default {DEFAULT_SEQLEN}, capped at the model's max_position_embeddings; "
+                "a larger explicit value is an error)"})
+    calibration_dataset: str = field(default="wikitext2", metadata={
+        "aliases": ("--calib_dataset",), "help": _calibration_help})
+    calibration_packing: str = field(default="concat", metadata={
+        "choices": ("concat", "none"),
+        "help": "concat: pack examples into full seqlen samples (default); none: one example per sample"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)"})
+    top_dense_ratio: float | None = field(default=None, metadata={"help": "alias: first of --sparsity_ratios"})
+    mid_2_4_ratio: float | None = field(default=None, metadata={"help": "alias: second of --sparsity_ratios"})
+    bottom_topk_ratio: float | None = field(default=None, metadata={"help": "alias: third of --sparsity_ratios"})
+    device: str | None = field(default=None, metadata={"help": "cuda, cuda:1, cpu (default: cuda if available)"})
+    device_map: str | None = field(default=None, metadata={"help": "e.g. auto: spread a model larger than one GPU"})
+    dtype: str = field(default="auto", metadata={
+        "choices": ("auto", "float32", "bfloat16", "float16"), "help": "dtype to load the model in (auto: its own)"})
+    verify_checksums: bool = field(default=True, metadata={"help": NO_VERIFY_HELP})
+    save: str | None = field(default=None, metadata={
+        "help": "results directory (results.json, log, tier maps, heat map)"})
+    save_model: str | None = field(default=None, metadata={
+        "help": "directory for the pruned model (save_pretrained)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "let --save/--save_model/--save_compressed write into a directory this toolkit did not write: same-named "
+                "entries are replaced, nothing else is deleted (default: refuse)"})
+    save_compressed: str | None = field(default=None, metadata={
+        "help": "directory for the pruned model in the compact tiered format (docs/tiered-format.md)"})
+    eval_windows: int | None = field(default=None, metadata={
+        "help": "evaluate perplexity on the first N windows (default all)"})
+    eval_batch_size: int = field(default=1, metadata={"help": "evaluation windows per forward"})
+    no_eval: bool = field(default=False, metadata={"help": "skip the perplexity evaluation"})
+
+    def __post_init__(self) -> None:
+        check_range("--seed", self.seed, 0, 2**32 - 1)  # what NumPy's generator accepts
+        check_range("--nsamples", self.nsamples, 1)
+        check_range("--eval_windows", self.eval_windows, 1)
+        check_range("--eval_batch_size", self.eval_batch_size, 1)
+        if self.seqlen is not None:
+            check_seqlen(self.seqlen)
+        try:  # a name or share that is not one: before the model loads
+            parse_mixture(self.calibration_dataset)
+        except ValueError as err:
+            raise ValueError(f"--calibration_dataset {self.calibration_dataset}: {err}") from None
+
+
+def build_parser() -> DataclassParser:
+    """The pruning CLI: RunArguments' flags, then PruneConfig's (lib.pruning.driver), with today's spellings."""
+    parser = DataclassParser((RunArguments, PruneConfig), description=__doc__)
+    parser.set_defaults(ratios=None)  # None: not given, so that the fork's three ratio flags can stand in
+    return parser
+
+
+def resolve_ratios(values: dict) -> tuple[float, float, float]:
+    """The three-tier ratios from the parsed flags: --sparsity_ratios, all three fork aliases, or the default."""
+    aliases = tuple(values[name] for name in RATIO_ALIASES)
     if any(a is not None for a in aliases):
-        if args.ratios is not None or any(a is None for a in aliases):
+        if values["ratios"] is not None or any(a is None for a in aliases):
             raise ValueError("give either --sparsity_ratios R1 R2 R3 or all three of --top_dense_ratio/--mid_2_4_ratio/--bottom_topk_ratio")
         return aliases
-    return tuple(args.ratios) if args.ratios is not None else DEFAULT_RATIOS
+    return tuple(values["ratios"]) if values["ratios"] is not None else DEFAULT_RATIOS
+
+
+def parse_arguments(parser: DataclassParser, values: dict) -> tuple[RunArguments, PruneConfig]:
+    """(run arguments, pruning config) from the parsed flags; a bad value raises a one-line ValueError naming its flag."""
+    run_args, config = parser.parse_dict({**values, "ratios": resolve_ratios(values)})
+    return run_args, config
 
 
 def method_label(config: PruneConfig) -> str:
@@ -104,16 +140,11 @@ def summary_table(result, sparsity: dict, ppl: dict | None, timings: dict) -> st
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Check everything the arguments, the model's config and the data files tell, then prune (`prune_and_save`)."""
+def run(parser: DataclassParser, values: dict) -> dict:
+    """Check everything the flags (`values`, as parsed), the model's config and the data files tell, then prune
+    (`prune_and_save`)."""
+    args, config = parse_arguments(parser, values)
     explicit_seqlen = given_seqlen(args, DEFAULT_SEQLEN)
-    ratios = resolve_ratios(args)
-    config = PruneConfig(**{**dataclass_values(args, PruneConfig), "ratios": ratios})
-    check_range("--nsamples", args.nsamples, 1)
-    check_range("--eval_windows", args.eval_windows, 1)
-    check_range("--eval_batch_size", args.eval_batch_size, 1)
-    check_seqlen(args.seqlen)
-    parse_mixture(args.calibration_dataset)  # fail before loading the model
     size = saved_size_estimate(args.model)  # the dense model; a compressed copy takes at least a quarter
     outputs = [Output("--save", args.save, "results"), Output("--save_model", args.save_model, "model", size=size),
                Output("--save_compressed", args.save_compressed, "compressed_model", size=size // 4)]
@@ -123,7 +154,7 @@ def run(args: argparse.Namespace) -> dict:
         return prune_and_save(args, config, explicit_seqlen, eval_text)
 
 
-def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqlen: bool = True,
+def prune_and_save(args: RunArguments, config: PruneConfig, explicit_seqlen: bool = True,
                    eval_text: str | None = None) -> dict:
     """Load, calibrate, prune, evaluate and write the outputs (claimed by `run`)."""
     seed_everything(args.seed)
@@ -156,7 +187,7 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
     report = {
         "model": args.model,
         "method": method_label(config),
-        "args": vars(args),
+        "args": {**asdict(args), **asdict(config)},  # every flag's value, as used
         "config": {**config.__dict__, "ratios": list(config.ratios)},
         "seed": args.seed,
         "seqlen": seqlen,
@@ -169,8 +200,7 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
         "matrices": result.matrices,
         "timings": timings,
     }
-    metadata = asdict(TierMetadata(config.block_size, config.ratios, config.topk_per_block, config.tier_scope, config.owl,
-                                   args.model))
+    metadata = config.tier_metadata(args.model)
     if args.save:
         with atomic_dir(args.save, "results", args.overwrite, "--save") as out:
             write_json(out / "results.json", report)
@@ -191,8 +221,7 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
         logger.info("pruned model written to %s", args.save_model)
     if args.save_compressed:
         with atomic_dir(args.save_compressed, "compressed_model", args.overwrite, "--save_compressed") as out:
-            save_compressed(model, tokenizer, out, decoder_linear_weights(model), result.tier_maps, config.block_size,
-                            config.topk_per_block, tier_metadata=metadata)
+            save_compressed(model, tokenizer, out, decoder_linear_weights(model), result.tier_maps, metadata)
         logger.info("compressed model written to %s", args.save_compressed)
     logger.info("summary:%s", summary_table(result, sparsity, ppl, timings))
     return report
@@ -200,8 +229,9 @@ def prune_and_save(args: argparse.Namespace, config: PruneConfig, explicit_seqle
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    args = build_parser().parse_args(argv)
-    return run_or_fail(run, args, errors=(ValueError, ModelLoadError, FileNotFoundError, OutputError))
+    parser = build_parser()
+    values = vars(parser.parse_args(argv))  # an unknown flag or a bad type or choice: one line, exit 2
+    return run_or_fail(run, parser, values, errors=(ValueError, ModelLoadError, FileNotFoundError, OutputError))
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ class Bench:
         return {"configuration": name, "seed": seed, "sparsity": measure_sparsity(self.model)["sparsity"],
                 "ppl": result["ppl"], "window_nll": result["window_nll"], "prune_s": prune_s, "eval_s": eval_s,
                 **checkpoint_cost(self.model, decoder_linear_weights(self.model), tier_maps,
-                                  *((config.block_size, config.topk_per_block) if config else ()))}
+                                  *((config.tier_metadata(self.args.model),) if config else ()))}
 
 
 RUN_ONLY = ("seed", "window_nll")  # per-seed fields that a summarized row does not carry

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -37,7 +38,7 @@ from lib.models.checks import check_model_dir
 from lib.models.loading import run_inputs, saved_size_estimate
 from lib.models.weights import check_model_weights
 from lib.tiered.checkpoint import COMPRESSED_FILE, ENCODINGS, is_compressed_dir, load_tiered_model, save_compressed
-from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, TIER_MAP_FILE, load_tier_maps
+from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, TIER_MAP_FILE, TierMetadata, check_block_size, load_tier_maps
 
 logger = logging.getLogger("compress_model")
 
@@ -62,8 +63,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def read_tier_maps(model_dir: Path, block_size: int | None) -> tuple[dict[str, torch.Tensor], TierMetadata]:
+    """The tier maps of `model_dir` and their metadata (checked: lib.tiered.tier_map.TierMetadata), or none and the
+    default metadata; `block_size` (--block_size) tiles the matrices without a tier map and must match a tier map's."""
+    tier_maps, tiers = load_tier_maps(model_dir / TIER_MAP_FILE) if (model_dir / TIER_MAP_FILE).is_file() else ({}, TierMetadata())
+    if block_size is None or block_size == tiers.block_size:
+        return tier_maps, tiers
+    if tier_maps:
+        raise ValueError(f"--block_size {block_size} differs from the tier map's {tiers.block_size}; drop the flag")
+    return tier_maps, replace(tiers, block_size=block_size)
+
+
 def compress(args: argparse.Namespace) -> None:
     model_dir, out = Path(args.model_dir), Path(args.out)
+    if args.block_size is not None:
+        check_block_size(args.block_size, "--block_size")
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} is not a model directory (no config.json); pass a --save_model or fine-tuning output")
     check_model_dir(model_dir, str(model_dir))  # never code from the model directory
@@ -71,10 +85,7 @@ def compress(args: argparse.Namespace) -> None:
     with claim_outputs([output], run_inputs(str(model_dir), model_flag="model_dir"), overwrite=args.overwrite):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tier_maps, metadata = load_tier_maps(model_dir / TIER_MAP_FILE) if (model_dir / TIER_MAP_FILE).is_file() else ({}, {})
-        block_size = args.block_size or metadata.get("block_size", DEFAULT_BLOCK_SIZE)
-        if tier_maps and args.block_size and args.block_size != metadata.get("block_size"):
-            raise ValueError(f"--block_size {args.block_size} differs from the tier map's {metadata.get('block_size')}; drop the flag")
+        tier_maps, tiers = read_tier_maps(model_dir, args.block_size)
         dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
         if is_compressed_dir(model_dir):
             model = load_tiered_model(model_dir)
@@ -84,8 +95,7 @@ def compress(args: argparse.Namespace) -> None:
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=False).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         with atomic_dir(out, "tiered_model", args.overwrite, "out") as tmp:
-            save_compressed(model, tokenizer, tmp, decoder_linear_weights(model), tier_maps, block_size,
-                            metadata.get("topk_per_block", DEFAULT_TOPK_PER_BLOCK), args.encoding, metadata or None)
+            save_compressed(model, tokenizer, tmp, decoder_linear_weights(model), tier_maps, tiers, args.encoding)
     dense = sum(t.nbytes for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
     compressed = (out / COMPRESSED_FILE).stat().st_size
     logger.info("%s: %d bytes (%s, %s); the dense tensors: %d bytes; ratio %.3f",

@@ -103,49 +103,22 @@ def run_or_fail(function: Callable[..., Any], *args: Any, errors: tuple[type[Bas
     return 0
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (`prog: error: ...`), without the usage block."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        super().__init__(*args, **kwargs)
+class OneLineErrors:
+    """Mixin for an argparse parser: errors are one line (`prog: error: ...`, exit 2), without the usage block."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)}\n")
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: str | None = None) -> None:
-    """One flag per field of the dataclass `cls`, named and documented by the field itself.
+class OneLineParser(OneLineErrors, argparse.ArgumentParser):
+    """An ArgumentParser with one-line errors (`OneLineErrors`) that prints its description as written.
 
-    Field metadata: "help"; "flag" (the spelling when it is not --<field name>); "aliases" (other
-    spellings); "choices"; "type" (when the default does not show it, e.g. a None default);
-    "metavar". A bool field is a switch (store_true); a tuple default takes that many values.
-    Each flag's default is the field's default, shown in --help.
+    Dataclass-backed CLIs use `lib.core.arguments.DataclassParser` instead (the same errors).
     """
-    group = parser.add_argument_group(title or cls.__name__)
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        flags = [meta.get("flag", f"--{f.name}"), *meta.get("aliases", ())]
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        kwargs: dict[str, Any] = {"dest": f.name, "default": default,
-                                  "help": f"{meta.get('help', '')} (default: {shown})".strip()}
-        if isinstance(default, bool):
-            group.add_argument(*flags, action="store_true", **kwargs)
-            continue
-        if isinstance(default, tuple):
-            kwargs.update(nargs=len(default), type=type(default[0]))
-        else:
-            kwargs["type"] = meta.get("type", type(default))
-        for key in ("choices", "metavar"):
-            if key in meta:  # choices may be a function of a registry, read when the parser is built
-                kwargs[key] = meta[key]() if callable(meta[key]) else meta[key]
-        group.add_argument(*flags, **kwargs)
 
-
-def dataclass_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """{field name: parsed value} for the fields of `cls` (flags added by `add_dataclass_arguments`)."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def check_range(flag: str, value: float | int | None, minimum: float | None = None,

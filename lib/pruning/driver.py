@@ -30,25 +30,26 @@ from lib.pruning import allocation
 from lib.pruning.capture import (Captured, LayerInput, capture_layer_inputs, hidden_output, layer_device, run_layer,
                                  to_device)
 from lib.pruning.masks import (DEFAULT_RATIOS, INTRA_BLOCK_ALIASES, INTRA_BLOCK_SCORES, assign_tiers,
-                               assign_tiers_row_balanced, block_mean_scores, check_block_size, check_ratios,
-                               tier_counts, tier_histogram)
+                               assign_tiers_row_balanced, block_mean_scores, tier_counts, tier_histogram)
 from lib.pruning.methods import PATTERNS, SCORES, pattern_names, score_names
 from lib.pruning.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
 from lib.pruning.stats import ActNormStats, HessianStats
-from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK
+from lib.tiered.tier_map import (DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, TIER_SCOPES, TierMetadata, check_block_size,
+                                 check_ratios, check_topk)
 
 logger = logging.getLogger(__name__)
-
-TIER_SCOPES = ("matrix", "row", "layer", "model")
 
 
 @dataclass
 class PruneConfig:
     """What to prune and how; validated on construction (messages name the CLI flag).
 
-    The pruning CLI's flags are these fields (lib.core.cli.add_dataclass_arguments): the metadata holds each
-    flag's help, choices and other spellings, and the defaults are written only here.
+    The pruning CLI's flags are these fields (lib.core.arguments.DataclassParser, an HfArgumentParser): the
+    metadata holds each flag's help, choices (functions of the registries, read when the parser is built),
+    other spellings ("aliases") and, for `ratios`, its spelling ("flag"); the defaults are written only here.
     """
+
+    _argument_group_name = "pruning (lib.pruning.driver.PruneConfig)"  # its flags' group in --help (not a field)
 
     sparsity_type: str = field(default="three_tier", metadata={
         "choices": pattern_names, "help": "sparsity pattern (lib.pruning.methods.PATTERNS)"})
@@ -75,8 +76,8 @@ class PruneConfig:
     percdamp: float = field(default=0.01, metadata={"help": "SparseGPT Hessian damping"})
     calib_batch_size: int = field(default=8, metadata={"help": "calibration samples per layer forward"})
     profile_nsamples: int | None = field(default=4, metadata={
-        "type": int, "help": "calibration samples (the first N) for the dense-model profile of --owl and "
-                             "--tier_scope model (give --nsamples' value for the full profile)"})
+        "help": "calibration samples (the first N) for the dense-model profile of --owl and --tier_scope model (give "
+                "--nsamples' value for the full profile)"})
 
     def __post_init__(self) -> None:
         self.ratios = tuple(float(r) for r in self.ratios)
@@ -90,12 +91,10 @@ class PruneConfig:
             raise ValueError(f"--intra_block_score {self.intra_block_score!r} is not one of {', '.join(INTRA_BLOCK_SCORES)}")
         if self.tier_scope not in TIER_SCOPES:
             raise ValueError(f"--tier_scope {self.tier_scope!r} is not one of {', '.join(TIER_SCOPES)}")
+        check_block_size(self.block_size, "--block_size")  # every type: --save_compressed tiles by it
+        check_topk(self.topk_per_block, self.block_size, "--topk_per_block")
         if self.sparsity_type == "three_tier":
-            check_ratios(self.ratios)
-            check_block_size(self.block_size)
-            if not 0 <= self.topk_per_block <= self.block_size**2:
-                raise ValueError(f"--topk_per_block must be in [0, {self.block_size**2}] (the block area "
-                                 f"{self.block_size}x{self.block_size}), got {self.topk_per_block}")
+            check_ratios(self.ratios, "--sparsity_ratios")
         elif self.sparsity_type == "unstructured" and not 0.0 <= self.sparsity_ratio < 1.0:
             raise ValueError(f"--sparsity_ratio must be in [0, 1), got {self.sparsity_ratio}")
         if self.owl and self.sparsity_type != "three_tier":
@@ -108,6 +107,13 @@ class PruneConfig:
             raise ValueError(f"--percdamp must be positive, got {self.percdamp}")
         if not 0 <= self.owl_lambda < 0.5 or self.owl_m <= 0:
             raise ValueError(f"--owl_lambda must be in [0, 0.5) and --owl_m > 0, got {self.owl_lambda}, {self.owl_m}")
+
+    def tier_metadata(self, model: str) -> TierMetadata:
+        """What the tier maps of this config record about it (the ratios and the rest only for three_tier); `model`:
+        the pruned model as given."""
+        if self.sparsity_type != "three_tier":
+            return TierMetadata(self.block_size, None, self.topk_per_block)
+        return TierMetadata(self.block_size, self.ratios, self.topk_per_block, self.tier_scope, self.owl, model)
 
     @property
     def needs_calibration(self) -> bool:

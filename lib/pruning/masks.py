@@ -14,7 +14,8 @@ import math
 
 import torch
 
-from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, DENSE, NM, TIER_NAMES, TOPK
+from lib.tiered.tier_map import (DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, DENSE, NM, TIER_NAMES, TOPK, check_block_size,
+                                 check_ratios)
 from lib.tiered.tiles import from_blocks, pad, to_blocks
 
 INTRA_BLOCK_SCORES = ("method", "magnitude")  # inside 2:4 / top-k blocks: the ranking score, or |W|
@@ -42,22 +43,6 @@ def ria_score(weight: torch.Tensor, act_norm_sq: torch.Tensor, alpha: float = 0.
     tiny = torch.finfo(torch.float32).tiny  # an all-zero row or column scores 0, not NaN
     relative = magnitude / magnitude.sum(1, keepdim=True).clamp_min(tiny) + magnitude / magnitude.sum(0, keepdim=True).clamp_min(tiny)
     return relative * act_norm_sq.float().sqrt().pow(alpha).unsqueeze(0)
-
-
-def check_ratios(ratios: tuple[float, float, float]) -> None:
-    """Raise unless ratios are three non-negative numbers that sum to 1 within 1e-6."""
-    if len(ratios) != 3:
-        raise ValueError(f"--sparsity_ratios needs 3 values (dense, 2:4, top-k), got {len(ratios)}")
-    if not all(r >= 0 for r in ratios) or not abs(sum(ratios) - 1.0) <= 1e-6:  # NaN fails too
-        raise ValueError(
-            f"--sparsity_ratios {' '.join(map(str, ratios))} must be >= 0 and sum to 1 (they sum to {sum(ratios):.6g}); "
-            "no normalization is applied"
-        )
-
-
-def check_block_size(block_size: int) -> None:
-    if block_size <= 0 or block_size % 4:
-        raise ValueError(f"--block_size {block_size} must be a positive multiple of 4 so 2:4 groups stay inside blocks")
 
 
 def tier_counts(n_blocks: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -225,8 +210,8 @@ def three_tier_mask(
     Returns:
         keep: bool [O, I]; tier_map: uint8 [R, C].
     """
-    check_ratios(ratios)
-    check_block_size(block_size)
+    check_ratios(ratios, "--sparsity_ratios")
+    check_block_size(block_size, "--block_size")
     intra_block_score = INTRA_BLOCK_ALIASES.get(intra_block_score, intra_block_score)
     if intra_block_score not in INTRA_BLOCK_SCORES:
         raise ValueError(f"--intra_block_score {intra_block_score!r} is not one of {', '.join(INTRA_BLOCK_SCORES)}")

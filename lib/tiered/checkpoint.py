@@ -1,23 +1,10 @@
 """Compressed model directories: write a pruned model in the tiered format, load it back as a normal model.
 
-A directory holds config.json, generation_config.json, the tokenizer, tier_map.safetensors
-(when the model has tier maps) and `model.tiered.safetensors`: every decoder Linear weight
-encoded by `lib.tiered.format` (tensors named "<parameter name>.<field>"), every other tensor as it
-is (tied weights once). The file's metadata "tiered" is JSON: format, version, dtype,
-block_size, topk_per_block, per encoded parameter its encoding and shape [O, I], and (version
-2) "checksums": {"algorithm": "crc32", "metadata": the CRC of this JSON without "checksums"
-(sorted keys, no spaces), "tensors": {tensor name: the CRC of its dtype and shape as text, e.g.
-"torch.float32[16, 16]", then its raw bytes}}, each as 8 hex digits.
-
-Loading checks before decoding, each defect one line (TieredFormatError / WeightFileError)
-naming the file and the tensor or field: the safetensors header against the file's size; the
-metadata (format, version 1 or 2, dtype from DTYPES, block_size a positive multiple of 4,
-topk_per_block in [0, b*b], known encodings, shapes of 2 positive ints); the checksums of the
-metadata and of every tensor, in one pass over the bytes just read, in a second thread while the
-model is built (`verify=False` skips them, for trusted files);
-every encoded field present with the invariants of `lib.tiered.format`; and, in `load_tiered_model`,
-the decoded tensors against the model config.json builds (names, shapes, dtypes). Version 1
-files (no checksums) still load, structure checked, with one warning.
+The directory, the `model.tiered.safetensors` file (tensor names, the "tiered" header JSON, versions 1
+and 2, the CRC-32 checksums) and what loading checks before it decodes anything are specified in
+docs/tiered-format.md; `lib.tiered.format` encodes and checks one matrix. Every defect found on load is
+one line (TieredFormatError / WeightFileError) naming the file and the tensor or field; `verify=False`
+(--no_verify_checksums) skips only the checksums, for trusted files.
 """
 
 from __future__ import annotations
@@ -36,7 +23,7 @@ from lib.core.errors import WeightFileError
 from lib.core.safetensors_header import read_header
 from lib.tiered.format import (BITMASK_FIELDS, TIERED_FIELDS, TieredFormatError, check_bitmask, check_tiered,
                                decode_bitmask, decode_tiered, encode_bitmask, encode_tiered, nm_tier_map)
-from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, TIER_MAP_FILE, save_tier_maps
+from lib.tiered.tier_map import TIER_MAP_FILE, TierMetadata, check_block_size, check_topk, is_int, save_tier_maps
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +80,16 @@ def plan_encodings(
 
 
 def encode_state_dict(
-    model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor], block_size: int,
-    topk_per_block: int, encoding: str = "tiered",
+    model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],
+    tiers: TierMetadata = TierMetadata(), encoding: str = "tiered",
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of the compressed file for `model` (see the module docstring).
+    """(tensors, "tiered" metadata) of the compressed file for `model` (docs/tiered-format.md).
 
     weights: the matrices to encode, {parameter name: weight [O, I]} (the decoder Linears:
     `lib.models.arch.decoder_linear_weights`); every other tensor of the state dict is stored as it is.
+    tiers: the tier maps' metadata (its block size and top-k tile every tiered matrix).
     """
+    block_size, topk_per_block = tiers.block_size, tiers.topk_per_block
     weights = {name: w.detach() for name, w in weights.items()}
     plan = plan_encodings(weights, tier_maps, block_size, encoding)
     tensors: dict[str, torch.Tensor] = {}
@@ -127,16 +116,15 @@ def encode_state_dict(
 
 def save_compressed(
     model: nn.Module, tokenizer, out_dir: str | Path, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],
-    block_size: int = DEFAULT_BLOCK_SIZE, topk_per_block: int = DEFAULT_TOPK_PER_BLOCK, encoding: str = "tiered",
-    tier_metadata: dict | None = None,
+    tiers: TierMetadata = TierMetadata(), encoding: str = "tiered",
 ) -> Path:
-    """Write a compressed model directory (config, generation config, tokenizer, tier maps, the tensor file);
-    `weights`: the matrices to encode, as `encode_state_dict` takes them."""
+    """Write a compressed model directory (config, generation config, tokenizer, tier maps with `tiers` as their
+    metadata, the tensor file); `weights` and `tiers` as `encode_state_dict` takes them."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors, metadata = encode_state_dict(model, weights, tier_maps, block_size, topk_per_block, encoding)
+    tensors, metadata = encode_state_dict(model, weights, tier_maps, tiers, encoding)
     save_file(tensors, str(out_dir / COMPRESSED_FILE), metadata={"tiered": json.dumps(metadata)})
     model.config.save_pretrained(out_dir)
     if getattr(model, "generation_config", None) is not None:
@@ -144,31 +132,28 @@ def save_compressed(
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
     if tier_maps:
-        save_tier_maps(out_dir / TIER_MAP_FILE, tier_maps, tier_metadata or {"block_size": block_size, "topk_per_block": topk_per_block})
+        save_tier_maps(out_dir / TIER_MAP_FILE, tier_maps, tiers)
     return out_dir / COMPRESSED_FILE
 
 
-def _is_int(value) -> bool:
-    return type(value) is int  # not bool
-
-
 def check_metadata(metadata, path: Path) -> None:
-    """Raise TieredFormatError (naming `path` and the field) unless the "tiered" metadata is one this loader reads."""
+    """Raise TieredFormatError (naming `path` and the field) unless the "tiered" metadata is one this loader reads
+    (docs/tiered-format.md: What loading checks, step 2)."""
     def bad(defect: str) -> TieredFormatError:
         return TieredFormatError(f"{path}: {defect}")
 
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise bad(f"not a {FORMAT} file (format {metadata.get('format') if isinstance(metadata, dict) else metadata!r:.40})")
     version = metadata.get("version")
-    if version not in READABLE_VERSIONS or not _is_int(version):
+    if version not in READABLE_VERSIONS or not is_int(version):
         raise bad(f"format version {version!r:.20}; this toolkit reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     if not isinstance(metadata.get("dtype"), str) or metadata["dtype"] not in DTYPES:
         raise bad(f"dtype {metadata.get('dtype')!r:.40} is not one of {', '.join(DTYPES)}")
-    b, topk = metadata.get("block_size"), metadata.get("topk_per_block")
-    if not (_is_int(b) and b > 0 and b % 4 == 0):
-        raise bad(f"block_size {b!r:.20} is not a positive multiple of 4")
-    if not (_is_int(topk) and 0 <= topk <= b * b):
-        raise bad(f"topk_per_block {topk!r:.20} is not in [0, {b * b}] (block_size {b} squared)")
+    try:  # the tiling rules of the tier maps (lib.tiered.tier_map)
+        check_block_size(metadata.get("block_size"))
+        check_topk(metadata.get("topk_per_block"), metadata["block_size"])
+    except ValueError as err:
+        raise bad(str(err)) from None
     matrices = metadata.get("matrices")
     if not isinstance(matrices, dict):
         raise bad("metadata has no 'matrices' object")
@@ -177,7 +162,7 @@ def check_metadata(metadata, path: Path) -> None:
             raise bad(f"{name}: encoding {info.get('encoding') if isinstance(info, dict) else info!r:.40} is not one of "
                       f"{', '.join(ENCODINGS)}")
         shape = info.get("shape")
-        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(d) and d > 0 for d in shape)):
+        if not (isinstance(shape, list) and len(shape) == 2 and all(is_int(d) and d > 0 for d in shape)):
             raise bad(f"{name}: shape {shape!r:.40} is not two positive integers")
     checksums = metadata.get("checksums")
     if version == 1 and checksums is not None:
@@ -277,7 +262,7 @@ def open_compressed(path: Path, verify: bool = True) -> tuple[dict[str, torch.Te
 def load_compressed_state_dict(path: str | Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     """Decode a `model.tiered.safetensors` file: (state dict with dense weights, its "tiered" metadata).
 
-    Checks the file as the module docstring says before decoding; `verify=False` skips the checksums.
+    Checks the file as docs/tiered-format.md (What loading checks) says; `verify=False` skips the checksums.
     """
     path = Path(path)
     tensors, metadata, checksums = open_compressed(path, verify)
@@ -310,7 +295,7 @@ def check_against_model(state_dict: dict[str, torch.Tensor], model: nn.Module, p
 def load_tiered_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True):
     """A compressed directory -> an AutoModelForCausalLM (eval mode) with the exact pruned weights.
 
-    The file is checked before decoding (module docstring); `verify=False` skips the checksums (trusted
+    The file is checked as docs/tiered-format.md says; `verify=False` skips the checksums (trusted
     files). The checksums are computed in a second thread while this one builds the model from
     config.json (on the CPU, randomly initialized, then overwritten: host memory for the dense model),
     which hides their cost where a core is free; then moved to `device`.

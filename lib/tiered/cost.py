@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lib.tiered.checkpoint import plan_encodings, save_compressed
-from lib.tiered.tier_map import DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, DENSE, NM, TOPK
+from lib.tiered.tier_map import DENSE, NM, TOPK, TierMetadata
 
 
 def tiered_cost(tier_map: torch.Tensor, block_size: int, topk_per_block: int, value_bytes: int) -> dict[str, int]:
@@ -44,14 +44,16 @@ def dense_cost(shape: tuple[int, int], value_bytes: int) -> dict[str, int]:
 
 
 def model_cost(model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],
-               block_size: int = DEFAULT_BLOCK_SIZE, topk_per_block: int = DEFAULT_TOPK_PER_BLOCK) -> dict:
+               tiers: TierMetadata = TierMetadata()) -> dict:
     """Weight bytes and MACs per token of the decoder Linears (as compressed) plus the dense output head.
 
-    weights: the decoder Linear weights, {parameter name: [O, I]} (`lib.models.arch.decoder_linear_weights`).
+    weights: the decoder Linear weights, {parameter name: [O, I]} (`lib.models.arch.decoder_linear_weights`);
+    tiers: the tier maps' metadata (block size, top-k).
     Returns {"weight_bytes_per_token", "macs_per_token", "decoder_bytes", "decoder_macs",
     "dense_decoder_bytes", "encodings": {encoding: matrices}}; embeddings, norms and attention
     score products are not counted.
     """
+    block_size, topk_per_block = tiers.block_size, tiers.topk_per_block
     weights = {name: w.detach() for name, w in weights.items()}
     plan = plan_encodings(weights, tier_maps, block_size)
     decoder = {"bytes": 0, "macs": 0}
@@ -77,12 +79,12 @@ def model_cost(model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: di
 
 
 def checkpoint_cost(model: nn.Module, weights: dict[str, torch.Tensor], tier_maps: dict[str, torch.Tensor],
-                    block_size: int = DEFAULT_BLOCK_SIZE, topk_per_block: int = DEFAULT_TOPK_PER_BLOCK) -> dict:
+                    tiers: TierMetadata = TierMetadata()) -> dict:
     """`model_cost` plus "stored_bytes": the size of the compressed tensor file, written to a temporary directory."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_compressed(model, None, Path(tmp), weights, tier_maps, block_size, topk_per_block)
+        path = save_compressed(model, None, Path(tmp), weights, tier_maps, tiers)
         stored = path.stat().st_size
-    return {"stored_bytes": stored, **model_cost(model, weights, tier_maps, block_size, topk_per_block)}
+    return {"stored_bytes": stored, **model_cost(model, weights, tier_maps, tiers)}
 
 
 def pareto_front(costs: list[float], losses: list[float], rel_tol: float = 1e-3) -> list[bool]:

@@ -1,44 +1,12 @@
-"""Compact encodings of pruned weight matrices: the tiered format and a bitmask reference.
+"""Compact encodings of one pruned weight matrix: the tiered format and a bitmask reference.
 
-Pure tensor functions: a weight in, a dict of tensors out, and back (bit-exact, see below).
+Pure tensor functions: a weight in, a dict of tensors out, and back, exactly (every stored value keeps
+its bits; a weight that is not stored decodes as +0.0). The fields (TIERED_FIELDS, BITMASK_FIELDS),
+their dtypes and shapes, the 2:4 metadata bit layout, the top-k positions, the bitmask and the
+invariants that `check_tiered` / `check_bitmask` enforce (TieredFormatError naming the field and the
+first offending tile) are specified in docs/tiered-format.md.
 Letters: O = out_features, I = in_features, b = block_size, R = ceil(O / b), C = ceil(I / b),
 k = values kept per top-k tile, T = number of tiles of a tier.
-
-**Tiered** (`encode_tiered` / `decode_tiered`): the weight is padded with zeros at the
-bottom/right to [R*b, C*b] and cut into b x b tiles; tile (r, c) covers rows r*b.. and
-columns c*b.. of the padded matrix and has tier `tier_map[r, c]` (0 dense, 1 2:4, 2 top-k).
-Tiles of one tier are stored in row-major tile order (the order of `tier_map.flatten()`):
-
-    tier_map        uint8 [R, C]
-    dense           dtype [T_dense, b, b]       the tile as is
-    nm_values       dtype [T_nm, b, b/2]        per tile row, the 2 kept values of each group of 4
-                                                consecutive columns, in column order
-    nm_meta         uint8 [T_nm, b*b/8]         their column offsets in the group (0..3), 2 bits each:
-                                                group g (row-major over the tile's b x b/4 groups)
-                                                is nibble g: byte g // 2, low nibble for even g;
-                                                nibble = first | second << 2, first < second
-    topk_values     dtype [T_topk, k]           kept values, by ascending position
-    topk_positions  uint8 [T_topk, k]           row * b + column inside the padded tile
-                                                (int16 when b*b > 256)
-
-A tile holding fewer nonzeros than its slots (weights already zero, edge padding, or
-fine-tuning) stores zeros as values, lowest free positions first. Positions of edge tiles
-index the padded tile; padding positions hold zero.
-
-**Bitmask** (`encode_bitmask` / `decode_bitmask`), the unstructured reference:
-
-    bitmask   uint8 [O, ceil(I/8)]   bit j (least significant first) of byte q = column 8q + j is nonzero
-    values    dtype [nnz]            the nonzero weights in row-major order
-
-Exactness: every stored value keeps its bits; a weight that is not stored decodes as +0.0,
-so a pruned -0.0 (what multiplying by a mask writes) comes back as +0.0, the same number.
-
-**Invariants** (`check_tiered` / `check_bitmask`, run on what a file holds before decoding it):
-every field has the dtype and shape above (values in the file's dtype); tier codes are 0, 1 or 2;
-the map is [R, C]; each tier's tensors have as many tiles as the map has codes of that tier; every
-2:4 nibble has first < second; top-k positions are strictly increasing and < b*b; a bitmask sets
-no bit past column I and exactly as many bits as there are values. A violation raises
-TieredFormatError naming the field and the first offending tile.
 """
 
 from __future__ import annotations
@@ -82,7 +50,7 @@ def tiled(weight: torch.Tensor, block_size: int) -> torch.Tensor:
 
 
 def encode_tiered(weight: torch.Tensor, tier_map: torch.Tensor, block_size: int, topk_per_block: int) -> dict[str, torch.Tensor]:
-    """Encode weight [O, I] under tier_map uint8 [R, C]; returns the fields in the module docstring."""
+    """Encode weight [O, I] under tier_map uint8 [R, C]; returns the TIERED_FIELDS (docs/tiered-format.md)."""
     b = block_size
     n_rows, n_cols = -(-weight.shape[0] // b), -(-weight.shape[1] // b)
     if tuple(tier_map.shape) != (n_rows, n_cols):
@@ -143,7 +111,7 @@ def _first(bad: torch.Tensor) -> tuple[int, ...]:
 def check_tiered(encoded: dict[str, torch.Tensor], shape: tuple[int, int], block_size: int, topk_per_block: int,
                  dtype: torch.dtype) -> None:
     """Raise TieredFormatError unless `encoded` (the TIERED_FIELDS) can be what `encode_tiered` wrote for a
-    [O, I] = `shape` weight of `dtype` (see Invariants in the module docstring). block_size: a multiple of 4."""
+    [O, I] = `shape` weight of `dtype` (docs/tiered-format.md, What loading checks, step 5). block_size: a multiple of 4."""
     b = block_size
     grid = (-(-shape[0] // b), -(-shape[1] // b))
     tier_map = encoded["tier_map"]

@@ -1,4 +1,5 @@
-"""Command-line arguments of the fine-tuning CLIs (dense_ft/*.py): dataclasses for `HfArgumentParser`.
+"""Command-line arguments of the fine-tuning CLIs (dense_ft/*.py): dataclasses for `HfArgumentParser`
+(lib.core.arguments.OneLineHfArgumentParser: its errors are one line).
 
 `parse_args(task)` returns (ModelArguments, TaskDataArguments | LMDataArguments, TrainingArguments) and
 exits with a one-line error for values that cannot run; `check_training_args` applies the output rule
@@ -15,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from lib.core.cli import EXIT_USAGE, check_finite_fields, one_line
+from lib.core.cli import check_finite_fields
 from lib.core.outputs import Output, check_outputs
 from lib.data.sources import resolve_data_dir
 from lib.models.loading import DEFAULT_MODEL, run_inputs, saved_size_estimate
@@ -52,7 +53,7 @@ class ModelArguments:
     )
     verify_checksums: bool = field(
         default=True,
-        metadata={"help": "Verify the checksums of a tiered model directory (README: Tiered checkpoint); "
+        metadata={"help": "Verify the checksums of a tiered model directory (docs/tiered-format.md); "
                   "--no_verify_checksums skips them for trusted files (the structure is still checked)."},
     )
     overwrite_output_dir: bool = field(
@@ -187,11 +188,13 @@ def finetune_inputs(model_args: ModelArguments, data_args: DataArguments, traini
 
 def parse_args(task: str, argv: Sequence[str] | None = None):
     """(model_args, data_args, training_args) from the command line; bad values exit with a one-line error."""
-    from transformers import HfArgumentParser, TrainingArguments
+    from transformers import TrainingArguments
+
+    from lib.core.arguments import OneLineHfArgumentParser
 
     if task not in finetune_tasks():
         raise ValueError(f"task {task!r} is not one of {', '.join(finetune_tasks())}")
-    parser = HfArgumentParser((ModelArguments, LMDataArguments if task == LM_TASK else TaskDataArguments,
+    parser = OneLineHfArgumentParser((ModelArguments, LMDataArguments if task == LM_TASK else TaskDataArguments,
                                TrainingArguments))
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
@@ -207,5 +210,5 @@ def parse_args(task: str, argv: Sequence[str] | None = None):
         check_training_args(training_args, model_args, data_args)
         return model_args, data_args, training_args
     except ValueError as err:  # one line, without argparse's usage block (hundreds of Trainer flags)
-        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {one_line(err)}\n")
+        parser.error(str(err))
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from lib.core.cli import fail, interrupts_end_in_one_line, setup_logging as setup_cli_logging
 from lib.core.errors import OutputError, WeightFileError
-from lib.core.files import record_written, write_faults
+from lib.core.files import atomic_write, record_written, write_faults
 from lib.core.markers import add_to_manifest
 from lib.core.outputs import Output, claim_outputs
 from lib.core.results import environment_info, write_json
@@ -43,14 +43,15 @@ RESULTS_FILE = "finetune_results.json"
 TRAINER_FILES = ("train_results.json", "eval_results.json", "all_results.json", "trainer_state.json")
 
 
-def record_mask(model: nn.Module, model_args: ModelArguments, source_dir: Path, start: dict) -> SparsityMask | None:
-    """The mask to enforce (None for a dense model or --no_preserve_sparsity), with one log line saying which."""
+def record_mask(model: nn.Module, model_args: ModelArguments, tier_modules: list[str], start: dict) -> SparsityMask | None:
+    """The mask to enforce (None for a dense model or --no_preserve_sparsity), with one log line saying which;
+    tier_modules: the module paths of the model's tier map (`lib.training.sparsity.tier_map_modules`)."""
     if not model_args.preserve_sparsity:
         if start["sparsity"] >= model_args.min_layer_sparsity:
             logger.warning("--no_preserve_sparsity: plain fine-tuning will densify this pruned model (sparsity %.4f)",
                            start["sparsity"])
         return None
-    tier_weights = [f"{module}.weight" for module in (tier_map_modules(source_dir) if source_dir.is_dir() else [])]
+    tier_weights = [f"{module}.weight" for module in tier_modules]
     unknown = sorted(set(tier_weights) - set(start["modules"]))
     if unknown:
         logger.warning("the tier map lists %d modules that are not decoder Linear layers, e.g. %s",
@@ -152,10 +153,11 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
         fail(f"--eval_strategy {training_args.eval_strategy} needs evaluation data; drop --max_eval_samples 0")
 
     start = measure_sparsity(model)
-    try:
-        mask = record_mask(model, model_args, source_dir, start)
+    try:  # the tier map and its TierMetadata checked before training (the file is copied unchanged at the end)
+        tier_modules = tier_map_modules(source_dir)
     except WeightFileError as err:  # a damaged tier_map.safetensors
         fail(err)
+    mask = record_mask(model, model_args, tier_modules, start)
     training_args.prediction_loss_only = True  # eval_loss only; never gather [N, T, vocab] logits
     trainer = _trainer_class()(
         model=model,
@@ -217,8 +219,8 @@ def train(task: str, model_args: ModelArguments, data_args: DataArguments, train
     }
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
-        if (source_dir / TIER_MAP_FILE).is_file():
-            shutil.copy2(source_dir / TIER_MAP_FILE, output_dir / TIER_MAP_FILE)
+        if (source_dir / TIER_MAP_FILE).is_file():  # checked before training (tier_map_modules); copied byte for byte
+            atomic_write(output_dir / TIER_MAP_FILE, lambda tmp: shutil.copy2(source_dir / TIER_MAP_FILE, tmp))
         write_json(output_dir / SPARSITY_FILE, sparsity)
         write_json(output_dir / RESULTS_FILE, results)
         add_to_manifest(output_dir, "finetune", saved + [TIER_MAP_FILE, SPARSITY_FILE, RESULTS_FILE, *TRAINER_FILES])

@@ -123,7 +123,10 @@ class SparsityCallback(TrainerCallback):
 
 
 def tier_map_modules(model_dir: Path) -> list[str]:
-    """Module paths listed in the model directory's tier map, [] when it has none."""
+    """Module paths listed in the model directory's tier map, [] when it has none (or `model_dir` is a file).
+
+    Reads the file through `lib.tiered.tier_map.load_tier_maps`: a damaged file or metadata that is not
+    `TierMetadata`'s raises WeightFileError naming the file."""
     path = model_dir / TIER_MAP_FILE
     if not path.is_file():
         return []

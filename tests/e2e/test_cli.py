@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import main_block_three_tier as cli
-from lib.tiered.tier_map import load_tier_maps
+from lib.tiered.tier_map import TierMetadata, load_tier_maps
 from tests.helpers import SAMPLE_DATA
 
 BASE = ["--data_dir", str(SAMPLE_DATA), "--nsamples", "4", "--seqlen", "64", "--eval_windows", "3", "--device", "cpu"]
@@ -21,7 +21,7 @@ def pruned_run(tiny_llama_dir, tmp_path_factory):
     return out
 
 
-def test_outputs_are_complete(pruned_run):
+def test_outputs_are_complete(pruned_run, tiny_llama_dir):
     results = pruned_run / "results"
     report = json.loads((results / "results.json").read_text())
     assert report["args"]["nsamples"] == 4 and report["seed"] == 0
@@ -39,7 +39,7 @@ def test_outputs_are_complete(pruned_run):
     assert log[1].split("\t")[0] == "wanda_three_tier_wanda_matrix"
     assert float(log[1].split("\t")[1]) == pytest.approx(report["sparsity"]["sparsity"], abs=1e-4)
     maps, metadata = load_tier_maps(results / "tier_map.safetensors")
-    assert metadata["block_size"] == 16 and metadata["ratios"] == [0.35, 0.45, 0.2]
+    assert metadata == TierMetadata(16, (0.35, 0.45, 0.2), 15, "matrix", False, str(tiny_llama_dir))
     assert maps["model.layers.1.mlp.down_proj"].shape == (4, 6) and maps["model.layers.1.mlp.down_proj"].dtype == torch.uint8
     assert (results / "tier_map.png").stat().st_size > 1000
     assert not list(pruned_run.glob(".*partial*"))

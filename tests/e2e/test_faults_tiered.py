@@ -42,7 +42,7 @@ from lib.pruning.driver import PruneConfig, prune_model
 from lib.tiered.checkpoint import (COMPRESSED_FILE, VERSION, load_tiered_model, metadata_checksum, save_compressed,
                                    tensor_checksum)
 from lib.tiered.format import TieredFormatError
-from lib.tiered.tier_map import DENSE, TIER_MAP_FILE, TOPK, load_tier_maps, save_tier_maps
+from lib.tiered.tier_map import DENSE, TIER_MAP_FILE, TOPK, TierMetadata, load_tier_maps, save_tier_maps
 from lib.training.sparsity import tensors_sha256
 from tests.helpers import REPO, SAMPLE_DATA, make_llama, make_tokenizer
 from scripts import eval_tasks
@@ -602,7 +602,7 @@ def test_compress_model_checks_its_input_weights(plain_dir, tmp_path):
 def test_damaged_tier_map_file_is_one_line(tmp_path, damage, expected):
     maps = {"model.layers.0.mlp.up_proj": torch.zeros(6, 4, dtype=torch.uint8)}
     path = tmp_path / TIER_MAP_FILE
-    save_tier_maps(path, maps, {"block_size": 16})
+    save_tier_maps(path, maps, TierMetadata(16))
     assert torch.equal(load_tier_maps(path)[0]["model.layers.0.mlp.up_proj"], maps["model.layers.0.mlp.up_proj"])
     name = "model.layers.0.mlp.up_proj"
     if damage == "code 3":

@@ -119,7 +119,7 @@ def test_finetune_output_dir_that_is_the_model_or_a_file_is_refused(tiny_llama_d
         (["--save", "/proc/wanda_x"], "cannot write --save /proc/wanda_x"),
         (["--save_model", "/proc/wanda_x"], "cannot write --save_model /proc/wanda_x"),
         (["--seqlen", "1"], "--seqlen must be at least 2"),
-        (["--topk_per_block", "300"], "--topk_per_block must be in [0, 256]"),
+        (["--topk_per_block", "300"], "--topk_per_block 300 is not in [0, 256] (block_size 16 squared)"),
     ],
 )
 def test_errors_come_before_loading_the_model(tiny_llama_dir, tmp_path, capsys, no_model_load, extra, message):

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from lib.pruning.driver import PruneConfig
@@ -13,10 +14,10 @@ from tests.helpers import REPO, SAMPLE_DATA, make_tokenizer, prune_tiny_llama, s
 def test_compress_model_script(tmp_path):
     model, tier_maps = prune_tiny_llama(PruneConfig(tier_scope="row"))
     from lib.models.loading import save_model
-    from lib.tiered.tier_map import TIER_MAP_FILE, save_tier_maps
+    from lib.tiered.tier_map import TIER_MAP_FILE, TierMetadata, save_tier_maps
 
     save_model(model, make_tokenizer(), tmp_path / "pruned")
-    save_tier_maps(tmp_path / "pruned" / TIER_MAP_FILE, tier_maps, {"block_size": 16, "topk_per_block": 15})
+    save_tier_maps(tmp_path / "pruned" / TIER_MAP_FILE, tier_maps, TierMetadata(16, topk_per_block=15))
     script = REPO / "scripts" / "compress_model.py"
     run = subprocess.run([sys.executable, str(script), str(tmp_path / "pruned"), str(tmp_path / "out"), "--verify"],
                          capture_output=True, text=True)
@@ -49,3 +50,21 @@ def test_cli_save_compressed_matches_save_model(tiny_llama_dir, tmp_path):
     model, tokenizer = load_model(str(tmp_path / "tiered"), device="cpu")
     assert state_bits(model).keys() == expected.keys() and all(torch.equal(expected[k], state_bits(model)[k]) for k in expected)
     assert tokenizer.pad_token_id is not None and not model.training
+
+
+def test_compress_model_tiles_by_the_tier_map_metadata(tmp_path):
+    """compress_model.py takes block size and top-k from the tier map's TierMetadata (no literal fallbacks);
+    --block_size only tiles matrices without a tier map and must agree with a tier map's."""
+    from lib.tiered.tier_map import TIER_MAP_FILE, TierMetadata, save_tier_maps
+    from scripts.compress_model import read_tier_maps
+
+    maps = {"model.layers.0.mlp.up_proj": torch.zeros(2, 3, dtype=torch.uint8)}
+    save_tier_maps(tmp_path / TIER_MAP_FILE, maps, TierMetadata(8, topk_per_block=20))
+    for flag in (None, 8):
+        loaded, tiers = read_tier_maps(tmp_path, flag)
+        assert tiers == TierMetadata(8, None, 20) and list(loaded) == list(maps)
+    with pytest.raises(ValueError, match=r"^--block_size 16 differs from the tier map's 8; drop the flag$"):
+        read_tier_maps(tmp_path, 16)
+    (tmp_path / "plain").mkdir()
+    assert read_tier_maps(tmp_path / "plain", None) == ({}, TierMetadata(16, None, 15))
+    assert read_tier_maps(tmp_path / "plain", 32) == ({}, TierMetadata(32, None, 15))

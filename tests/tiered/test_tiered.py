@@ -9,7 +9,7 @@ from lib.pruning.masks import three_tier_mask
 from lib.tiered.checkpoint import encode_state_dict, load_tiered_model, save_compressed
 from lib.tiered.cost import bitmask_cost, model_cost, tiered_cost
 from lib.tiered.format import decode_bitmask, decode_tiered, encode_bitmask, encode_tiered
-from lib.tiered.tier_map import DENSE, NM, TOPK
+from lib.tiered.tier_map import DENSE, NM, TOPK, TierMetadata
 from tests.helpers import bits, make_tokenizer, prune_tiny_llama, state_bits
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -75,7 +75,7 @@ def test_three_tier_model_round_trip(dtype, tmp_path):
 def test_two_four_model_without_tier_map_is_stored_as_nm_tiles(tmp_path):
     model, tier_maps = prune_tiny_llama(PruneConfig(sparsity_type="2:4"))
     assert not tier_maps
-    tensors, metadata = encode_state_dict(model, decoder_linear_weights(model), {}, 16, 15)
+    tensors, metadata = encode_state_dict(model, decoder_linear_weights(model), {}, TierMetadata(16, topk_per_block=15))
     assert {m["encoding"] for m in metadata["matrices"].values()} == {"tiered"} and len(metadata["matrices"]) == 14
     assert all(int(t.max()) == NM for k, t in tensors.items() if k.endswith(".tier_map"))
     save_compressed(model, None, tmp_path, decoder_linear_weights(model), {})
@@ -85,7 +85,7 @@ def test_two_four_model_without_tier_map_is_stored_as_nm_tiles(tmp_path):
 def test_cost_matches_the_stored_tensors(tmp_path):
     model, tier_maps = prune_tiny_llama(PruneConfig())
     cost = model_cost(model, decoder_linear_weights(model), tier_maps)
-    tensors, metadata = encode_state_dict(model, decoder_linear_weights(model), tier_maps, 16, 15)
+    tensors, metadata = encode_state_dict(model, decoder_linear_weights(model), tier_maps, TierMetadata(16, topk_per_block=15))
     decoder = [k for k in tensors if k.rsplit(".", 1)[0] in metadata["matrices"]]
     assert sum(tensors[k].nbytes for k in decoder) == cost["decoder_bytes"]
     assert cost["encodings"] == {"tiered": 14, "bitmask": 0, "dense": 0}
@@ -93,7 +93,8 @@ def test_cost_matches_the_stored_tensors(tmp_path):
     q = tier_maps["model.layers.0.self_attn.q_proj"]
     assert tiered_cost(q, 16, 15, 4)["macs"] == 5 * 256 + 7 * 128 + 4 * 15
     assert tiered_cost(q, 16, 15, 4)["bytes"] == 16 + 5 * 1024 + 7 * (512 + 32) + 4 * 15 * 5
-    bitmask, _ = encode_state_dict(model, decoder_linear_weights(model), tier_maps, 16, 15, encoding="bitmask")
+    bitmask, _ = encode_state_dict(model, decoder_linear_weights(model), tier_maps, TierMetadata(16, topk_per_block=15),
+                                    encoding="bitmask")
     nnz = {k: int((p != 0).sum()) for k, p in model.state_dict().items() if k in metadata["matrices"]}
     assert sum(bitmask[k].nbytes for k in bitmask if k.rsplit(".", 1)[0] in nnz) == sum(
         bitmask_cost(tuple(model.state_dict()[k].shape), n, 4)["bytes"] for k, n in nnz.items())

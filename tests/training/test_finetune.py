@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from lib.data.prompts import NO_ANSWER, squad_prompt
 from lib.models.arch import decoder_linear_weights, find_linears, get_decoder_layers
 from lib.pruning.masks import three_tier_mask
-from lib.tiered.tier_map import TIER_MAP_FILE, load_tier_maps, save_tier_maps
+from lib.tiered.tier_map import TIER_MAP_FILE, TierMetadata, load_tier_maps, save_tier_maps
 from lib.training.args import check_precision, parse_args
 from lib.training.data import IGNORE_INDEX, PadCollator, encode_prompt_target
 from lib.training.run import main
@@ -55,7 +58,7 @@ def pruned_llama_dir(tmp_path_factory, tokenizer):
     model, tier_maps = pruned_llama()
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    save_tier_maps(path / TIER_MAP_FILE, tier_maps, {"block_size": 16, "ratios": [0.35, 0.45, 0.2]})
+    save_tier_maps(path / TIER_MAP_FILE, tier_maps, TierMetadata(16, (0.35, 0.45, 0.2)))
     return path
 
 
@@ -270,6 +273,20 @@ def test_lm_arguments_have_dataset_and_block_size(tmp_path):
         parse_args("lm", ["--dataset_name", "ptb", "--output_dir", str(tmp_path)])
 
 
+def test_tier_map_outside_the_schema_stops_before_training(pruned_llama_dir, task_data_dir, tmp_path, capsys):
+    """The tier map's TierMetadata is checked before training: one line naming the file and the key, exit 2."""
+    model_dir = Path(shutil.copytree(pruned_llama_dir, tmp_path / "model"))
+    maps, _ = load_tier_maps(model_dir / TIER_MAP_FILE)
+    save_file(maps, str(model_dir / TIER_MAP_FILE), metadata={"block_size": "6"})
+    with pytest.raises(SystemExit) as exit_info:
+        main("squad", finetune_args(model_dir, task_data_dir, tmp_path / "out", "--max_steps", "1"))
+    lines = capsys.readouterr().err.strip().splitlines()  # the log lines of loading, then the error
+    (error,) = [line for line in lines if line.startswith("error:")]
+    assert exit_info.value.code == 2 and lines[-1] == error == (f"error: {model_dir / TIER_MAP_FILE}: tier-map metadata: block_size 6 "
+                                                   "is not a positive multiple of 4 (2:4 groups must stay inside blocks)")
+    assert not (tmp_path / "out" / "trainer_state.json").exists()
+
+
 # ---------------------------------------------------------------- fine-tuning runs
 
 
@@ -294,7 +311,7 @@ def test_finetune_keeps_the_exact_zero_pattern(task, accumulation, pruned_llama_
     train_metrics = json.loads((output_dir / "train_results.json").read_text())
     assert train_metrics["sparsity_start"] == train_metrics["sparsity_end"] == sparsity["start"]["sparsity"]
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "tokenizer.json").is_file()
-    assert load_tier_maps(output_dir / TIER_MAP_FILE)[0].keys() == load_tier_maps(pruned_llama_dir / TIER_MAP_FILE)[0].keys()
+    assert (output_dir / TIER_MAP_FILE).read_bytes() == (pruned_llama_dir / TIER_MAP_FILE).read_bytes()
     assert results["eval"]["eval_loss"] > 0
     if task == "squad":
         assert results["eval_loss_start"] is not None and results["eval"]["eval_loss"] < results["eval_loss_start"]

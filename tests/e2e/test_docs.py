@@ -104,6 +104,14 @@ def test_every_repository_path_in_the_docs_exists():
     assert not missing, "paths named in the docs that are not in the tree:\n" + "\n".join(f"{d}: {p}" for d, p in missing)
 
 
+def test_every_test_named_in_the_docs_exists():
+    named = {m for doc in DOC_FILES for m in re.findall(r"(tests/[\w/]+\.py)::(\w+)", _text(doc))}
+    missing = sorted(f"{path}::{name}" for path, name in named
+                     if not (REPO / path).is_file() or f"def {name}(" not in (REPO / path).read_text())
+    assert named
+    assert not missing, "tests named in the docs that do not exist: " + ", ".join(missing)
+
+
 def test_every_relative_link_in_the_docs_resolves():
     links = [(doc, target) for doc in DOC_FILES for target in LINK.findall(_text(doc)) if "://" not in target]
     broken = [f"{_rel(doc)}: {target}" for doc, target in links if not (doc.parent / target).exists()]

@@ -1,6 +1,6 @@
 """Sparsity-preserving fine-tuning on GSM8K (question + worked solution; eval on test).
 
-    python dense_ft/finetune_gsm8k.py --model_name_or_path out/pruned --data_dir ../shared/data --output_dir out/ft_gsm8k
+    python dense_ft/finetune_gsm8k.py --model_name_or_path out/pruned --data_dir DATA --output_dir out/ft_gsm8k
     torchrun --nproc_per_node 2 dense_ft/finetune_gsm8k.py ...   # DDP; every Trainer flag works (--help)
 """
 

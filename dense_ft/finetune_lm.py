@@ -1,6 +1,6 @@
 """Sparsity-preserving fine-tuning on causal-LM text (WikiText2 or C4, --dataset_name, --block_size).
 
-    python dense_ft/finetune_lm.py --model_name_or_path out/pruned --data_dir ../shared/data --output_dir out/ft_lm
+    python dense_ft/finetune_lm.py --model_name_or_path out/pruned --data_dir DATA --output_dir out/ft_lm
     torchrun --nproc_per_node 2 dense_ft/finetune_lm.py ...   # DDP; every Trainer flag works (--help)
 """
 

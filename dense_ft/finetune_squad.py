@@ -1,6 +1,6 @@
 """Sparsity-preserving fine-tuning on SQuAD v2 (prompt + first gold answer or the no-answer string; eval on dev).
 
-    python dense_ft/finetune_squad.py --model_name_or_path out/pruned --data_dir ../shared/data --output_dir out/ft_squad
+    python dense_ft/finetune_squad.py --model_name_or_path out/pruned --data_dir DATA --output_dir out/ft_squad
     torchrun --nproc_per_node 2 dense_ft/finetune_squad.py ...   # DDP; every Trainer flag works (--help)
 """
 

@@ -7,7 +7,7 @@ compared with the full profile (largest absolute difference of any layer's dense
 top-k share), then the prune itself without OWL, so that each profile's time is printed as
 the share it adds to the prune's wall time.
 
-    python scripts/bench_owl_profile.py --data_dir ../shared/data --nsamples 32 --seqlen 512 --subsets 2 4 8 16
+    python scripts/bench_owl_profile.py --data_dir DATA --nsamples 32 --seqlen 512 --subsets 2 4 8 16
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Wall and process CPU time are both printed (CPU time is steadier on a shared mac
 Each prune starts from the dense weights. Also prints each prune's split (calibration
 forwards, mask math, profile) and the peak resident memory.
 
-    OMP_NUM_THREADS=2 python scripts/bench_prune.py --data_dir ../shared/data
+    OMP_NUM_THREADS=2 python scripts/bench_prune.py --data_dir DATA
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ With `--rows_dir`, every finished (row, seed) is saved there and reused by later
 same settings: an interrupted run resumes, and workers with disjoint `--only` / `--seeds`
 lists can fill one table in parallel (one thread each), then a run with all of them prints it.
 
-    python scripts/bench_quality.py --data_dir ../shared/data --output out/bench_quality.json
-    OMP_NUM_THREADS=1 python scripts/bench_quality.py --data_dir ../shared/data --rows_dir out/rows --only dense ...
+    python scripts/bench_quality.py --data_dir DATA --output out/bench_quality.json
+    OMP_NUM_THREADS=1 python scripts/bench_quality.py --data_dir DATA --rows_dir out/rows --only dense ...
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ dependency of this toolkit), the others in the project's:
     /work/lmeval-venv/bin/pip install torch==2.13.0 "lm-eval[hf]==0.4.13" transformers==5.24.0
     # 1. lm-eval's own tasks, re-pointed at DIR/<task>/validation.jsonl (dataset_path json)
     /work/lmeval-venv/bin/python scripts/compare_lm_eval.py lm-eval --model MODEL_DIR \\
-        --data_dir ../shared/data --limit boolq=1000 hellaswag=1000 --output out/parity/lm_eval.json
+        --data_dir DATA --limit boolq=1000 hellaswag=1000 --output out/parity/lm_eval.json
     # 2. ours on the same rows
-    python scripts/compare_lm_eval.py ours --model MODEL_DIR --data_dir ../shared/data \\
+    python scripts/compare_lm_eval.py ours --model MODEL_DIR --data_dir DATA \\
         --limit boolq=1000 hellaswag=1000 --output out/parity/ours.json
     # 3. the table; exit status 1 when a task differs by more than --tolerance (default 1 point)
     python scripts/compare_lm_eval.py compare out/parity/lm_eval.json out/parity/ours.json

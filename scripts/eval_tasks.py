@@ -3,7 +3,7 @@
 multiple-choice suite); write one JSON report.
 
     python scripts/eval_tasks.py --model out/exp1/finetuned \
-        --tasks wikitext2 squad gsm8k boolq --data_dir ../shared/data \
+        --tasks wikitext2 squad gsm8k boolq --data_dir DATA \
         --limit 200 --output out/exp1/eval.json
 
 --limit, --nll_limit and --max_new_tokens take one number for every task or per-task values:

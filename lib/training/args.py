@@ -81,7 +81,7 @@ class DataArguments:
     data_dir: str | None = field(
         default=None,
         metadata={"help": "Directory with the official file layouts (squad/dev-v2.0.json, gsm8k/test.jsonl, "
-                  "wikitext2/wiki.test.raw, ...), e.g. ../shared/data; default: lib.data's default."},
+                  "wikitext2/wiki.test.raw, ...), e.g. --data_dir DATA; default: lib.data's default."},
     )
     max_train_samples: int | None = field(
         default=None,

@@ -38,6 +38,11 @@ from lib.core.cli import OneLineErrors
 BUILT_WHEN_PARSED = ("help", "choices")  # metadata that may be a function, called when the parser is built
 
 
+def flag(default: Any, help: str, **metadata: Any) -> dataclasses.Field:
+    """A dataclass field that is one documented flag: `field(default=default, metadata={"help": help, ...})`."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
 class OneLineHfArgumentParser(OneLineErrors, HfArgumentParser):
     """HfArgumentParser whose errors are one line (`prog: error: ...`, exit 2), without the usage block."""
 

@@ -115,15 +115,15 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Expectation:
-    """`statement` holds when metric(a) - metric(b) of `task` has the sign `sign` with a 95% interval excluding 0.
-    `finetuned_on`: instead of a and b, every row fine-tuned on that data against the pruned model it started from."""
+    """`statement` holds when metric(a) - metric(b) of `task`, for `rows` = (a, b), has the sign `sign` with a 95%
+    interval excluding 0. `finetuned_on`: instead of `rows`, every row fine-tuned on that data against the pruned
+    model it started from."""
 
     statement: str
     task: str
     metric: str
     sign: int
-    a: str | None = None
-    b: str | None = None
+    rows: tuple[str, str] | None = None
     finetuned_on: str | None = None
 
 
@@ -142,25 +142,25 @@ EXPECTATIONS = (
     Expectation("fine-tuning on GSM8K lowers the GSM8K answer NLL", "gsm8k", "answer_nll", -1, finetuned_on="gsm8k"),
     Expectation("fine-tuning on WikiText2 lowers WikiText2 perplexity", "wikitext2", "ppl", -1, finetuned_on="wikitext2"),
     Expectation("calibrating on SQuAD lowers the SQuAD answer NLL after SQuAD fine-tuning", "squad", "answer_nll", -1,
-                "exp2", "exp1"),
+                ("exp2", "exp1")),
     Expectation(f"calibrating on SQuAD lowers {_ANSWERABLE} after SQuAD fine-tuning", "squad", "HasAns_answer_nll", -1,
-                "exp2", "exp1"),
+                ("exp2", "exp1")),
     Expectation("calibrating on WikiText2 + SQuAD lowers the SQuAD answer NLL after SQuAD fine-tuning", "squad",
-                "answer_nll", -1, "exp5", "exp1"),
+                "answer_nll", -1, ("exp5", "exp1")),
     Expectation("calibrating on GSM8K lowers the GSM8K answer NLL after GSM8K fine-tuning", "gsm8k", "answer_nll", -1,
-                "exp4", "exp3"),
+                ("exp4", "exp3")),
     Expectation("calibrating on WikiText2 + GSM8K lowers the GSM8K answer NLL after GSM8K fine-tuning", "gsm8k",
-                "answer_nll", -1, "exp6", "exp3"),
+                "answer_nll", -1, ("exp6", "exp3")),
     Expectation("calibrating on SQuAD lowers the SQuAD answer NLL of the pruned model", "squad", "answer_nll", -1,
-                pruned("squad"), pruned("wikitext2")),
+                (pruned("squad"), pruned("wikitext2"))),
     Expectation(f"calibrating on SQuAD lowers {_ANSWERABLE} of the pruned model", "squad", "HasAns_answer_nll", -1,
-                pruned("squad"), pruned("wikitext2")),
+                (pruned("squad"), pruned("wikitext2"))),
     Expectation("calibrating on GSM8K lowers the GSM8K answer NLL of the pruned model", "gsm8k", "answer_nll", -1,
-                pruned("gsm8k"), pruned("wikitext2")),
-    Expectation("calibrating on SQuAD costs WikiText2 perplexity", "wikitext2", "ppl", +1, pruned("squad"),
-                pruned("wikitext2")),
-    Expectation("calibrating on GSM8K costs WikiText2 perplexity", "wikitext2", "ppl", +1, pruned("gsm8k"),
-                pruned("wikitext2")),
+                (pruned("gsm8k"), pruned("wikitext2"))),
+    Expectation("calibrating on SQuAD costs WikiText2 perplexity", "wikitext2", "ppl", +1, (pruned("squad"),
+                pruned("wikitext2"))),
+    Expectation("calibrating on GSM8K costs WikiText2 perplexity", "wikitext2", "ppl", +1, (pruned("gsm8k"),
+                pruned("wikitext2"))),
 )
 ROW_NAMES = (DENSE_ROW, *(pruned(c) for c in CALIBRATION_ORDER), *BY_NAME)
 
@@ -171,10 +171,10 @@ def design_problems() -> list[str]:
                 for c in COMPARISONS if c.a not in ROW_NAMES or c.b not in ROW_NAMES]
     for e in EXPECTATIONS:
         if e.finetuned_on is not None:
-            if e.a is not None or e.b is not None or e.finetuned_on not in FINETUNE_DATA:
+            if e.rows is not None or e.finetuned_on not in FINETUNE_DATA:
                 problems.append(f"expectation '{e.statement}': finetuned_on must be one of {', '.join(FINETUNE_DATA)} "
-                                "and exclude a and b")
-        elif e.a not in ROW_NAMES or e.b not in ROW_NAMES:
+                                "and exclude rows")
+        elif e.rows is None or any(row not in ROW_NAMES for row in e.rows):
             problems.append(f"expectation '{e.statement}' names a row that is not in {', '.join(ROW_NAMES)}")
         if e.sign not in (-1, 1):
             problems.append(f"expectation '{e.statement}': sign must be -1 or +1")

@@ -220,7 +220,7 @@ def expectation_lines(groups: list[Group]) -> list[str]:
         if e.finetuned_on is not None:
             pairs = [(g, ref) for g, ref in fine_tuning_pairs(groups) if g.finetuning == e.finetuned_on]
         else:
-            pairs = [(by_name[e.a], by_name[e.b])] if e.a in by_name and e.b in by_name else []
+            pairs = [(by_name[e.rows[0]], by_name[e.rows[1]])] if all(row in by_name for row in e.rows) else []
         for group_a, group_b in pairs:
             result = difference(group_a, group_b, e.task, e.metric)
             if result is None and info.role != "score":

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from lib.core.arguments import flag
 from lib.core.cli import check_finite_fields
 from lib.core.outputs import Output, check_outputs
 from lib.data.sources import resolve_data_dir
@@ -37,37 +38,20 @@ def finetune_tasks() -> tuple[str, ...]:
 class ModelArguments:
     """Which model to fine-tune and how its sparsity is kept."""
 
-    model_name_or_path: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "Pruned model directory, Hub id, .gguf file or the alias "
-                  f"{DEFAULT_MODEL!r} (anything lib.models.loading.load_model accepts)."},
-    )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer to use if not the one saved with the model."}
-    )
-    preserve_sparsity: bool = field(
-        default=True,
-        metadata={"help": "Keep the zero pattern of the decoder Linear weights (gradient masking + re-masking "
-                  "after every optimizer step). --no_preserve_sparsity is plain Trainer fine-tuning, which "
-                  "densifies a pruned model."},
-    )
-    verify_checksums: bool = field(
-        default=True,
-        metadata={"help": "Verify the checksums of a tiered model directory (docs/tiered-format.md); "
-                  "--no_verify_checksums skips them for trusted files (the structure is still checked)."},
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Write into an --output_dir that holds files this toolkit did not write, or another kind of "
-                  "its outputs: same-named entries are replaced, nothing else is deleted (the meaning of --overwrite "
-                  "in every CLI; default: refuse)."},
-    )
-    min_layer_sparsity: float = field(
-        default=0.01,
-        metadata={"help": "A decoder Linear counts as pruned (its zeros are kept) when at least this fraction of "
-                  "its weights is zero, or when the model's tier map lists it. Below it, zeros are incidental "
-                  "(e.g. from GGUF dequantization) and train normally."},
-    )
+    model_name_or_path: str = flag(DEFAULT_MODEL, "Pruned model directory, Hub id, .gguf file or the alias "
+                                   f"{DEFAULT_MODEL!r} (anything lib.models.loading.load_model accepts).")
+    tokenizer_name: str | None = flag(None, "Tokenizer to use if not the one saved with the model.")
+    preserve_sparsity: bool = flag(True, "Keep the zero pattern of the decoder Linear weights (gradient masking + "
+                                   "re-masking after every optimizer step). --no_preserve_sparsity is plain Trainer "
+                                   "fine-tuning, which densifies a pruned model.")
+    verify_checksums: bool = flag(True, "Verify the checksums of a tiered model directory (docs/tiered-format.md); "
+                                  "--no_verify_checksums skips them for trusted files (the structure is still checked).")
+    overwrite_output_dir: bool = flag(False, "Write into an --output_dir that holds files this toolkit did not write, or "
+                                      "another kind of its outputs: same-named entries are replaced, nothing else is "
+                                      "deleted (the meaning of --overwrite in every CLI; default: refuse).")
+    min_layer_sparsity: float = flag(0.01, "A decoder Linear counts as pruned (its zeros are kept) when at least this "
+                                     "fraction of its weights is zero, or when the model's tier map lists it. Below "
+                                     "it, zeros are incidental (e.g. from GGUF dequantization) and train normally.")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_layer_sparsity < 1.0:
@@ -78,21 +62,13 @@ class ModelArguments:
 class DataArguments:
     """Data options shared by every task."""
 
-    data_dir: str | None = field(
-        default=None,
-        metadata={"help": "Directory with the official file layouts (squad/dev-v2.0.json, gsm8k/test.jsonl, "
-                  "wikitext2/wiki.test.raw, ...), e.g. --data_dir DATA; default: lib.data's default."},
-    )
-    max_train_samples: int | None = field(
-        default=None,
-        metadata={"help": "Use only the first N training examples (lm: the number of random --block_size "
-                  "training windows, default 1000)."},
-    )
-    max_eval_samples: int | None = field(
-        default=None,
-        metadata={"help": "Evaluate on the first N examples of the evaluation split (SQuAD dev, GSM8K test; "
-                  "lm: the first N test windows). 0 disables evaluation."},
-    )
+    data_dir: str | None = flag(None, "Directory with the official file layouts (squad/dev-v2.0.json, "
+                                "gsm8k/test.jsonl, wikitext2/wiki.test.raw, ...), e.g. --data_dir DATA; default: "
+                                "lib.data's default.")
+    max_train_samples: int | None = flag(None, "Use only the first N training examples (lm: the number of random "
+                                         "--block_size training windows, default 1000).")
+    max_eval_samples: int | None = flag(None, "Evaluate on the first N examples of the evaluation split (SQuAD dev, "
+                                        "GSM8K test; lm: the first N test windows). 0 disables evaluation.")
 
     def __post_init__(self) -> None:
         resolve_data_dir(self.data_dir)  # a missing directory fails here, before any model loads
@@ -106,11 +82,8 @@ class DataArguments:
 class TaskDataArguments(DataArguments):
     """Prompt + answer tasks (SQuAD, GSM8K)."""
 
-    max_length: int = field(
-        default=512,
-        metadata={"help": "Longest prompt + answer in tokens; longer examples are cut on the right and dropped "
-                  "when no answer token is left."},
-    )
+    max_length: int = flag(512, "Longest prompt + answer in tokens; longer examples are cut on the right and "
+                                "dropped when no answer token is left.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,11 +95,9 @@ class TaskDataArguments(DataArguments):
 class LMDataArguments(DataArguments):
     """Causal-LM fine-tuning on raw text."""
 
-    dataset_name: str = field(
-        default="wikitext2", metadata={"help": "Text corpus to fine-tune on (a text dataset of lib.data.registry).",
-                                       "choices": list(registry.names("text"))}
-    )
-    block_size: int = field(default=512, metadata={"help": "Tokens per training / evaluation window."})
+    dataset_name: str = flag("wikitext2", "Text corpus to fine-tune on (a text dataset of lib.data.registry).",
+                             choices=list(registry.names("text")))
+    block_size: int = flag(512, "Tokens per training / evaluation window.")
 
     def __post_init__(self) -> None:
         super().__post_init__()

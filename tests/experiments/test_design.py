@@ -36,10 +36,10 @@ def test_comparisons_and_expectations_name_rows_of_the_matrix():
     ("COMPARISONS", Comparison("exp7", "exp1", "?"), "comparison exp7 - exp1 names a row that is not in dense, "
      "pruned/wikitext2, pruned/squad, pruned/gsm8k, pruned/wikitext2-squad, pruned/wikitext2-gsm8k, baseline, exp1,"),
     ("COMPARISONS", Comparison("pruned/c4", "exp1", "?"), "comparison pruned/c4 - exp1 names a row"),
-    ("EXPECTATIONS", Expectation("x", "squad", "f1", -1, "exp1", "pruned/boolq"), "expectation 'x' names a row"),
+    ("EXPECTATIONS", Expectation("x", "squad", "f1", -1, ("exp1", "pruned/boolq")), "expectation 'x' names a row"),
     ("EXPECTATIONS", Expectation("y", "squad", "f1", -1, finetuned_on="boolq"),
-     "expectation 'y': finetuned_on must be one of wikitext2, squad, gsm8k and exclude a and b"),
-    ("EXPECTATIONS", Expectation("z", "squad", "f1", 0, "exp1", "exp2"), "expectation 'z': sign must be -1 or +1"),
+     "expectation 'y': finetuned_on must be one of wikitext2, squad, gsm8k and exclude rows"),
+    ("EXPECTATIONS", Expectation("z", "squad", "f1", 0, ("exp1", "exp2")), "expectation 'z': sign must be -1 or +1"),
 ])
 def test_a_name_outside_the_matrix_is_found(monkeypatch, attribute, bad, problem):
     monkeypatch.setattr(design, attribute, (*getattr(design, attribute), bad))

@@ -63,11 +63,6 @@ def behaviour_metrics(rows: list[Row]) -> list[MetricInfo]:
     return [m for m in metric_infos(rows) if m.role == "behaviour"]
 
 
-def task_display(rows: list[Row], task: str) -> str:
-    """The task's name in tables, from the first report that describes it."""
-    return next((row.tasks_info[task]["display"] for row in rows if task in (row.tasks_info or {})), task)
-
-
 def difference(a: Group, b: Group, task: str, key: str) -> dict | None:
     """metric(a) - metric(b) with its 95% paired-bootstrap interval over their shared examples.
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-from lib.core.arguments import DataclassParser
+from lib.core.arguments import DataclassParser, flag
 from lib.core.cli import check_range, run_or_fail, seed_everything, setup_logging
 from lib.core.errors import ModelLoadError, OutputError
 from lib.core.outputs import Output, claim_outputs
@@ -46,41 +46,33 @@ class RunArguments:
     """The flags beside PruneConfig's: model, calibration data, device, outputs, evaluation. Checked on construction
     (one-line ValueErrors naming the flag); the data files and the model are checked later, before any weights load."""
 
-    model: str = field(default=DEFAULT_MODEL, metadata={
-        "help": f"Hub id, local model dir, .gguf file, or the alias {DEFAULT_MODEL}"})
-    seed: int = field(default=0, metadata={"help": "seed for calibration sampling and torch"})
-    nsamples: int = field(default=128, metadata={"help": "number of calibration samples"})
-    seqlen: int | None = field(default=None, metadata={
-        "help": f"calibration/evaluation length (default {DEFAULT_SEQLEN}, capped at the model's max_position_embeddings; "
-                "a larger explicit value is an error)"})
-    calibration_dataset: str = field(default="wikitext2", metadata={
-        "aliases": ("--calib_dataset",), "help": _calibration_help})
-    calibration_packing: str = field(default="concat", metadata={
-        "choices": ("concat", "none"),
-        "help": "concat: pack examples into full seqlen samples (default); none: one example per sample"})
-    data_dir: str | None = field(default=None, metadata={
-        "help": "local data root laid out like the official releases (default: env WANDA_DATA_DIR, else the Hub)"})
-    top_dense_ratio: float | None = field(default=None, metadata={"help": "alias: first of --sparsity_ratios"})
-    mid_2_4_ratio: float | None = field(default=None, metadata={"help": "alias: second of --sparsity_ratios"})
-    bottom_topk_ratio: float | None = field(default=None, metadata={"help": "alias: third of --sparsity_ratios"})
-    device: str | None = field(default=None, metadata={"help": "cuda, cuda:1, cpu (default: cuda if available)"})
-    device_map: str | None = field(default=None, metadata={"help": "e.g. auto: spread a model larger than one GPU"})
-    dtype: str = field(default="auto", metadata={
-        "choices": ("auto", "float32", "bfloat16", "float16"), "help": "dtype to load the model in (auto: its own)"})
-    verify_checksums: bool = field(default=True, metadata={"help": NO_VERIFY_HELP})
-    save: str | None = field(default=None, metadata={
-        "help": "results directory (results.json, log, tier maps, heat map)"})
-    save_model: str | None = field(default=None, metadata={
-        "help": "directory for the pruned model (save_pretrained)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "let --save/--save_model/--save_compressed write into a directory this toolkit did not write: same-named "
-                "entries are replaced, nothing else is deleted (default: refuse)"})
-    save_compressed: str | None = field(default=None, metadata={
-        "help": "directory for the pruned model in the compact tiered format (docs/tiered-format.md)"})
-    eval_windows: int | None = field(default=None, metadata={
-        "help": "evaluate perplexity on the first N windows (default all)"})
-    eval_batch_size: int = field(default=1, metadata={"help": "evaluation windows per forward"})
-    no_eval: bool = field(default=False, metadata={"help": "skip the perplexity evaluation"})
+    model: str = flag(DEFAULT_MODEL, f"Hub id, local model dir, .gguf file, or the alias {DEFAULT_MODEL}")
+    seed: int = flag(0, "seed for calibration sampling and torch")
+    nsamples: int = flag(128, "number of calibration samples")
+    seqlen: int | None = flag(None, f"calibration/evaluation length (default {DEFAULT_SEQLEN}, capped at the model's "
+                              "max_position_embeddings; a larger explicit value is an error)")
+    calibration_dataset: str = flag("wikitext2", _calibration_help, aliases=("--calib_dataset",))
+    calibration_packing: str = flag("concat", "concat: pack examples into full seqlen samples (default); none: one "
+                                    "example per sample", choices=("concat", "none"))
+    data_dir: str | None = flag(None, "local data root laid out like the official releases (default: env "
+                                "WANDA_DATA_DIR, else the Hub)")
+    top_dense_ratio: float | None = flag(None, "alias: first of --sparsity_ratios")
+    mid_2_4_ratio: float | None = flag(None, "alias: second of --sparsity_ratios")
+    bottom_topk_ratio: float | None = flag(None, "alias: third of --sparsity_ratios")
+    device: str | None = flag(None, "cuda, cuda:1, cpu (default: cuda if available)")
+    device_map: str | None = flag(None, "e.g. auto: spread a model larger than one GPU")
+    dtype: str = flag("auto", "dtype to load the model in (auto: its own)",
+                      choices=("auto", "float32", "bfloat16", "float16"))
+    verify_checksums: bool = flag(True, NO_VERIFY_HELP)
+    save: str | None = flag(None, "results directory (results.json, log, tier maps, heat map)")
+    save_model: str | None = flag(None, "directory for the pruned model (save_pretrained)")
+    overwrite: bool = flag(False, "let --save/--save_model/--save_compressed write into a directory this toolkit did "
+                           "not write: same-named entries are replaced, nothing else is deleted (default: refuse)")
+    save_compressed: str | None = flag(None, "directory for the pruned model in the compact tiered format "
+                                       "(docs/tiered-format.md)")
+    eval_windows: int | None = flag(None, "evaluate perplexity on the first N windows (default all)")
+    eval_batch_size: int = flag(1, "evaluation windows per forward")
+    no_eval: bool = flag(False, "skip the perplexity evaluation")
 
     def __post_init__(self) -> None:
         check_range("--seed", self.seed, 0, 2**32 - 1)  # what NumPy's generator accepts

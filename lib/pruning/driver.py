@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lib.core.arguments import flag
 from lib.core.cli import check_finite_fields
 from lib.core.results import Timer
 from lib.models.arch import decoder_layers_path, decoder_linears, find_linears, get_decoder_layers, unpruned_weights
@@ -44,40 +45,35 @@ logger = logging.getLogger(__name__)
 class PruneConfig:
     """What to prune and how; validated on construction (messages name the CLI flag).
 
-    The pruning CLI's flags are these fields (lib.core.arguments.DataclassParser, an HfArgumentParser): the
-    metadata holds each flag's help, choices (functions of the registries, read when the parser is built),
-    other spellings ("aliases") and, for `ratios`, its spelling ("flag"); the defaults are written only here.
+    The pruning CLI's flags are these fields (lib.core.arguments.DataclassParser, an HfArgumentParser; each
+    field a `lib.core.arguments.flag`): its metadata holds the flag's help, choices (functions of the registries,
+    read when the parser is built), other spellings ("aliases") and, for `ratios`, its spelling ("flag"); the
+    defaults are written only here.
     """
 
     _argument_group_name = "pruning (lib.pruning.driver.PruneConfig)"  # its flags' group in --help (not a field)
 
-    sparsity_type: str = field(default="three_tier", metadata={
-        "choices": pattern_names, "help": "sparsity pattern (lib.pruning.methods.PATTERNS)"})
-    prune_method: str = field(default="wanda", metadata={
-        "choices": score_names, "help": "what ranks the weights (lib.pruning.methods.SCORES); sparsegpt also "
-                                        "reconstructs the kept ones"})
-    sparsity_ratio: float = field(default=0.5, metadata={"help": "sparsity for --sparsity_type unstructured"})
-    ratios: tuple[float, float, float] = field(default=DEFAULT_RATIOS, metadata={
-        "flag": "--sparsity_ratios", "metavar": ("DENSE", "MID_2_4", "TOPK"),
-        "help": "block shares of the three tiers, >= 0 and summing to 1"})
-    block_size: int = field(default=DEFAULT_BLOCK_SIZE, metadata={
-        "help": "side of the square blocks the tiers are assigned to"})
-    topk_per_block: int = field(default=DEFAULT_TOPK_PER_BLOCK, metadata={"help": "weights kept in each top-k block"})
-    intra_block_score: str = field(default="method", metadata={
-        "aliases": ("--intra_block_metric",), "choices": (*INTRA_BLOCK_SCORES, *INTRA_BLOCK_ALIASES),
-        "help": "what picks the kept weights inside 2:4 and top-k blocks: the --prune_method score (method; "
-                "'wanda' is accepted for it) or |W| (magnitude)"})
-    tier_scope: str = field(default="matrix", metadata={
-        "choices": TIER_SCOPES,
-        "help": "rank blocks per matrix, per matrix balanced over block rows (row), per layer, or model-wide"})
-    owl: bool = field(default=False, metadata={"help": "outlier-weighted layer-wise tier shares (OWL)"})
-    owl_lambda: float = field(default=0.08, metadata={"help": "OWL: layer densities shift within +-lambda around the target"})
-    owl_m: float = field(default=5.0, metadata={"help": "OWL: outlier threshold, times the mean score"})
-    percdamp: float = field(default=0.01, metadata={"help": "SparseGPT Hessian damping"})
-    calib_batch_size: int = field(default=8, metadata={"help": "calibration samples per layer forward"})
-    profile_nsamples: int | None = field(default=4, metadata={
-        "help": "calibration samples (the first N) for the dense-model profile of --owl and --tier_scope model (give "
-                "--nsamples' value for the full profile)"})
+    sparsity_type: str = flag("three_tier", "sparsity pattern (lib.pruning.methods.PATTERNS)", choices=pattern_names)
+    prune_method: str = flag("wanda", "what ranks the weights (lib.pruning.methods.SCORES); sparsegpt also "
+                             "reconstructs the kept ones", choices=score_names)
+    sparsity_ratio: float = flag(0.5, "sparsity for --sparsity_type unstructured")
+    ratios: tuple[float, float, float] = flag(DEFAULT_RATIOS, "block shares of the three tiers, >= 0 and summing to 1",
+                                              flag="--sparsity_ratios", metavar=("DENSE", "MID_2_4", "TOPK"))
+    block_size: int = flag(DEFAULT_BLOCK_SIZE, "side of the square blocks the tiers are assigned to")
+    topk_per_block: int = flag(DEFAULT_TOPK_PER_BLOCK, "weights kept in each top-k block")
+    intra_block_score: str = flag("method", "what picks the kept weights inside 2:4 and top-k blocks: the "
+                                  "--prune_method score (method; 'wanda' is accepted for it) or |W| (magnitude)",
+                                  aliases=("--intra_block_metric",),
+                                  choices=(*INTRA_BLOCK_SCORES, *INTRA_BLOCK_ALIASES))
+    tier_scope: str = flag("matrix", "rank blocks per matrix, per matrix balanced over block rows (row), per layer, "
+                           "or model-wide", choices=TIER_SCOPES)
+    owl: bool = flag(False, "outlier-weighted layer-wise tier shares (OWL)")
+    owl_lambda: float = flag(0.08, "OWL: layer densities shift within +-lambda around the target")
+    owl_m: float = flag(5.0, "OWL: outlier threshold, times the mean score")
+    percdamp: float = flag(0.01, "SparseGPT Hessian damping")
+    calib_batch_size: int = flag(8, "calibration samples per layer forward")
+    profile_nsamples: int | None = flag(4, "calibration samples (the first N) for the dense-model profile of --owl and "
+                                        "--tier_scope model (give --nsamples' value for the full profile)")
 
     def __post_init__(self) -> None:
         self.ratios = tuple(float(r) for r in self.ratios)

@@ -112,7 +112,7 @@ def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> d
     from lib.eval.multiple_choice import evaluate_multiple_choice
     from lib.models.loading import load_model
 
-    model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
+    model, tokenizer = load_model(args.model, dtype="float32", device="cpu", kernel=args.kernel)
     report = {}
     for task, limit in limits.items():
         logger.info("ours %s (limit %s)", task, limit)
@@ -157,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--batch_size", type=int, default=16)
         p.add_argument("--output", required=True, help="JSON file for this side's results (replaces only an earlier one)")
         p.add_argument("--overwrite", action="store_true", help="let --output replace a file this toolkit did not write")
+        if side == "ours":
+            from lib.models.loading import add_kernel_flag
+
+            add_kernel_flag(p)
     p = sub.add_parser("compare")
     p.add_argument("reference", help="the lm-eval side's JSON")
     p.add_argument("ours", help="our side's JSON")
@@ -170,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.write(table + "\n")
                 return 0 if ok else 1
             limits = parse_limits(args.limit, args.tasks)
+            if args.side == "ours":
+                from lib.models.loading import check_kernel
+
+                check_kernel(args.kernel, args.model, "cpu")
             output = Output("--output", args.output, "lm_eval_parity", is_file=True)
             with claim_outputs([output], run_inputs(args.model, data_dir=args.data_dir), overwrite=args.overwrite):
                 def save(report: dict) -> None:  # after every task, so a long run keeps what it finished

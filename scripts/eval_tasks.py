@@ -39,7 +39,8 @@ from lib.eval.runner import (by_lm_eval, check_nll_limit, check_tasks, evaluate_
                              nll_tasks, perplexity_tasks)
 from lib.eval.tasks.task import get, group_names, members, names
 from lib.models.checks import check_seqlen, effective_seqlen, given_seqlen
-from lib.models.loading import DEFAULT_MODEL, check_model_early, load_model, model_label, run_inputs
+from lib.models.loading import (DEFAULT_MODEL, add_kernel_flag, check_kernel, check_model_early, load_model, model_label,
+                                run_inputs)
 from lib.tiered.checkpoint import DTYPES, add_verify_flag
 
 logger = logging.getLogger("eval_tasks")
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto = float32 on CPU, the checkpoint's dtype on GPU")
     add_verify_flag(p)
+    add_kernel_flag(p)
     p.add_argument("--seed", type=int, default=0, help="torch / numpy / random seed (generation is greedy)")
     p.add_argument("--backend", choices=("ours", "lm-eval"), default="ours",
                    help=f"ours (offline, default) or lm-eval for {', '.join(lm_eval_tasks())} (needs `pip install lm-eval` "
@@ -112,6 +114,7 @@ def _positive_int(text: str, flag: str) -> int:
 def run(args: argparse.Namespace) -> Path:
     explicit_seqlen = given_seqlen(args, DEFAULT_SEQLEN)
     check_tasks(args.tasks)
+    check_kernel(args.kernel, args.model, args.device)
     limit = parse_per_task(args.limit, "--limit")
     max_new_tokens = parse_per_task(args.max_new_tokens, "--max_new_tokens")
     nll_limit = parse_per_task(args.nll_limit, "--nll_limit")
@@ -138,7 +141,8 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
     write the report to `output` (claimed by `run`)."""
     seed_everything(args.seed)
     start = time.perf_counter()
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device, verify_checksums=args.verify_checksums)
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device, verify_checksums=args.verify_checksums,
+                                  kernel=args.kernel)
     seconds = {"load_model": time.perf_counter() - start}
     perplexity = bool(set(args.tasks) & set(perplexity_tasks()))
     seqlen = effective_seqlen(model, args.seqlen, explicit_seqlen) if perplexity else None
@@ -172,6 +176,7 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
             "device": str(next(model.parameters()).device),
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "seed": args.seed,
+            "kernel": args.kernel,
         },
         "environment": environment_info(),
     }

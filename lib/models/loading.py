@@ -270,7 +270,8 @@ def load_model(
             + ("" if Path(name_or_path).exists() else "no local path of that name exists; ")
             + f"pass a local directory, a .gguf file or {DEFAULT_MODEL!r} when the Hub is unreachable"
         ) from err
-    check_supported(model)
+    if kernel == "none":  # a hybrid model's pruned Linears are HybridLinear: nothing more to prune in it
+        check_supported(model)
     if device_map is None:
         model.to(device)
     model.eval()

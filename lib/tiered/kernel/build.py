@@ -2,7 +2,8 @@
 
 `extension()` builds the C++ ops with `torch.utils.cpp_extension.load` (ninja, -O3, and -mavx2 -mfma /
 -mavx512f where this CPU has them) into a build directory keyed by the source's hash and the flags, so a
-stale build is never reused, under the toolkit's cache (`lib.core.paths.cache_root() / "kernels"`). The
+stale build is never reused, under torch's extensions directory (env TORCH_EXTENSIONS_DIR, else
+~/.cache/torch_extensions; shared by every run, whatever its WANDA_CACHE). The
 first call in a process compiles or loads it; later calls return the same module. When no compiler or
 ninja is present (or env HYBRID_KERNEL=reference forces it) it returns None and logs ONE warning: the
 exact reference `lib.tiered.matmul` is used instead.
@@ -15,8 +16,6 @@ import logging
 import os
 from functools import lru_cache
 from pathlib import Path
-
-from lib.core.paths import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +45,12 @@ def compile_flags() -> list[str]:
 
 
 def build_dir(flags: list[str]) -> Path:
-    """cache_root()/kernels/hybrid-<hash of the source and the flags>."""
-    key = hashlib.sha1(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
-    return cache_root() / "kernels" / f"hybrid-{key}"
+    """<torch extensions dir>/wanda_hybrid-<hash of the source, the flags and torch's version>."""
+    import torch
+
+    key = hashlib.sha1(SOURCE.read_bytes() + " ".join(flags).encode() + torch.__version__.encode()).hexdigest()[:16]
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / f"wanda_hybrid-{key}"
 
 
 def forced_reference() -> bool:
@@ -65,7 +67,7 @@ def _warn_once(reason: str) -> None:
 def _load():
     flags = compile_flags()
     directory = build_dir(flags)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)  # torch's load() locks it while one process compiles
     from torch.utils.cpp_extension import load
 
     logger.info("loading the hybrid kernel (compiled once into %s)", directory)

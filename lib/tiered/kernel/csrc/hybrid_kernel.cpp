@@ -177,6 +177,10 @@ void tiered_block_rows_16(const Tiered& m, const float* xp, int64_t width, const
       for (int64_t i = 0; i < rows; ++i) y[n * y_stride + r * B + i] = part[n][i] + (bias ? bias[r * B + i] : 0.0f);
   }
 }
+inline __m512i load_index16(const int16_t* p) {
+  return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline __m512i load_index16(const int32_t* p) { return _mm512_loadu_si512(p); }
 #define HYBRID_HAVE_AVX512 1
 #endif
 
@@ -270,7 +274,20 @@ void csr_rows(const int64_t* row_ptr, const I* cols, const W* values, const floa
   for (int64_t o = o0; o < o1; ++o) {
     float acc[N];
     for (int n = 0; n < N; ++n) acc[n] = 0.0f;
-    for (int64_t e = row_ptr[o]; e < row_ptr[o + 1]; ++e) {
+    int64_t e = row_ptr[o];
+#ifdef HYBRID_HAVE_AVX512
+    {  // 16 stored values at a time: their inputs gathered from the token rows (in cache)
+      __m512 vacc[N];
+      for (int n = 0; n < N; ++n) vacc[n] = _mm512_setzero_ps();
+      for (; e + 16 <= row_ptr[o + 1]; e += 16) {
+        const __m512 v = load16(values + e);
+        const __m512i idx = load_index16(cols + e);
+        for (int n = 0; n < N; ++n) vacc[n] = _mm512_fmadd_ps(v, _mm512_i32gather_ps(idx, xp + n * width, 4), vacc[n]);
+      }
+      for (int n = 0; n < N; ++n) acc[n] = _mm512_reduce_add_ps(vacc[n]);
+    }
+#endif
+    for (; e < row_ptr[o + 1]; ++e) {
       const float v = to_float(values[e]);
       const int64_t c = static_cast<int64_t>(cols[e]);
       for (int n = 0; n < N; ++n) acc[n] += v * xp[n * width + c];

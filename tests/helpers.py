@@ -200,3 +200,18 @@ def write_task_data(root):
     (root / "boolq" / "dev.jsonl").write_text("".join(json.dumps({**ex, "title": "t"}) + "\n" for ex in BOOLQ))
     (root / "wikitext2" / "wiki.test.raw").write_text(WIKI_TEXT)
     return root
+
+
+def default_model_weights(*names: str) -> list[torch.Tensor]:
+    """The named tensors of the installed default model as float32 (the test is skipped when it is not installed)."""
+    from safetensors import safe_open
+
+    from lib.core.errors import ModelLoadError
+    from lib.models.loading import DEFAULT_MODEL, resolve_model_path
+
+    try:
+        path = Path(resolve_model_path(DEFAULT_MODEL))
+    except ModelLoadError:
+        pytest.skip("the default model is not installed")
+    with safe_open(str(next(path.glob("*.safetensors"))), framework="pt") as f:
+        return [f.get_tensor(name).float() for name in names]

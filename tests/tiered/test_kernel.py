@@ -3,7 +3,6 @@ and the exact fallback when the kernel cannot be built."""
 
 import logging
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from lib.tiered.kernel import build
 from lib.tiered.kernel.linear import HybridLinear
 from lib.tiered.kernel.repack import csr_to_dense, repack_bitmask, repack_tiered, tiered_to_dense
 from lib.tiered.tier_map import DENSE, NM, TOPK
+from tests.helpers import default_model_weights
 
 TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1e-2, atol=1e-2)}
 
@@ -107,17 +107,7 @@ def test_repack_round_trips():
 
 @pytest.mark.real_model
 def test_a_default_model_matrix_pruned_by_the_toolkit():
-    from safetensors import safe_open
-
-    from lib.core.errors import ModelLoadError
-    from lib.models.loading import DEFAULT_MODEL, resolve_model_path
-
-    try:
-        path = Path(resolve_model_path(DEFAULT_MODEL))
-    except ModelLoadError:
-        pytest.skip("the default model is not installed")
-    with safe_open(str(next(path.glob("*.safetensors"))), framework="pt") as f:
-        weight = f.get_tensor("model.layers.2.mlp.down_proj.weight").float()  # 576 x 1536
+    weight, = default_model_weights("model.layers.2.mlp.down_proj.weight")  # 576 x 1536
     keep, tier_map = three_tier_mask(weight, None)
     pruned = weight * keep
     module = HybridLinear("tiered", encode_tiered(pruned, tier_map, 16, 15), tuple(weight.shape), 16)

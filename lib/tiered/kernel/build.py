@@ -89,3 +89,9 @@ def extension():
         _failed.append(True)
         _warn_once(f"{err.__class__.__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else 'build failed'}")
         return None
+
+
+def kernel_ops():
+    """The compiled module, once `extension()` has returned it in this process (a module holds no reference to it,
+    so models stay copyable and picklable)."""
+    return _load()

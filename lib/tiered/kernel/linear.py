@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.tiered.format import decode_bitmask
-from lib.tiered.kernel.build import extension
+from lib.tiered.kernel.build import extension, kernel_ops
 from lib.tiered.kernel.repack import CSR_LAYOUT, TIERED_LAYOUT, layout_bytes, repack_bitmask, repack_tiered
 from lib.tiered.matmul import tiered_matmul
 
@@ -31,8 +31,8 @@ class HybridLinear(nn.Module):
             raise ValueError(f"encoding {encoding!r} is not one of {', '.join(ENCODINGS)}")
         self.encoding, self.block_size = encoding, block_size
         self.out_features, self.in_features = shape
-        self.ext = extension() if use_kernel is not False else None
-        if self.ext is not None:
+        self._use_kernel = use_kernel is not False and extension() is not None
+        if self._use_kernel:
             layout = repack_tiered(fields, block_size) if encoding == "tiered" else repack_bitmask(fields, shape)
         else:
             layout = {name: t.cpu().contiguous() for name, t in fields.items()}
@@ -43,7 +43,7 @@ class HybridLinear(nn.Module):
 
     @property
     def uses_kernel(self) -> bool:
-        return self.ext is not None
+        return self._use_kernel
 
     def stored_bytes(self) -> int:
         """Bytes one call reads of this matrix (the kernel's layout, or the stored fields in the reference path)."""
@@ -56,13 +56,13 @@ class HybridLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        if self.ext is not None:
-            bias = self.bias
+        if self._use_kernel:
+            ops, bias = kernel_ops(), self.bias
             if self.encoding == "tiered":
-                y = self.ext.tiered_linear(x2.contiguous(), self.out_features, self.block_size,
+                y = ops.tiered_linear(x2.contiguous(), self.out_features, self.block_size,
                                            *[getattr(self, name) for name in TIERED_LAYOUT], bias)
             else:
-                y = self.ext.csr_linear(x2.contiguous(), *[getattr(self, name) for name in CSR_LAYOUT], bias)
+                y = ops.csr_linear(x2.contiguous(), *[getattr(self, name) for name in CSR_LAYOUT], bias)
             return y.to(x.dtype).reshape(*lead, self.out_features)
         fields = {name: getattr(self, name) for name in self.names}
         shape = (self.out_features, self.in_features)

@@ -2,7 +2,7 @@
 //
 // x [N, I] is copied once per call into a zero-padded float buffer [n, C*B] (n <= 8 tokens at a time), so
 // every stored weight is read once per 8 tokens. Work is split over block rows (tiered) or output rows
-// (CSR) with at::parallel_for. Inner loops have compile-time trip counts (B, the token count) so that
+// (CSR): the torch threads (at::parallel_for) take chunks of them from a shared counter. Inner loops have compile-time trip counts (B, the token count) so that
 // the compiler vectorizes them; weights are float32 or bfloat16 (raw uint16 bits), accumulation in float32.
 //
 // Tiered layout, per block row r (tiles of each tier in block-column order, CSR row pointers):
@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -207,6 +208,17 @@ void tiered_dispatch_tokens(int64_t n_pad, const Tiered& m, const float* xp, int
 
 int64_t padded_tokens(int64_t n) { return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : 8; }
 
+// f(begin, end) over [0, n) in chunks of `chunk`, which the torch threads take in turn from a shared counter:
+// a thread that the OS delays (a busy core) takes fewer chunks instead of holding up a static half.
+template <typename F>
+void dynamic_for(int64_t n, int64_t chunk, const F& f) {
+  std::atomic<int64_t> next{0};
+  const int64_t n_chunks = (n + chunk - 1) / chunk;
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_chunks), 1, [&](int64_t, int64_t) {
+    for (int64_t start = next.fetch_add(chunk); start < n; start = next.fetch_add(chunk)) f(start, std::min(n, start + chunk));
+  });
+}
+
 const float* bias_ptr(const c10::optional<at::Tensor>& bias, at::Tensor& holder) {
   if (!bias.has_value()) return nullptr;
   holder = bias->to(at::kFloat).contiguous();
@@ -224,7 +236,7 @@ void tiered_run(const Tiered& m, const at::Tensor& x, const float* bias, at::Ten
     fill_inputs(x, t0, n, n_pad, std::max<int64_t>(width, 1), buf);
     const float* xp = buf.data();
     float* yc = yp + t0 * out_features;
-    at::parallel_for(0, m.n_rows, 1, [&](int64_t r0, int64_t r1) {
+    dynamic_for(m.n_rows, 4, [&](int64_t r0, int64_t r1) {
       tiered_dispatch_tokens<B, W, P>(n_pad, m, xp, std::max<int64_t>(width, 1), bias, yc, out_features, n, r0, r1);
     });
   }
@@ -306,7 +318,7 @@ void csr_run(const int64_t* row_ptr, const I* cols, const W* values, const at::T
     fill_inputs(x, t0, n, n_pad, width, buf);
     const float* xp = buf.data();
     float* yc = yp + t0 * out_features;
-    at::parallel_for(0, out_features, 16, [&](int64_t o0, int64_t o1) {
+    dynamic_for(out_features, 64, [&](int64_t o0, int64_t o1) {
       switch (n_pad) {
         case 1: return csr_rows<1, W, I>(row_ptr, cols, values, xp, width, bias, yc, out_features, n, o0, o1);
         case 2: return csr_rows<2, W, I>(row_ptr, cols, values, xp, width, bias, yc, out_features, n, o0, o1);

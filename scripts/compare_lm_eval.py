@@ -38,6 +38,7 @@ from lib.core.cli import interrupts_end_in_one_line  # noqa: E402 (both import i
 from lib.core.outputs import Output, claim_outputs  # noqa: E402
 from lib.core.writes import write_output_json
 from lib.data import registry
+from lib.eval.batching import DEFAULT_BATCH_TOKENS
 from lib.eval.tasks.task import get, names
 from lib.models.loading import run_inputs
 
@@ -117,7 +118,7 @@ def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> d
     for task, limit in limits.items():
         logger.info("ours %s (limit %s)", task, limit)
         examples = load_task_examples(get(task).dataset, "eval", args.data_dir, limit)
-        result = evaluate_multiple_choice(model, tokenizer, get(task), examples, args.batch_size)
+        result = evaluate_multiple_choice(model, tokenizer, get(task), examples, args.batch_tokens)
         report[task] = {
             "metrics": result["metrics"],
             "n": result["counts"]["total"],
@@ -154,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--data_dir", required=True, help="folder with <task>/validation.jsonl (boolq/dev.jsonl)")
         p.add_argument("--tasks", nargs="+", default=list(compared_tasks()), choices=list(compared_tasks()))
         p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N", help="first N rows (default: all)")
-        p.add_argument("--batch_size", type=int, default=16)
+        p.add_argument("--batch_size", type=int, default=16, help="lm-eval's batch size (rows)")
+        p.add_argument("--batch_tokens", type=int, default=DEFAULT_BATCH_TOKENS,
+                       help="ours: padded tokens per forward (lib.eval.batching)")
         p.add_argument("--output", required=True, help="JSON file for this side's results (replaces only an earlier one)")
         p.add_argument("--overwrite", action="store_true", help="let --output replace a file this toolkit did not write")
     p = sub.add_parser("compare")

@@ -59,6 +59,38 @@ def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def _encode_prompts(model: nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int
+                    ) -> tuple[list[list[int]], torch.Tensor, int]:
+    """(prompt ids, each keeping its last tokens within the context less `max_new_tokens`; EOS ids (long [E]); pad id)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    eos = torch.tensor(eos_token_ids(model, tokenizer), device=model_device(model))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
+    context = max_context(model)
+    if context is not None and context <= max_new_tokens:
+        raise ValueError(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of {context} "
+            f"tokens; lower --max_new_tokens"
+        )
+    budget = None if context is None else context - max_new_tokens
+    encoded, n_truncated = [], 0
+    for prompt in prompts:
+        ids, truncated = truncate_left(tokenizer(prompt).input_ids, budget)
+        encoded.append(ids)
+        n_truncated += truncated
+    if n_truncated:
+        logger.warning("%d of %d prompts exceed the context of %s tokens; kept their last %s tokens", n_truncated, len(prompts), context, budget)
+    return encoded, eos, pad_id
+
+
+def _left_padded(rows: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both long [B, T]: the rows left padded to the longest."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows], device=device)  # (B, T)
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=device)  # (B, T)
+    return input_ids, attention_mask
+
+
 @torch.no_grad()
 def generate_greedy(
     model: nn.Module,
@@ -76,39 +108,38 @@ def generate_greedy(
             a prompt longer than the model's context minus `max_new_tokens` keeps its last tokens.
         max_new_tokens: at most this many generated tokens per prompt.
         stop_strings: the continuation ends before the first occurrence of any of these (e.g. "\\n").
-        batch_size: prompts per forward pass (left padded).
+        batch_size: prompts per batch (length-sorted, left padded); a row leaves its batch when it ends.
     Returns:
         N strings: the decoded continuations without special tokens and without the stop string.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    device = model_device(model)
-    eos = torch.tensor(eos_token_ids(model, tokenizer), device=device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
-    context = max_context(model)
-    if context is not None and context <= max_new_tokens:
-        raise ValueError(
-            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of {context} "
-            f"tokens; lower --max_new_tokens"
-        )
-    budget = None if context is None else context - max_new_tokens
-    encoded, n_truncated = [], 0
-    for prompt in prompts:
-        ids, truncated = truncate_left(tokenizer(prompt).input_ids, budget)
-        encoded.append(ids)
-        n_truncated += truncated
-    if n_truncated:
-        logger.warning("%d of %d prompts exceed the context of %s tokens; kept their last %s tokens", n_truncated, len(prompts), context, budget)
-
+    encoded, eos, pad_id = _encode_prompts(model, tokenizer, prompts, max_new_tokens)
     outputs: list[str] = [""] * len(prompts)
-    batches = row_batches([len(ids) for ids in encoded], batch_size)
-    for batch in tqdm(batches, desc="generate", disable=not progress, unit="batch"):
-        width = max(len(encoded[i]) for i in batch)
-        input_ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch], device=device)  # (B, T)
-        attention_mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device)  # (B, T)
+    for batch in tqdm(row_batches([len(ids) for ids in encoded], batch_size), desc="generate", disable=not progress,
+                      unit="batch"):
+        input_ids, attention_mask = _left_padded([encoded[i] for i in batch], pad_id, eos.device)
         new_tokens = _greedy_loop(model, input_ids, attention_mask, eos, pad_id, max_new_tokens, tokenizer, stop_strings)
         for row, index in enumerate(batch):
             outputs[index] = _decode(new_tokens[row], eos, tokenizer, stop_strings)
+    return outputs
+
+
+@torch.no_grad()
+def reference_generate(model: nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int,
+                       stop_strings: Sequence[str] = (), batch_size: int = 8) -> list[str]:
+    """transformers' `generate` (greedy, a fresh GenerationConfig: no checkpoint sampling settings) on the batches
+    `generate_greedy` runs, its outputs cut the same way: what `generate_greedy` is checked and timed against."""
+    from transformers import GenerationConfig
+
+    encoded, eos, pad_id = _encode_prompts(model, tokenizer, prompts, max_new_tokens)
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos.tolist(),
+                              pad_token_id=pad_id, stop_strings=list(stop_strings) or None)
+    outputs: list[str] = [""] * len(prompts)
+    for batch in row_batches([len(ids) for ids in encoded], batch_size):
+        input_ids, attention_mask = _left_padded([encoded[i] for i in batch], pad_id, eos.device)
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                             tokenizer=tokenizer if stop_strings else None)
+        for row, index in enumerate(batch):
+            outputs[index] = _decode(out[row, input_ids.shape[1]:], eos, tokenizer, stop_strings)
     return outputs
 
 

@@ -309,3 +309,13 @@ def test_long_prompts_keep_their_end_and_short_context_is_an_error(tokenizer):
 # ---------------------------------------------------------------- CLI
 
 
+
+
+@pytest.mark.parametrize("stop", [(), ("e",)])
+def test_generate_greedy_equals_transformers_generate(tiny_llama, tokenizer, stop):
+    """Our loop (rows leave the batch as they end) and `generate` (greedy) give the same outputs on the same batches."""
+    from lib.eval.generation import reference_generate
+
+    ours = generate_greedy(tiny_llama, tokenizer, PROMPTS, max_new_tokens=12, stop_strings=stop, batch_size=3, progress=False)
+    assert ours == reference_generate(tiny_llama, tokenizer, PROMPTS, max_new_tokens=12, stop_strings=stop, batch_size=3)
+    assert len(set(ours)) > 1 and any(ours)

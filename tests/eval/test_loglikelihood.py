@@ -42,8 +42,10 @@ def test_token_batches_fill_a_budget_longest_first_and_cover_every_index():
     batches = token_batches(lengths, 36)
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
     assert [i for batch in batches for i in batch] == sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable
-    assert batches == [[5], [1], [2, 3, 7], [6, 0, 4]]  # 50 alone (over budget); 30 (2 x 30 > 36); 3 x 12 = 36; 3 x 7
-    assert all(len(batch) * lengths[batch[0]] <= 36 for batch in batches if len(batch) > 1)
+    # 50 alone (over budget); 30 (2 x 30 > 36); 3 x 12 = 36; 7, 5 and 3 each below 0.9 of the one before
+    assert batches == [[5], [1], [2, 3, 7], [6], [0], [4]]
+    assert token_batches(lengths, 36, min_fill=0.0) == [[5], [1], [2, 3, 7], [6, 0, 4]]  # 3 x 7 <= 36
+    assert token_batches([10, 9, 9, 8], 100) == [[0, 1, 2], [3]]  # 8 < 0.9 x 10
     assert row_batches(lengths, 3) == [[5, 1, 2], [3, 7, 6], [0, 4]]
     with pytest.raises(ValueError, match="--batch_tokens must be at least 1"):
         token_batches(lengths, 0)

@@ -11,12 +11,14 @@ without, and log p(continuation | prompt) is summed over the continuation's toke
 Token j of continuation i is predicted at the context's last position (j = 0) or at its own token
 j - 1, exactly as in the row context + cont_i; a continuation's last token is never an input. When every
 continuation is one token (BoolQ's " no" / " yes") the row is the context alone and all choices are read
-from its last position; a group of one request (an answer NLL) is the plain row context + cont[:-1]. Only
-the scored positions go through the output head (lib.eval.scoring).
+from its last position. A request alone (an answer NLL, a WinoGrande choice) is the plain row context +
+continuation, as the scorer before packing ran it (the same values, bit for bit, where the batch's padding
+takes the same attention path). Only the scored positions go through the output head (lib.eval.scoring).
 
 Rows are right padded; a batch without packed rows passes the usual [B, T] padding mask (the model builds
 its causal mask), a batch with packed rows a [B, 1, T, T] block mask (`block_attention_mask`). Batches are
-length-sorted and sized by padded tokens (lib.eval.batching); results come back in input order.
+length-sorted and sized by padded tokens, under 10% padding (lib.eval.batching.token_batches); results
+come back in input order.
 Models whose attention cannot take such a mask (not sdpa / eager, sliding windows, no position_ids) score
 every request as its own row. Letters: B batch, T padded row length, L context length, K requests.
 """
@@ -33,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lib.eval.batching import DEFAULT_BATCH_TOKENS, token_batches
-from lib.eval.generation import truncate_left, eos_token_ids, max_context
+from lib.eval.generation import eos_token_ids, max_context, truncate_left
 from lib.eval.scoring import score_tokens
 from lib.models.arch import model_device
 
@@ -64,13 +66,13 @@ def pack_rows(sequences: Sequence[tuple[list[int], list[int]]], pack: bool = Tru
     rows = []
     for members in groups.values():
         context = sequences[members[0]][0]
-        row = Row(list(context), list(range(len(context))), [0] * len(context))
-        if len(members) == 1:  # the row context + continuation, as scored one request per row
+        if len(members) == 1:  # the plain row context + continuation (an answer NLL, a WinoGrande choice)
             target = sequences[members[0]][1]
-            row = Row(context + target, list(range(len(context) + len(target))), [0] * (len(context) + len(target)))
-            row.scored.append((members[0], list(range(len(context) - 1, len(context) + len(target) - 1)), target))
-            rows.append(row)
+            ids = context + target
+            rows.append(Row(ids, list(range(len(ids))), [0] * len(ids),
+                            [(members[0], list(range(len(context) - 1, len(ids) - 1)), target)]))
             continue
+        row = Row(list(context), list(range(len(context))), [0] * len(context))
         for segment, index in enumerate(members, start=1):
             target = sequences[index][1]
             start = len(row.ids)

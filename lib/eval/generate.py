@@ -3,10 +3,10 @@
 For every example the model generates after `fewshot(train examples) + prompt(example)` (at most
 `max_new_tokens`, cut at a `stop` string or EOS; lib.eval.generation.generate_greedy). A task with
 `answer_nll` also gets the gold answer's negative log-likelihood, `target(example)` scored after the
-same prompt on the NLL examples (one forward each, in token-sized batches, cheaper than generation, so --nll_limit may take
-more of them): token-weighted over the set, each example weighed by its answer tokens. The task's
-`score` turns generations and NLLs into metrics; the runner adds their standard errors. Prompts come
-from `lib.data.prompts`, the text the model is calibrated and fine-tuned on.
+same prompt on the NLL examples (one forward each, in token-sized batches: cheaper than generation, so
+--nll_limit may take more of them): token-weighted over the set, each example weighed by its answer
+tokens. The task's `score` turns generations and NLLs into metrics; the runner adds their standard
+errors. Prompts come from `lib.data.prompts`, the text the model is calibrated and fine-tuned on.
 """
 
 from __future__ import annotations

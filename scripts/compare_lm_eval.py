@@ -19,16 +19,21 @@ Step 1 writes, per task, a YAML that `include`s lm-eval's installed task file an
 only the data source (`dataset_path: json`, `data_files` = the local file, no test split), so
 the prompts, choices and metrics are lm-eval's own. Both sides run the HF model on the CPU in
 float32, zero-shot, the first N rows of each file (`--limit`, per task or one number).
-Per-example acc/acc_norm are compared too: the table counts rows where the two disagree.
+Per-example acc/acc_norm are compared too: the table counts rows where the two disagree. Each side's
+JSON records per task the seconds its scoring took (lm-eval: the `loglikelihood` calls;
+scripts/bench_eval.py reads them).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import tempfile
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -38,6 +43,7 @@ from lib.core.cli import interrupts_end_in_one_line  # noqa: E402 (both import i
 from lib.core.outputs import Output, claim_outputs  # noqa: E402
 from lib.core.writes import write_output_json
 from lib.data import registry
+from lib.eval.batching import DEFAULT_BATCH_TOKENS
 from lib.eval.tasks.task import get, names
 from lib.models.loading import run_inputs
 
@@ -70,6 +76,26 @@ def parse_limits(values: list[str] | None, tasks: list[str]) -> dict[str, int | 
     return limits
 
 
+@contextlib.contextmanager
+def timed_loglikelihood(lm) -> Iterator[dict]:
+    """Time the scoring calls of an lm-eval model (tokenizing and the forwards, not building the task):
+    {"seconds": wall seconds spent in lm.loglikelihood}, filled in as the calls return."""
+    clock, original = {"seconds": 0.0}, lm.loglikelihood
+
+    def loglikelihood(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            clock["seconds"] += time.perf_counter() - start
+
+    lm.loglikelihood = loglikelihood
+    try:
+        yield clock
+    finally:
+        del lm.loglikelihood  # the class's method again
+
+
 def run_lm_eval(args: argparse.Namespace, limits: dict[str, int | None], save) -> dict:
     """lm-eval's tasks on the local files; returns {task: {"metrics", "n", "per_example"}}."""
     import lm_eval
@@ -93,14 +119,16 @@ def run_lm_eval(args: argparse.Namespace, limits: dict[str, int | None], save) -
         for task, limit in limits.items():
             name = f"local_{lm_tasks[task].task}"
             logger.info("lm-eval %s (limit %s)", name, limit)
-            out = simple_evaluate(model=lm, tasks=[name], num_fewshot=0, limit=limit, task_manager=manager,
-                                  log_samples=True, bootstrap_iters=0)
+            with timed_loglikelihood(lm) as clock:
+                out = simple_evaluate(model=lm, tasks=[name], num_fewshot=0, limit=limit, task_manager=manager,
+                                      log_samples=True, bootstrap_iters=0)
             results = out["results"][name]
             samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
             report[task] = {
                 "metrics": {m: results[f"{m},none"] for m in ("acc", "acc_norm") if f"{m},none" in results},
                 "n": len(samples),
                 "per_example": [{m: s[m] for m in ("acc", "acc_norm") if m in s} for s in samples],
+                "seconds": clock["seconds"],
             }
             save(report)
     return report
@@ -109,7 +137,6 @@ def run_lm_eval(args: argparse.Namespace, limits: dict[str, int | None], save) -
 def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> dict:
     """lib.eval.multiple_choice on the same rows."""
     from lib.data import load_task_examples
-    from lib.eval.multiple_choice import evaluate_multiple_choice
     from lib.models.loading import load_model
 
     model, tokenizer = load_model(args.model, dtype="float32", device="cpu", kernel=args.kernel)
@@ -117,14 +144,24 @@ def run_ours(args: argparse.Namespace, limits: dict[str, int | None], save) -> d
     for task, limit in limits.items():
         logger.info("ours %s (limit %s)", task, limit)
         examples = load_task_examples(get(task).dataset, "eval", args.data_dir, limit)
-        result = evaluate_multiple_choice(model, tokenizer, get(task), examples, args.batch_size)
-        report[task] = {
-            "metrics": result["metrics"],
-            "n": result["counts"]["total"],
-            "per_example": [{m: s[m] for m in ("acc", "acc_norm")} for s in result["samples"]],
-        }
+        report[task] = score_ours(model, tokenizer, task, examples, args.batch_tokens)
         save(report)
     return report
+
+
+def score_ours(model, tokenizer, task: str, examples: list[dict], batch_tokens: int) -> dict:
+    """lib.eval.multiple_choice on `examples`: {"metrics", "n", "per_example", "seconds" (the scoring, wall)}."""
+    from lib.eval.multiple_choice import evaluate_multiple_choice
+
+    start = time.perf_counter()
+    result = evaluate_multiple_choice(model, tokenizer, get(task), examples, batch_tokens, progress=False)
+    return {"metrics": result["metrics"], "n": result["counts"]["total"], "seconds": time.perf_counter() - start,
+            "per_example": [{m: s[m] for m in ("acc", "acc_norm")} for s in result["samples"]]}
+
+
+def disagreements(reference: dict, ours: dict, metrics: Sequence[str]) -> int:
+    """Rows of one task where the two sides' per-example values of any of `metrics` differ."""
+    return sum(any(a[m] != b[m] for m in metrics) for a, b in zip(reference["per_example"], ours["per_example"]))
 
 
 def compare(reference: dict, ours: dict, tolerance: float) -> tuple[str, bool]:
@@ -137,7 +174,7 @@ def compare(reference: dict, ours: dict, tolerance: float) -> tuple[str, bool]:
             raise ValueError(f"{task}: lm-eval scored {ref['n']} rows, ours {mine['n']}; use the same --limit")
         for metric in lm_tasks[task].metrics:
             diff = 100 * (mine["metrics"][metric] - ref["metrics"][metric])
-            disagree = sum(a[metric] != b[metric] for a, b in zip(ref["per_example"], mine["per_example"]))
+            disagree = disagreements(ref, mine, (metric,))
             ok &= abs(diff) <= tolerance
             lines.append(f"| {task} | {ref['n']} | {metric} | {100 * ref['metrics'][metric]:.2f} | "
                          f"{100 * mine['metrics'][metric]:.2f} | {diff:+.2f} | {disagree} |")
@@ -154,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--data_dir", required=True, help="folder with <task>/validation.jsonl (boolq/dev.jsonl)")
         p.add_argument("--tasks", nargs="+", default=list(compared_tasks()), choices=list(compared_tasks()))
         p.add_argument("--limit", nargs="+", default=None, metavar="N|TASK=N", help="first N rows (default: all)")
-        p.add_argument("--batch_size", type=int, default=16)
+        p.add_argument("--batch_size", type=int, default=16, help="lm-eval's batch size (rows)")
+        p.add_argument("--batch_tokens", type=int, default=DEFAULT_BATCH_TOKENS,
+                       help="ours: padded tokens per forward (lib.eval.batching)")
         p.add_argument("--output", required=True, help="JSON file for this side's results (replaces only an earlier one)")
         p.add_argument("--overwrite", action="store_true", help="let --output replace a file this toolkit did not write")
         if side == "ours":

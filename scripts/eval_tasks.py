@@ -34,6 +34,7 @@ from lib.core.errors import ModelLoadError, OutputError
 from lib.core.outputs import Output, claim_outputs
 from lib.core.results import environment_info
 from lib.core.writes import write_output_json
+from lib.eval.batching import DEFAULT_BATCH_TOKENS
 from lib.eval.lm_eval_backend import BackendError, lm_eval_tasks, require_lm_eval
 from lib.eval.runner import (by_lm_eval, check_nll_limit, check_tasks, evaluate_tasks, example_tasks, load_task_data,
                              nll_tasks, perplexity_tasks)
@@ -63,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nll_limit", nargs="+", default=None, metavar="N|TASK=N",
                    help=f"{'/'.join(nll_tasks())}: the answer NLL (one forward pass per example) on the first N "
                         "examples instead of --limit's, e.g. squad=500 gsm8k=300")
-    p.add_argument("--batch_size", type=int, default=8, help="prompts per forward pass for generation and scoring")
+    p.add_argument("--batch_size", type=int, default=8, help="prompts per generation batch (and lm-eval's batch size)")
+    p.add_argument("--batch_tokens", type=int, default=DEFAULT_BATCH_TOKENS,
+                   help="padded tokens per log-likelihood forward: multiple choice and answer NLL, length-sorted "
+                        f"(default {DEFAULT_BATCH_TOKENS})")
     p.add_argument("--seqlen", type=int, default=None,
                    help=f"perplexity window length (default {DEFAULT_SEQLEN}, capped at the model's "
                         "max_position_embeddings; a larger explicit value is an error)")
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> Path:
     max_new_tokens = parse_per_task(args.max_new_tokens, "--max_new_tokens")
     nll_limit = parse_per_task(args.nll_limit, "--nll_limit")
     check_nll_limit(nll_limit)
-    for flag in ("batch_size", "eval_windows"):
+    for flag in ("batch_size", "batch_tokens", "eval_windows"):
         check_range(f"--{flag}", getattr(args, flag), 1)
     check_range("--num_fewshot", args.num_fewshot, 0)
     if any(by_lm_eval(task, args.backend) for task in args.tasks):
@@ -152,7 +156,7 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
         model, tokenizer, args.tasks, data_dir=args.data_dir, limit=limit, batch_size=args.batch_size,
         seqlen=seqlen or args.seqlen, eval_windows=args.eval_windows, num_fewshot=args.num_fewshot,
         max_new_tokens=max_new_tokens, log_samples=args.log_samples, backend=args.backend, nll_limit=nll_limit,
-        data=data,
+        data=data, batch_tokens=args.batch_tokens,
     )
     seconds.update(result["seconds"])
     seconds["total"] = time.perf_counter() - start
@@ -168,6 +172,7 @@ def evaluate_and_write(args: argparse.Namespace, output: Path, limit, max_new_to
             "limit": limit,
             "nll_limit": nll_limit,
             "batch_size": args.batch_size,
+            "batch_tokens": args.batch_tokens,
             "seqlen": seqlen,
             "seqlen_requested": args.seqlen,
             "eval_windows": args.eval_windows,

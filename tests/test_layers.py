@@ -31,7 +31,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "experiments": ("core", "data.registry", "eval.report", "eval.tasks", "training.checkpoints"),
 }
 ENTRY_POINTS = ("scripts", "dense_ft", "main_block_three_tier", "tests", "conftest")  # lib never imports these
-NO_TORCH = ("lib.data.registry", "lib.eval.report")  # besides every module of lib.experiments and lib.eval.tasks
+NO_TORCH = ("lib.data.registry", "lib.eval.report", "lib.eval.batching")  # besides every module of lib.experiments and lib.eval.tasks
 
 
 def module_name(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Batched greedy generation and continuation log-likelihoods for task evaluation.
+"""Batched greedy generation for task evaluation (continuation log-likelihoods: lib.eval.loglikelihood).
 
 Letters: B = batch size, T = padded prompt length, V = vocabulary size.
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lib.eval.scoring import final_hidden_states, score_tokens
+from lib.eval.batching import row_batches
 from lib.models.arch import model_device
 
 logger = logging.getLogger(__name__)
@@ -47,24 +47,48 @@ def max_context(model: nn.Module) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 
 
-def _truncate_left(ids: list[int], budget: int | None) -> tuple[list[int], bool]:
+def truncate_left(ids: list[int], budget: int | None) -> tuple[list[int], bool]:
     """Keep the last `budget` tokens (the question and answer cue sit at the end of every prompt)."""
     if budget is None or len(ids) <= budget:
         return ids, False
     return ids[-budget:], True
 
 
-def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first (least padding; OOM shows up early)."""
-    if batch_size < 1:
-        raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
 def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
     cut = min((pos for pos in (text.find(stop) for stop in stop_strings) if pos >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _encode_prompts(model: nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int
+                    ) -> tuple[list[list[int]], torch.Tensor, int]:
+    """(prompt ids, each keeping its last tokens within the context less `max_new_tokens`; EOS ids (long [E]); pad id)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    eos = torch.tensor(eos_token_ids(model, tokenizer), device=model_device(model))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
+    context = max_context(model)
+    if context is not None and context <= max_new_tokens:
+        raise ValueError(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of {context} "
+            f"tokens; lower --max_new_tokens"
+        )
+    budget = None if context is None else context - max_new_tokens
+    encoded, n_truncated = [], 0
+    for prompt in prompts:
+        ids, truncated = truncate_left(tokenizer(prompt).input_ids, budget)
+        encoded.append(ids)
+        n_truncated += truncated
+    if n_truncated:
+        logger.warning("%d of %d prompts exceed the context of %s tokens; kept their last %s tokens", n_truncated, len(prompts), context, budget)
+    return encoded, eos, pad_id
+
+
+def _left_padded(rows: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both long [B, T]: the rows left padded to the longest."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows], device=device)  # (B, T)
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=device)  # (B, T)
+    return input_ids, attention_mask
 
 
 @torch.no_grad()
@@ -84,39 +108,38 @@ def generate_greedy(
             a prompt longer than the model's context minus `max_new_tokens` keeps its last tokens.
         max_new_tokens: at most this many generated tokens per prompt.
         stop_strings: the continuation ends before the first occurrence of any of these (e.g. "\\n").
-        batch_size: prompts per forward pass (left padded).
+        batch_size: prompts per batch (length-sorted, left padded); a row leaves its batch when it ends.
     Returns:
         N strings: the decoded continuations without special tokens and without the stop string.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    device = model_device(model)
-    eos = torch.tensor(eos_token_ids(model, tokenizer), device=device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
-    context = max_context(model)
-    if context is not None and context <= max_new_tokens:
-        raise ValueError(
-            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of {context} "
-            f"tokens; lower --max_new_tokens"
-        )
-    budget = None if context is None else context - max_new_tokens
-    encoded, n_truncated = [], 0
-    for prompt in prompts:
-        ids, truncated = _truncate_left(tokenizer(prompt).input_ids, budget)
-        encoded.append(ids)
-        n_truncated += truncated
-    if n_truncated:
-        logger.warning("%d of %d prompts exceed the context of %s tokens; kept their last %s tokens", n_truncated, len(prompts), context, budget)
-
+    encoded, eos, pad_id = _encode_prompts(model, tokenizer, prompts, max_new_tokens)
     outputs: list[str] = [""] * len(prompts)
-    batches = _length_sorted_batches([len(ids) for ids in encoded], batch_size)
-    for batch in tqdm(batches, desc="generate", disable=not progress, unit="batch"):
-        width = max(len(encoded[i]) for i in batch)
-        input_ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch], device=device)  # (B, T)
-        attention_mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device)  # (B, T)
+    for batch in tqdm(row_batches([len(ids) for ids in encoded], batch_size), desc="generate", disable=not progress,
+                      unit="batch"):
+        input_ids, attention_mask = _left_padded([encoded[i] for i in batch], pad_id, eos.device)
         new_tokens = _greedy_loop(model, input_ids, attention_mask, eos, pad_id, max_new_tokens, tokenizer, stop_strings)
         for row, index in enumerate(batch):
             outputs[index] = _decode(new_tokens[row], eos, tokenizer, stop_strings)
+    return outputs
+
+
+@torch.no_grad()
+def reference_generate(model: nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int,
+                       stop_strings: Sequence[str] = (), batch_size: int = 8) -> list[str]:
+    """transformers' `generate` (greedy, a fresh GenerationConfig: no checkpoint sampling settings) on the batches
+    `generate_greedy` runs, its outputs cut the same way: what `generate_greedy` is checked and timed against."""
+    from transformers import GenerationConfig
+
+    encoded, eos, pad_id = _encode_prompts(model, tokenizer, prompts, max_new_tokens)
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos.tolist(),
+                              pad_token_id=pad_id, stop_strings=list(stop_strings) or None)
+    outputs: list[str] = [""] * len(prompts)
+    for batch in row_batches([len(ids) for ids in encoded], batch_size):
+        input_ids, attention_mask = _left_padded([encoded[i] for i in batch], pad_id, eos.device)
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                             tokenizer=tokenizer if stop_strings else None)
+        for row, index in enumerate(batch):
+            outputs[index] = _decode(out[row, input_ids.shape[1]:], eos, tokenizer, stop_strings)
     return outputs
 
 
@@ -130,30 +153,38 @@ def _greedy_loop(
     tokenizer,
     stop_strings: Sequence[str],
 ) -> torch.Tensor:
-    """Argmax decoding with a KV cache; returns the (B, <= max_new_tokens) generated ids, pad after the end."""
+    """Argmax decoding with a KV cache; returns the (B, <= max_new_tokens) generated ids, pad after the end.
+
+    A row that reaches EOS or a stop string leaves the batch (and the cache) at once, so the remaining
+    steps cost only the rows still generating; the head runs on each row's last position only.
+    """
     cache_kwarg = _cache_kwarg(model)
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    generated = []
+    generated = torch.full((input_ids.shape[0], max_new_tokens), pad_id, dtype=input_ids.dtype, device=input_ids.device)
+    active = torch.arange(input_ids.shape[0], device=input_ids.device)  # rows still generating, (A,)
     past = None
     step_ids = input_ids
-    for _ in range(max_new_tokens):
-        out = model(
-            input_ids=step_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **{cache_kwarg: past}
-        )
+    for step in range(max_new_tokens):
+        out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                    **{cache_kwarg: past}, **last_only)
         past = getattr(out, cache_kwarg)
-        next_ids = out.logits[:, -1].argmax(-1)  # (B,)
-        next_ids = torch.where(finished, torch.full_like(next_ids, pad_id), next_ids)
-        generated.append(next_ids)
-        finished |= torch.isin(next_ids, eos)
-        if stop_strings and not finished.all():
-            finished |= _has_stop_string(torch.stack(generated, 1), finished, tokenizer, stop_strings)
-        if finished.all():
-            break
-        step_ids = next_ids[:, None]  # (B, 1)
+        next_ids = out.logits[:, -1].argmax(-1)  # (A,)
+        generated[active, step] = next_ids
+        finished = torch.isin(next_ids, eos)  # (A,)
+        if stop_strings:
+            finished |= _has_stop_string(generated[active, : step + 1], finished, tokenizer, stop_strings)
+        if finished.all() or step + 1 == max_new_tokens:
+            return generated[:, : step + 1]
+        if finished.any():
+            keep = (~finished).nonzero().flatten()  # (A',)
+            past.batch_select_indices(keep)
+            active, next_ids = active[keep], next_ids[keep]
+            attention_mask, position_ids = attention_mask[keep], position_ids[keep]
+        step_ids = next_ids[:, None]  # (A, 1)
         attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=1)
         position_ids = position_ids[:, -1:] + 1
-    return torch.stack(generated, dim=1)
+    return generated
 
 
 def _cache_kwarg(model: nn.Module) -> str:
@@ -176,68 +207,3 @@ def _decode(ids: torch.Tensor, eos: torch.Tensor, tokenizer, stop_strings: Seque
         ids = ids[: int(is_eos[0])]
     text, _ = _cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), stop_strings)
     return text
-
-
-def _scoring_setup(model: nn.Module, tokenizer) -> tuple[torch.device, int | None, int]:
-    """(device, context length or None, padding id) for the right-padded scoring passes."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
-    return model_device(model), max_context(model), pad_id
-
-
-def _right_padded(rows: Sequence[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id rows right padded to one width: (input_ids (B, T), attention_mask (B, T))."""
-    width = max(len(row) for row in rows)
-    input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], device=device)
-    attention_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=device)
-    return input_ids, attention_mask
-
-
-@torch.no_grad()
-def continuation_logprobs(
-    model: nn.Module, tokenizer, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8, progress: bool = True
-) -> list[dict]:
-    """Log-likelihood of each continuation given its prompt, summed over the continuation's tokens.
-
-    The prompt is tokenized with special tokens, the continuation without, and the two id
-    lists are concatenated (the layout fine-tuning uses). Sequences are right padded; when
-    prompt + continuation exceed the model's context, the prompt loses its first tokens.
-
-    Args:
-        prompts, continuations: N strings each; continuation i follows prompt i.
-    Returns:
-        N dicts {"logprob": float (sum of log p over continuation tokens, <= 0),
-        "n_tokens": int, "greedy": bool (every continuation token is the argmax)}.
-    """
-    if len(prompts) != len(continuations):
-        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
-    device, context, pad_id = _scoring_setup(model, tokenizer)
-    sequences, n_truncated = [], 0
-    for prompt, continuation in zip(prompts, continuations):
-        target = tokenizer(continuation, add_special_tokens=False).input_ids
-        if not target:
-            raise ValueError(f"continuation {continuation!r} tokenizes to nothing")
-        prompt_ids, truncated = _truncate_left(tokenizer(prompt).input_ids, None if context is None else context - len(target))
-        if not prompt_ids:
-            raise ValueError(f"prompt {prompt[:40]!r} tokenizes to nothing; the first continuation token needs a context")
-        sequences.append((prompt_ids, target))
-        n_truncated += truncated
-    if n_truncated:
-        logger.warning("%d of %d prompts exceed the context of %s tokens; kept their last tokens", n_truncated, len(prompts), context)
-
-    results: list[dict] = [{}] * len(prompts)
-    batches = _length_sorted_batches([len(p) + len(t) for p, t in sequences], batch_size)
-    for batch in tqdm(batches, desc="log-likelihood", disable=not progress, unit="batch"):
-        input_ids, attention_mask = _right_padded([sequences[i][0] + sequences[i][1] for i in batch], pad_id, device)
-        hidden = final_hidden_states(model, input_ids, attention_mask)  # (B, T, H)
-        scored_rows, positions, targets = [], [], []
-        for row, index in enumerate(batch):
-            prompt_ids, target = sequences[index]
-            start = len(prompt_ids) - 1  # position t predicts token t + 1
-            scored_rows += [row] * len(target)
-            positions += range(start, start + len(target))
-            targets += target
-        logprob, greedy = score_tokens(model, hidden[scored_rows, positions], torch.tensor(targets, device=device))  # (n,) each
-        lengths = [len(sequences[i][1]) for i in batch]
-        for index, n_tokens, lp, gr in zip(batch, lengths, logprob.split(lengths), greedy.split(lengths)):
-            results[index] = {"logprob": lp.sum().item(), "n_tokens": n_tokens, "greedy": bool(gr.all())}
-    return results

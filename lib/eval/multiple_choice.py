@@ -1,8 +1,9 @@
 """The multiple-choice runner: a task's examples scored the way lm-evaluation-harness 0.4 scores them.
 
 A task turns each example into a `Question` (lib.eval.tasks.task); every choice i is scored by the
-summed log-likelihood of `continuations[i]` given `contexts[i]` (`lib.eval.generation.continuation_logprobs`),
-as lm-eval's `loglikelihood` requests do:
+summed log-likelihood of `continuations[i]` given `contexts[i]` (`lib.eval.loglikelihood.continuation_logprobs`,
+one forward per shared context, batches of `batch_tokens` padded tokens), as lm-eval's `loglikelihood`
+requests do:
 
     acc      = [argmax_i loglik_i == gold]
     acc_norm = [argmax_i loglik_i / len(choices[i]) == gold]   (length in characters, as lm-eval)
@@ -21,7 +22,8 @@ from torch import nn
 
 from lib.core.uncertainty import mean_stderr
 from lib.data.registry import DataError
-from lib.eval.generation import continuation_logprobs
+from lib.eval.batching import DEFAULT_BATCH_TOKENS
+from lib.eval.loglikelihood import continuation_logprobs
 from lib.eval.report import by_id, example_ids, require_examples
 from lib.eval.tasks.task import Question, Task
 
@@ -57,12 +59,13 @@ def choice_metrics(logliks: Sequence[float], choices: Sequence[str], gold: int) 
 
 
 def score_questions(
-    model: nn.Module, tokenizer, questions: Sequence[Question], batch_size: int = 8, progress: bool = True
+    model: nn.Module, tokenizer, questions: Sequence[Question], batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    progress: bool = True,
 ) -> list[list[float]]:
     """Summed log-likelihood of every choice of every question: one list of K floats per question."""
     contexts = [c for q in questions for c in q.contexts]
     continuations = [c for q in questions for c in q.continuations]
-    scored = continuation_logprobs(model, tokenizer, contexts, continuations, batch_size=batch_size, progress=progress)
+    scored = continuation_logprobs(model, tokenizer, contexts, continuations, batch_tokens, progress)
     logliks, start = [], 0
     for question in questions:
         k = len(question.choices)
@@ -71,8 +74,8 @@ def score_questions(
     return logliks
 
 
-def evaluate_multiple_choice(model: nn.Module, tokenizer, task: Task, examples: Sequence[dict], batch_size: int = 8,
-                             progress: bool = True) -> dict:
+def evaluate_multiple_choice(model: nn.Module, tokenizer, task: Task, examples: Sequence[dict],
+                             batch_tokens: int = DEFAULT_BATCH_TOKENS, progress: bool = True) -> dict:
     """acc / acc_norm (+ the task's extra metrics, + stderr) of a multiple-choice task on `examples`.
 
     Returns:
@@ -82,7 +85,7 @@ def evaluate_multiple_choice(model: nn.Module, tokenizer, task: Task, examples: 
     """
     require_examples(task.name, examples)
     parsed = questions(task, examples)
-    logliks = score_questions(model, tokenizer, parsed, batch_size, progress)
+    logliks = score_questions(model, tokenizer, parsed, batch_tokens, progress)
     ids = example_ids(examples)
     samples = [{"index": index, "id": ids[index], "gold": question.gold, "loglik": lls, "choice": argmax(lls),
                 **choice_metrics(lls, question.choices, question.gold)}

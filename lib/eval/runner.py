@@ -19,6 +19,7 @@ from torch import nn
 from lib.core.results import Timer
 from lib.data import registry
 from lib.data.sources import load_task_examples, resolve_data_dir
+from lib.eval.batching import DEFAULT_BATCH_TOKENS
 from lib.eval.generate import evaluate_generate
 from lib.eval.lm_eval_backend import evaluate_lm_eval, lm_eval_tasks
 from lib.eval.multiple_choice import evaluate_multiple_choice
@@ -148,15 +149,16 @@ def task_data(task: Task, data_dir, limit: int | None = None, num_fewshot: int =
 
 
 def run_task(model: nn.Module, tokenizer, task: Task, data: dict, seqlen: int = 2048, batch_size: int = 8,
-             max_new_tokens: int | None = None, log_samples: bool = False, progress: bool = True) -> dict:
+             max_new_tokens: int | None = None, log_samples: bool = False, progress: bool = True,
+             batch_tokens: int = DEFAULT_BATCH_TOKENS) -> dict:
     """One task's report from its `task_data` (a perplexity task: with "tokens" from `perplexity_tokens`),
     by the runner of its output type."""
     if task.output_type == "perplexity":
         return evaluate_perplexity(model, tokenizer, task.dataset, seqlen, progress=progress, tokens=data["tokens"])
     if task.output_type == "multiple_choice":
-        return evaluate_multiple_choice(model, tokenizer, task, data["examples"], batch_size, progress)
+        return evaluate_multiple_choice(model, tokenizer, task, data["examples"], batch_tokens, progress)
     return evaluate_generate(model, tokenizer, task, data["examples"], data["nll_examples"], data["fewshot_examples"],
-                             max_new_tokens, batch_size, log_samples, progress)
+                             max_new_tokens, batch_size, log_samples, progress, batch_tokens)
 
 
 def evaluate_tasks(
@@ -175,6 +177,7 @@ def evaluate_tasks(
     progress: bool = True,
     nll_limit: int | Mapping[str, int] | None = None,
     data: dict[str, dict] | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
 ) -> dict:
     """Run `tasks` in order and collect one result.
 
@@ -190,6 +193,8 @@ def evaluate_tasks(
             instead of the first `limit` (one forward pass per example, so it affords more): an int or {task: int}.
         backend: "ours", or "lm-eval" to run the tasks with an lm-eval twin through lm-evaluation-harness
             (perplexity tasks always use the Wanda protocol, groups our scorer).
+        batch_size: prompts per generation batch (and lm-eval's batch size); batch_tokens: padded tokens per
+            log-likelihood forward (multiple choice, answer NLL).
         data: what `load_task_data` returned for these arguments (None: loaded here). Either way all
             data is read, and every perplexity text tokenized and counted in windows, before any task runs.
     Returns:
@@ -213,13 +218,14 @@ def evaluate_tasks(
         with timer(name):
             if name in group_names():
                 result = group_report(group(name).metrics, {
-                    member: run_task(model, tokenizer, get(member), member_data, batch_size=batch_size, progress=progress)
+                    member: run_task(model, tokenizer, get(member), member_data, batch_size=batch_size, progress=progress,
+                                     batch_tokens=batch_tokens)
                     for member, member_data in data[name]["members"].items()})
             elif by_lm_eval(name, backend):
                 result = evaluate_lm_eval(model, tokenizer, name, task_limit(limit, name), batch_size, num_fewshot)
             else:
                 result = run_task(model, tokenizer, get(name), data[name], seqlen, batch_size,
-                                  task_limit(max_new_tokens, name, "--max_new_tokens"), log_samples, progress)
+                                  task_limit(max_new_tokens, name, "--max_new_tokens"), log_samples, progress, batch_tokens)
         report["metrics"][name] = result["metrics"]
         report["counts"][name] = result["counts"]
         report["seconds"][name] = timer.seconds[name]

@@ -10,7 +10,7 @@ import pytest
 
 from lib.data import DataError, load_task_examples, registry
 from lib.data.builtin import hub_rows
-from lib.eval.generation import continuation_logprobs
+from lib.eval.loglikelihood import continuation_logprobs
 from lib.eval.multiple_choice import choice_metrics, evaluate_multiple_choice, questions
 from lib.eval.report import group_report, suite_mean
 from lib.eval.runner import evaluate_tasks
@@ -139,7 +139,7 @@ def test_hub_records_use_the_dataset_id(toy_registry, monkeypatch):
 def test_evaluate_multiple_choice_scores_each_choice_after_its_context(tokenizer):
     model = make_llama()
     examples = [{**row, "id": row["uid"]} for row in TOY_ROWS]
-    result = evaluate_multiple_choice(model, tokenizer, TOY, examples, batch_size=2, progress=False)
+    result = evaluate_multiple_choice(model, tokenizer, TOY, examples, batch_tokens=16, progress=False)
     for row, sample in zip(TOY_ROWS, result["samples"]):
         question = TOY.question(row)
         expected = continuation_logprobs(model, tokenizer, list(question.contexts), list(question.continuations), progress=False)

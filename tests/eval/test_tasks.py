@@ -13,7 +13,8 @@ from torch import nn
 from lib.core.uncertainty import mean_stderr
 from lib.data.prompts import boolq_prompt
 from lib.eval.generate import answer_nll, evaluate_generate
-from lib.eval.generation import continuation_logprobs, generate_greedy
+from lib.eval.generation import generate_greedy
+from lib.eval.loglikelihood import continuation_logprobs
 from lib.eval.multiple_choice import evaluate_multiple_choice
 from lib.eval.perplexity import perplexity, perplexity_report
 from lib.eval.runner import check_tasks, evaluate_tasks, task_limit
@@ -84,7 +85,7 @@ def test_generation_cuts_at_stop_string_and_eos(tiny_llama, tokenizer):
 
 def test_continuation_logprobs_match_direct_forward(tiny_llama, tokenizer):
     prompts, answers = PROMPTS[:3], [" yes", " 72 clips", " unanswerable"]
-    scored = continuation_logprobs(tiny_llama, tokenizer, prompts, answers, batch_size=3, progress=False)
+    scored = continuation_logprobs(tiny_llama, tokenizer, prompts, answers, batch_tokens=24, progress=False)
     for prompt, answer, result in zip(prompts, answers, scored):
         prompt_ids = tokenizer(prompt).input_ids
         answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
@@ -100,7 +101,7 @@ def test_continuation_logprobs_match_direct_forward(tiny_llama, tokenizer):
 def test_answer_nll_uniform_model_is_log_vocab(tiny_llama, tokenizer):
     handle = uniform_logits(tiny_llama)
     try:
-        result = answer_nll(tiny_llama, tokenizer, PROMPTS[:2], [" yes", " 1,234 dollars"], batch_size=2, progress=False)
+        result = answer_nll(tiny_llama, tokenizer, PROMPTS[:2], [" yes", " 1,234 dollars"], batch_tokens=20, progress=False)
     finally:
         handle.remove()
     n_expected = len(tokenizer(" yes", add_special_tokens=False).input_ids) + len(tokenizer(" 1,234 dollars", add_special_tokens=False).input_ids)
@@ -127,7 +128,7 @@ def test_boolq_forced_answer_scores_the_label_rate(tiny_llama, tokenizer, forced
     assert not set(forced_ids) & set(tokenizer(other, add_special_tokens=False).input_ids)
     handle = force_tokens(tiny_llama, forced_ids)
     try:
-        result = evaluate_multiple_choice(tiny_llama, tokenizer, get("boolq"), BOOLQ, batch_size=3, progress=False)
+        result = evaluate_multiple_choice(tiny_llama, tokenizer, get("boolq"), BOOLQ, batch_tokens=40, progress=False)
     finally:
         handle.remove()
     # labels [T, F, F, F]: acc [1, 0, 0, 0] (forced yes) has sd 0.5 (ddof 1), se 0.5 / sqrt(4)
@@ -308,3 +309,13 @@ def test_long_prompts_keep_their_end_and_short_context_is_an_error(tokenizer):
 # ---------------------------------------------------------------- CLI
 
 
+
+
+@pytest.mark.parametrize("stop", [(), ("e",)])
+def test_generate_greedy_equals_transformers_generate(tiny_llama, tokenizer, stop):
+    """Our loop (rows leave the batch as they end) and `generate` (greedy) give the same outputs on the same batches."""
+    from lib.eval.generation import reference_generate
+
+    ours = generate_greedy(tiny_llama, tokenizer, PROMPTS, max_new_tokens=12, stop_strings=stop, batch_size=3, progress=False)
+    assert ours == reference_generate(tiny_llama, tokenizer, PROMPTS, max_new_tokens=12, stop_strings=stop, batch_size=3)
+    assert len(set(ours)) > 1 and any(ours)

@@ -107,7 +107,7 @@ def block_losses(importance: torch.Tensor, keep_score: torch.Tensor, block_size:
     losses = [torch.zeros(shape, dtype=torch.float64, device=importance.device)]
     for tier in (NM, TOPK):
         keep = three_tier_keep(keep_score, torch.full(shape, tier, dtype=torch.uint8, device=importance.device), b, topk_per_block)
-        losses.append(to_blocks(importance.double() * ~keep, b, 0.0).sum(dim=(2, 3)))
+        losses.append(to_blocks(importance.float() * ~keep, b, 0.0).sum(dim=(2, 3), dtype=torch.float64))
     return torch.stack(losses, dim=-1)
 
 

@@ -370,7 +370,8 @@ def prune_model(
             tier_maps: dict[str, torch.Tensor | None] = dict.fromkeys(linears)
             factors = None
             if config.budgeted:
-                tier_maps, factors = budget.layer_tier_maps(linears, scores, stats, config, allotted and allotted[i])
+                with timer("tier_budget"):  # part of "mask"
+                    tier_maps, factors = budget.layer_tier_maps(linears, scores, stats, config, allotted and allotted[i])
                 result.layer_ratios[i] = allocation.layer_ratios_from_counts(
                     {n: tuple(tier_histogram(t).values()) for n, t in tier_maps.items()})
             elif config.sparsity_type == "three_tier":

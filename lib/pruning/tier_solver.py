@@ -45,7 +45,7 @@ def _multiplier_bound(loss: torch.Tensor, cost: torch.Tensor) -> float:
     return 2.0 * (loss.max() - loss.min()).item() / gap + 1.0
 
 
-def lagrangian_tiers(loss: torch.Tensor, cost: torch.Tensor, budget: torch.Tensor, iterations: int = 64) -> torch.Tensor:
+def lagrangian_tiers(loss: torch.Tensor, cost: torch.Tensor, budget: torch.Tensor, iterations: int = 48) -> torch.Tensor:
     """Step 1: the choice at the smallest multiplier (found by bisection) whose total cost fits each group's budget.
 
     loss, cost: float64 [G, B, 3]; budget: float64 [G]. Returns long [G, B]. Raises ValueError when even the

@@ -19,6 +19,11 @@ t test over the per-seed perplexities: "exceeds the seed spread" when its p-valu
 Holm's method over all the comparisons of the run (family-wise error 0.05), is < 0.05, else "not
 established". The dense row does not depend on the seed and is measured once.
 
+`--frontier` runs the hardware frontier against SparseGPT 2:4 (`FRONTIER_ROWS`: SparseGPT 2:4 and 4:8,
+unstructured SparseGPT at 50% and 41.3%, Wanda 2:4, the best fixed-share three-tier, budgeted three-tier at 2:4's
+bytes (`--tier_assignment budgeted`) with k = 8 / 15 / 32 / 64, fixed shares at no more than 2:4's bytes) and
+compares every pruned row with SparseGPT 2:4.
+
 With `--rows_dir`, every finished (row, seed) is saved there and reused by later runs with the
 same settings: an interrupted run resumes, and workers with disjoint `--only` / `--seeds`
 lists can fill one table in parallel (one thread each), then a run with all of them prints it.
@@ -62,6 +67,29 @@ logger = logging.getLogger("bench_quality")
 DEFAULT_SEQLEN = 512
 
 
+MATCHED_SHARES = ((0.15, 0.65, 0.2), (0.25, 0.45, 0.3), (0.35, 0.25, 0.4))  # dense / 2:4 / top-k block shares
+OTHER_K = (8, 32, 64)  # top-k sizes beside the default 15
+# the frontier table (--frontier): the structures hardware runs, SparseGPT's unstructured references at 50% and
+# at the default three-tier's 41.3%, the best fixed-share three-tier and the budgeted rows at 2:4's bytes
+FRONTIER_ROWS = ("dense", "2:4 sparsegpt", "4:8 sparsegpt", "unstructured sparsegpt 0.5", "unstructured sparsegpt",
+                 "2:4 wanda", "three_tier sparsegpt row owl", "three_tier wanda matrix budget 2:4",
+                 "three_tier sparsegpt matrix budget 2:4", "three_tier sparsegpt row budget 2:4",
+                 *(f"three_tier sparsegpt row budget 2:4 k={k}" for k in OTHER_K),
+                 *(f"three_tier sparsegpt row {'/'.join(map(str, r))}" for r in MATCHED_SHARES))
+FRONTIER_REFERENCE = "2:4 sparsegpt"  # what --frontier compares every other pruned row against
+
+
+def budgeted_rows() -> dict[str, PruneConfig]:
+    """Budgeted tier assignment at exactly uniform 2:4's bytes (--tier_budget 2:4), and the top-k size as an axis."""
+    rows = {f"three_tier {method} {scope} budget 2:4": PruneConfig(prune_method=method, tier_scope=scope,
+                                                                   tier_assignment="budgeted", tier_budget="2:4")
+            for method, scope in (("wanda", "matrix"), ("sparsegpt", "matrix"), ("sparsegpt", "row"))}
+    rows.update({f"three_tier sparsegpt row budget 2:4 k={k}": PruneConfig(
+        prune_method="sparsegpt", tier_scope="row", tier_assignment="budgeted", tier_budget="2:4", topk_per_block=k)
+        for k in OTHER_K})
+    return rows
+
+
 def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
     configs: dict[str, PruneConfig | None] = {"dense": None}
     for method, scope, owl in itertools.product(("wanda", "sparsegpt"), ("matrix", "row", "layer", "model"), (False, True)):
@@ -81,6 +109,16 @@ def configurations(only: list[str] | None) -> dict[str, PruneConfig | None]:
         # other tier shares along the cost axis (the frontier plot)
         "three_tier sparsegpt row 0.5/0.4/0.1": PruneConfig(prune_method="sparsegpt", ratios=(0.5, 0.4, 0.1), tier_scope="row"),
         "three_tier sparsegpt row 0.2/0.5/0.3": PruneConfig(prune_method="sparsegpt", ratios=(0.2, 0.5, 0.3), tier_scope="row"),
+        # the hardware frontier against SparseGPT 2:4 (issue 22; FRONTIER_ROWS)
+        "2:4 sparsegpt": PruneConfig(sparsity_type="2:4", prune_method="sparsegpt"),
+        "4:8 sparsegpt": PruneConfig(sparsity_type="4:8", prune_method="sparsegpt"),
+        "unstructured sparsegpt 0.5": PruneConfig(prune_method="sparsegpt", sparsity_type="unstructured", sparsity_ratio=0.5),
+        **budgeted_rows(),
+        # fixed shares at no more than 2:4's bytes (float32 and bfloat16) and sparsity-equivalent >= 50%
+        **{f"three_tier sparsegpt row {'/'.join(map(str, r))}": PruneConfig(prune_method="sparsegpt", ratios=r, tier_scope="row")
+           for r in MATCHED_SHARES},
+        **{f"three_tier sparsegpt row owl k={k}": PruneConfig(prune_method="sparsegpt", tier_scope="row", owl=True,
+                                                              topk_per_block=k) for k in OTHER_K},
     }
     if not only:
         return configs
@@ -139,6 +177,8 @@ class Bench:
         prune_s, profile = 0.0, None
         if config is not None and config.needs_profile:
             key = (seed, config.block_size, config.owl_m, config.needs_calibration)
+            if config.budgeted:  # its profile holds block losses and byte budgets, not mean scores
+                key += (config.tier_budget, config.topk_per_block, config.intra_block_score, config.prune_method)
             if key not in self.profiles:
                 start = time.perf_counter()
                 self.profiles[key] = (profile_model(self.model, samples, config, progress=False), time.perf_counter() - start)
@@ -174,6 +214,11 @@ def default_comparisons(names: list[str]) -> list[tuple[str, str]]:
     pairs = [(name, name[: -len(" owl")]) for name in names if name.endswith(" owl")]
     pairs += [(name, name.replace(" row", " matrix")) for name in names if " row" in name]
     return [(a, b) for a, b in pairs if a in names and b in names]
+
+
+def frontier_comparisons(names: list[str]) -> list[tuple[str, str]]:
+    """(row, FRONTIER_REFERENCE) for every pruned row of the table but the reference itself."""
+    return [(name, FRONTIER_REFERENCE) for name in names if name not in ("dense", FRONTIER_REFERENCE) and FRONTIER_REFERENCE in names]
 
 
 def compare(a: dict, b: dict) -> dict:
@@ -229,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="one calibration seed (same as --seeds SEED)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help='run only these rows, e.g. "dense" "three_tier wanda matrix"')
+    parser.add_argument("--frontier", action="store_true",
+                        help=f"run the frontier rows ({len(FRONTIER_ROWS)}, then any --only rows) and compare every "
+                             f"pruned row with {FRONTIER_REFERENCE!r} by default")
     parser.add_argument("--compare", nargs=2, action="append", default=None, metavar=("A", "B"),
                         help="compare two rows against the seed spread (repeatable; default: OWL vs no OWL, row vs matrix scope)")
     parser.add_argument("--output", default=None, help="also write the table as JSON here")
@@ -245,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(err)
     setup_logging(logging.WARNING)
     seeds = [args.seed] if args.seed is not None else list(dict.fromkeys(args.seeds))
-    configs = configurations(args.only)
+    configs = configurations(list(dict.fromkeys([*FRONTIER_ROWS, *(args.only or [])])) if args.frontier else args.only)
     for pair in args.compare or []:
         if any(name not in configs for name in pair):
             fail(f"--compare {pair[0]!r} {pair[1]!r}: both must be rows of the table ({', '.join(configs)})")
@@ -274,15 +322,17 @@ def main(argv: list[str] | None = None) -> int:
 
     dense_ppl = summarize("dense", runs["dense"], None)["ppl"] if "dense" in runs else None
     rows = {name: summarize(name, name_runs, dense_ppl) for name, name_runs in runs.items()}
-    print(f"{'configuration':<34}{'sparsity':>10}{'PPL':>10}{'± sd':>9}{'PPL/dense':>11}{'prune s':>9}{'eval s':>8}  per seed",
+    width = max(34, *(len(name) + 2 for name in rows))
+    print(f"{'configuration':<{width}}{'sparsity':>10}{'PPL':>10}{'± sd':>9}{'PPL/dense':>11}{'prune s':>9}{'eval s':>8}  per seed",
           flush=True)
     for row in rows.values():
         ratio = f"{row['ppl_over_dense']:.2f}" if dense_ppl else "-"
         sd = f"{row['ppl_sd']:.2f}" if row["ppl_sd"] is not None else "-"
         per_seed = " ".join(f"{ppl:.2f}" for ppl in row["ppl_per_seed"])
-        print(f"{row['configuration']:<34}{row['sparsity']:>10.4f}{row['ppl']:>10.2f}{sd:>9}{ratio:>11}"
+        print(f"{row['configuration']:<{width}}{row['sparsity']:>10.4f}{row['ppl']:>10.2f}{sd:>9}{ratio:>11}"
               f"{row['prune_s']:>9.1f}{row['eval_s']:>8.1f}  {per_seed}", flush=True)
-    comparisons = comparison_lines([compare(rows[a], rows[b]) for a, b in (args.compare or default_comparisons(list(rows)))])
+    pairs = args.compare or (frontier_comparisons(list(rows)) if args.frontier else default_comparisons(list(rows)))
+    comparisons = comparison_lines([compare(rows[a], rows[b]) for a, b in pairs])
     if comparisons:
         print("\nComparisons (Welch's t test over the per-seed perplexities; exceeds the seed spread when the p-value "
               "adjusted by Holm's method over all the comparisons shown is < 0.05):")

@@ -89,7 +89,8 @@ def plot_results(rows: list[Row], path: str | Path) -> None:
 def plot_frontier(rows: list[dict], axes_keys: list[tuple[str, str, float]], fronts: dict[str, list[bool]], path: str | Path,
                   title: str = "") -> None:
     """PPL (log) against each cost in axes_keys [(row key, axis label, divisor)], every row labelled,
-    the Pareto frontier of each panel (fronts[row key]) drawn as a line through its points."""
+    the Pareto frontier of each panel (fronts[row key]) drawn as a line through its points, and ± the sd
+    over seeds as bars for rows that have one ("ppl_sd")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,6 +101,10 @@ def plot_frontier(rows: list[dict], axes_keys: list[tuple[str, str, float]], fro
         xs = [r[key] / divisor for r in rows]
         ys = [r["ppl"] for r in rows]
         on = fronts[key]
+        sds = [r.get("ppl_sd") for r in rows]  # bench_quality's sample sd over seeds (None with one seed)
+        if any(sd is not None for sd in sds):
+            ax.errorbar(xs, ys, yerr=[sd or 0.0 for sd in sds], fmt="none", ecolor="#616161", elinewidth=0.8, capsize=2,
+                        zorder=1, label="± sd over seeds")
         ax.scatter([x for x, f in zip(xs, on) if not f], [y for y, f in zip(ys, on) if not f], color="#9e9e9e", zorder=2)
         front = sorted((x, y) for x, y, f in zip(xs, ys, on) if f)
         ax.plot(*zip(*front), "-o", drawstyle="steps-post", color="#c62828", zorder=3, label="Pareto frontier")

@@ -14,6 +14,8 @@ layer in proportion to the layer's activation-outlier ratio, with zero mean over
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from lib.pruning.masks import rank_blocks, tier_counts
@@ -105,3 +107,25 @@ def matrix_counts(
         return {n: tier_counts(s.numel(), ratios) for n, s in block_scores.items()}
     total = sum(s.numel() for s in block_scores.values())
     return joint_counts(block_scores, tier_counts(total, ratios))
+
+
+def plan_layer_ratios(
+    block_scores: list[dict[str, torch.Tensor]], outliers: list[float], config: Any
+) -> list[tuple[float, float, float]]:
+    """Per-layer tier shares from the model-wide ranking and/or OWL shifts."""
+    n_layers = len(block_scores)
+    if config.tier_scope == "model":
+        flat = {f"{i}.{n}": s for i, layer in enumerate(block_scores) for n, s in layer.items()}
+        total = sum(s.numel() for s in flat.values())
+        counts = joint_counts(flat, tier_counts(total, config.ratios))
+        ratios = [
+            layer_ratios_from_counts({n: counts[f"{i}.{n}"] for n in block_scores[i]}) for i in range(n_layers)
+        ]
+    else:
+        ratios = [config.ratios] * n_layers
+    if config.owl:
+        keep_fraction = min(config.topk_per_block, config.block_size**2) / config.block_size**2
+        shifts = owl_shifts(outliers, config.owl_lambda, keep_fraction)
+        sizes = [sum(s.numel() for s in layer.values()) for layer in block_scores]
+        ratios = shifted_ratios(ratios, shifts, sizes)
+    return ratios

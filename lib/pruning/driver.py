@@ -27,16 +27,17 @@ from lib.core.arguments import flag
 from lib.core.cli import check_finite_fields
 from lib.core.results import Timer
 from lib.models.arch import decoder_layers_path, decoder_linears, find_linears, get_decoder_layers, unpruned_weights
-from lib.pruning import allocation
+from lib.pruning import allocation, budget
+from lib.pruning.allocation import plan_layer_ratios
 from lib.pruning.capture import (Captured, LayerInput, capture_layer_inputs, hidden_output, layer_device, run_layer,
                                  to_device)
 from lib.pruning.masks import (DEFAULT_RATIOS, INTRA_BLOCK_ALIASES, INTRA_BLOCK_SCORES, assign_tiers,
-                               assign_tiers_row_balanced, block_mean_scores, tier_counts, tier_histogram)
+                               assign_tiers_row_balanced, block_mean_scores, tier_histogram)
 from lib.pruning.methods import PATTERNS, SCORES, pattern_names, score_names
-from lib.pruning.sparsegpt import ChunkSelector, inverse_hessian_factor, sparsegpt_reconstruct
+from lib.pruning.sparsegpt import ChunkSelector, HessianFactor, inverse_hessian_factor, sparsegpt_reconstruct
 from lib.pruning.stats import ActNormStats, HessianStats
-from lib.tiered.tier_map import (DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, TIER_SCOPES, TierMetadata, check_block_size,
-                                 check_ratios, check_topk)
+from lib.tiered.tier_map import (DEFAULT_BLOCK_SIZE, DEFAULT_TOPK_PER_BLOCK, TIER_ASSIGNMENTS, TIER_SCOPES, TierMetadata,
+                                 check_block_size, check_ratios, check_topk)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ class PruneConfig:
                                   choices=(*INTRA_BLOCK_SCORES, *INTRA_BLOCK_ALIASES))
     tier_scope: str = flag("matrix", "rank blocks per matrix, per matrix balanced over block rows (row), per layer, "
                            "or model-wide", choices=TIER_SCOPES)
+    tier_assignment: str = flag("shares", "how blocks get tiers: the fixed --sparsity_ratios shares by mean block score "
+                                "(shares), or the least estimated loss within the byte budget --tier_budget per "
+                                "--tier_scope (budgeted; lib.pruning.budget)", choices=TIER_ASSIGNMENTS)
+    tier_budget: str | None = flag(None, "byte budget of --tier_assignment budgeted, per matrix: 2:4 (the bytes of "
+                                   "uniform 2:4), Fx2:4 (a fraction F of them, e.g. 0.9x2:4) or s=S (sparsity-"
+                                   "equivalent: 2(1-S) x 2:4's bytes)")
     owl: bool = flag(False, "outlier-weighted layer-wise tier shares (OWL)")
     owl_lambda: float = flag(0.08, "OWL: layer densities shift within +-lambda around the target")
     owl_m: float = flag(5.0, "OWL: outlier threshold, times the mean score")
@@ -95,6 +102,9 @@ class PruneConfig:
             raise ValueError(f"--sparsity_ratio must be in [0, 1), got {self.sparsity_ratio}")
         if self.owl and self.sparsity_type != "three_tier":
             raise ValueError("--owl applies to --sparsity_type three_tier only")
+        budget.check_budget_flags(self)
+        if self.budgeted and self.ratios != DEFAULT_RATIOS:
+            raise ValueError("--sparsity_ratios are fixed shares; --tier_assignment budgeted does not use them")
         if self.profile_nsamples is not None and self.profile_nsamples <= 0:
             raise ValueError(f"--profile_nsamples must be positive, got {self.profile_nsamples}")
         if self.calib_batch_size <= 0:
@@ -109,7 +119,14 @@ class PruneConfig:
         the pruned model as given."""
         if self.sparsity_type != "three_tier":
             return TierMetadata(self.block_size, None, self.topk_per_block)
+        if self.budgeted:
+            return TierMetadata(self.block_size, None, self.topk_per_block, self.tier_scope, self.owl, model,
+                                self.tier_assignment, self.tier_budget)
         return TierMetadata(self.block_size, self.ratios, self.topk_per_block, self.tier_scope, self.owl, model)
+
+    @property
+    def budgeted(self) -> bool:
+        return self.tier_assignment == "budgeted"
 
     @property
     def needs_calibration(self) -> bool:
@@ -131,6 +148,8 @@ def check_block_fits(model: nn.Module, config: PruneConfig) -> None:
     prefix = decoder_layers_path(model)
     shapes = {f"{prefix}.{i}.{name}": tuple(linear.weight.shape)
               for i, layer in enumerate(decoder_linears(model)) for name, linear in layer.items()}
+    if config.budgeted:
+        budget.check_budget_fits(config, next(iter(decoder_linears(model)[0].values())).weight.element_size())
     name, shape = min(shapes.items(), key=lambda item: min(item[1]))
     if config.block_size > min(shape):
         raise ValueError(f"--block_size {config.block_size} exceeds the smallest side of {name} "
@@ -204,9 +223,11 @@ def _prune_linear(module: nn.Linear, score: torch.Tensor, config: PruneConfig, t
 
 
 def _sparsegpt_prune(
-    modules: list[nn.Linear], stats: HessianStats, config: PruneConfig, tier_maps: list[torch.Tensor | None]
+    modules: list[nn.Linear], stats: HessianStats, config: PruneConfig, tier_maps: list[torch.Tensor | None],
+    factor: HessianFactor | None = None,
 ) -> None:
-    """SparseGPT on Linears that read the same input: one factor, one solve of their stacked weights.
+    """SparseGPT on Linears that read the same input: one factor (given, or computed here), one solve of their
+    stacked weights.
 
     Rows are solved independently, so stacking changes only the order of float additions;
     each Linear keeps its own mask rule (N:M, being per row, runs once on the stack).
@@ -220,7 +241,7 @@ def _sparsegpt_prune(
         def select(saliency, first_column):
             parts = saliency.split(sizes)  # (O_i, c) per Linear
             return torch.cat([rule(part, first_column) for (rule, _), part in zip(selectors, parts)])
-    factor = inverse_hessian_factor(stats.hessian, config.percdamp)
+    factor = factor or inverse_hessian_factor(stats.hessian, config.percdamp)
     weight = torch.cat([m.weight for m in modules])  # (sum O_i, I)
     new_weight, _ = sparsegpt_reconstruct(weight, factor, select, chunk)
     for module, part in zip(modules, new_weight.split(sizes)):
@@ -229,9 +250,10 @@ def _sparsegpt_prune(
 
 def _prune_layer(
     linears: dict[str, nn.Linear], scores: dict[str, torch.Tensor], stats: dict[str, Any] | None,
-    config: PruneConfig, tier_maps: dict[str, torch.Tensor | None],
+    config: PruneConfig, tier_maps: dict[str, torch.Tensor | None], factors: dict[int, HessianFactor] | None = None,
 ) -> None:
-    """Prune every Linear of one layer in place (SparseGPT: grouped by shared input statistics)."""
+    """Prune every Linear of one layer in place (SparseGPT: grouped by shared input statistics; factors: by
+    id(statistics), computed already)."""
     if not SCORES[config.prune_method].reconstruct:
         for name, module in linears.items():
             _prune_linear(module, scores[name], config, tier_maps[name])
@@ -240,7 +262,8 @@ def _prune_layer(
     for name in linears:
         groups.setdefault(id(stats[name]), []).append(name)
     for names in groups.values():
-        _sparsegpt_prune([linears[n] for n in names], stats[names[0]], config, [tier_maps[n] for n in names])
+        _sparsegpt_prune([linears[n] for n in names], stats[names[0]], config, [tier_maps[n] for n in names],
+                         (factors or {}).get(id(stats[names[0]])))
 
 
 def _profile_stats_class(config: PruneConfig) -> type:
@@ -275,31 +298,10 @@ def profile_layers(
                 handle.remove()
             hidden = [hidden_output(layer, out, h) for out, h in zip(outputs, hidden, strict=True)]
         scores = _scores(linears, stats, config.prune_method)
-        block_scores.append({n: block_mean_scores(s, config.block_size).cpu() for n, s in scores.items()})
+        block_scores.append(budget.profile_entry(linears, scores, config) if config.budgeted else
+                            {n: block_mean_scores(s, config.block_size).cpu() for n, s in scores.items()})
         outliers.append(allocation.outlier_ratio(list(scores.values()), config.owl_m))
     return block_scores, outliers
-
-
-def plan_layer_ratios(
-    block_scores: list[dict[str, torch.Tensor]], outliers: list[float], config: PruneConfig
-) -> list[tuple[float, float, float]]:
-    """Per-layer tier shares from the model-wide ranking and/or OWL shifts."""
-    n_layers = len(block_scores)
-    if config.tier_scope == "model":
-        flat = {f"{i}.{n}": s for i, layer in enumerate(block_scores) for n, s in layer.items()}
-        total = sum(s.numel() for s in flat.values())
-        counts = allocation.joint_counts(flat, tier_counts(total, config.ratios))
-        ratios = [
-            allocation.layer_ratios_from_counts({n: counts[f"{i}.{n}"] for n in block_scores[i]}) for i in range(n_layers)
-        ]
-    else:
-        ratios = [config.ratios] * n_layers
-    if config.owl:
-        keep_fraction = min(config.topk_per_block, config.block_size**2) / config.block_size**2
-        shifts = allocation.owl_shifts(outliers, config.owl_lambda, keep_fraction)
-        sizes = [sum(s.numel() for s in layer.values()) for layer in block_scores]
-        ratios = allocation.shifted_ratios(ratios, shifts, sizes)
-    return ratios
 
 
 Profile = tuple[list[dict[str, torch.Tensor]], list[float]]
@@ -341,13 +343,16 @@ def prune_model(
             "%.2f%% of the decoder weights stay dense (not nn.Linear, or MoE routers): %s",
             100 * result.unpruned["share"], ", ".join(result.unpruned["names"]),
         )
+    allotted = None
+    result.layer_ratios = [config.ratios] * len(layers)
     if config.needs_profile:
         with timer("profile"):
             block_scores, result.outlier_ratios = profile or profile_model(model, samples, config, progress)
-            result.layer_ratios = plan_layer_ratios(block_scores, result.outlier_ratios, config)
+            if config.budgeted:
+                allotted = budget.model_allotments(block_scores, config)
+            else:
+                result.layer_ratios = plan_layer_ratios(block_scores, result.outlier_ratios, config)
             del block_scores
-    else:
-        result.layer_ratios = [config.ratios] * len(layers)
     if config.needs_calibration:
         with timer("capture"):
             hidden, layer_args = capture_layer_inputs(model, samples, config.calib_batch_size)
@@ -363,12 +368,18 @@ def prune_model(
         with timer("mask"):
             scores = _scores(linears, stats, config.prune_method)
             tier_maps: dict[str, torch.Tensor | None] = dict.fromkeys(linears)
-            if config.sparsity_type == "three_tier":
+            factors = None
+            if config.budgeted:
+                with timer("tier_budget"):  # part of "mask"
+                    tier_maps, factors = budget.layer_tier_maps(linears, scores, stats, config, allotted and allotted[i])
+                result.layer_ratios[i] = allocation.layer_ratios_from_counts(
+                    {n: tuple(tier_histogram(t).values()) for n, t in tier_maps.items()})
+            elif config.sparsity_type == "three_tier":
                 block = {n: block_mean_scores(s, config.block_size) for n, s in scores.items()}
                 counts = allocation.matrix_counts(block, result.layer_ratios[i], config.tier_scope)
                 assign = assign_tiers_row_balanced if config.tier_scope == "row" else assign_tiers
                 tier_maps = {n: assign(block[n], counts[n]) for n in linears}
-            _prune_layer(linears, scores, stats, config, tier_maps)
+            _prune_layer(linears, scores, stats, config, tier_maps, factors)
             for name, module in linears.items():
                 record = {"layer": i, "name": name, "shape": list(module.weight.shape),
                           "sparsity": (module.weight == 0).float().mean().item()}

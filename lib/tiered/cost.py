@@ -22,13 +22,20 @@ from lib.tiered.checkpoint import plan_encodings, save_compressed
 from lib.tiered.tier_map import DENSE, NM, TOPK, TierMetadata
 
 
+def tile_bytes(block_size: int, topk_per_block: int, value_bytes: int) -> dict[int, int]:
+    """{tier code: stored bytes of one tile of that tier}, without the tile's 1 tier-map byte."""
+    tile = block_size * block_size
+    k = min(topk_per_block, tile)
+    position_bytes = 1 if tile <= 256 else 2
+    return {DENSE: tile * value_bytes, NM: tile // 2 * value_bytes + tile // 8, TOPK: k * (value_bytes + position_bytes)}
+
+
 def tiered_cost(tier_map: torch.Tensor, block_size: int, topk_per_block: int, value_bytes: int) -> dict[str, int]:
     """{"bytes", "macs"} of one matrix in the tiered format; tier_map uint8 [R, C]."""
     counts = torch.bincount(tier_map.flatten().long(), minlength=3).tolist()
     tile = block_size * block_size
     k = min(topk_per_block, tile)
-    position_bytes = 1 if tile <= 256 else 2
-    stored = {DENSE: tile * value_bytes, NM: tile // 2 * value_bytes + tile // 8, TOPK: k * (value_bytes + position_bytes)}
+    stored = tile_bytes(block_size, topk_per_block, value_bytes)
     macs = {DENSE: tile, NM: tile // 2, TOPK: k}
     return {"bytes": tier_map.numel() + sum(counts[t] * stored[t] for t in stored),
             "macs": sum(counts[t] * macs[t] for t in macs)}

@@ -29,6 +29,7 @@ TIER_NAMES = ("dense", "2:4", "topk")  # by code
 DEFAULT_BLOCK_SIZE = 16  # side of the square blocks the tiers are assigned to
 DEFAULT_TOPK_PER_BLOCK = 15  # weights kept in each top-k block
 TIER_SCOPES = ("matrix", "row", "layer", "model")  # what the blocks are ranked across
+TIER_ASSIGNMENTS = ("shares", "budgeted")  # fixed shares by mean block score, or least loss within a byte budget
 TIER_MAP_FILE = "tier_map.safetensors"
 
 
@@ -68,6 +69,8 @@ class TierMetadata:
     block_size: b, a positive multiple of 4. ratios: the block shares (dense, 2:4, top-k), >= 0, summing
     to 1. topk_per_block: weights kept per top-k block, in [0, b*b]. tier_scope: what the blocks were
     ranked across (TIER_SCOPES). owl: outlier-weighted layer shares. model: the model that was pruned.
+    tier_assignment, tier_budget: "budgeted" and its --tier_budget when the tiers were chosen within a byte
+    budget (ratios then None); left out for fixed shares.
     None: not recorded (left out of the file); a file without block_size / topk_per_block means 16 / 15.
     Checked on construction (ValueError naming the field).
     """
@@ -78,6 +81,8 @@ class TierMetadata:
     tier_scope: str | None = None
     owl: bool | None = None
     model: str | None = None
+    tier_assignment: str | None = None
+    tier_budget: str | None = None
 
     def __post_init__(self) -> None:
         check_block_size(self.block_size)
@@ -91,6 +96,10 @@ class TierMetadata:
             raise ValueError(f"owl {self.owl!r:.20} is not true or false")
         if self.model is not None and not isinstance(self.model, str):
             raise ValueError(f"model {self.model!r:.40} is not a string")
+        if self.tier_assignment is not None and self.tier_assignment not in TIER_ASSIGNMENTS:
+            raise ValueError(f"tier_assignment {self.tier_assignment!r:.40} is not one of {', '.join(TIER_ASSIGNMENTS)}")
+        if self.tier_budget is not None and not isinstance(self.tier_budget, str):
+            raise ValueError(f"tier_budget {self.tier_budget!r:.40} is not a string")
 
     def to_dict(self) -> dict[str, Any]:
         """{field: value} of the fields that are not None, in field order (ratios as a list): the file's metadata."""

@@ -101,3 +101,19 @@ def test_comparison_verdicts_follow_holm_over_all_comparisons():
     assert lines[1].endswith("before the correction only: not established")  # 3 * p[1] >= 0.05
     assert lines[2].endswith("within the seed spread: not established") and lines[3].endswith("not established")
     assert "one seed" in lines[4] and "Holm" not in lines[4]
+
+
+def test_frontier_rows_resume_and_compare_with_sparsegpt_2_4(tiny_llama_dir, tmp_path):
+    rows = ["2:4 sparsegpt", "three_tier sparsegpt row budget 2:4 k=8"]
+    bench(tiny_llama_dir, tmp_path / "rows", tmp_path / "a.json", *rows, seeds=(0, 1))
+    saved = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "rows").glob("*.json")}
+    assert sorted(saved) == ["2_4_sparsegpt.json", "2_4_sparsegpt_seed1.json", "three_tier_sparsegpt_row_budget_2_4_k_8.json",
+                             "three_tier_sparsegpt_row_budget_2_4_k_8_seed1.json"]
+    table = json.loads((tmp_path / "a.json").read_text())
+    budgeted = table["rows"][1]
+    assert budgeted["encodings"]["tiered"] == 14 and budgeted["seeds"] == [0, 1]
+    assert budgeted["decoder_bytes"] <= table["rows"][0]["decoder_bytes"]  # within uniform 2:4's bytes
+    again = bench(tiny_llama_dir, tmp_path / "rows", tmp_path / "b.json", *rows, seeds=(0, 1))
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "rows").glob("*.json")} == saved  # nothing pruned again
+    assert json.loads((tmp_path / "b.json").read_text())["rows"] == table["rows"]
+    assert [line.split()[0] for line in again[1:3]] == ["2:4", "three_tier"]

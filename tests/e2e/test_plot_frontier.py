@@ -9,6 +9,7 @@ def test_plot_frontier_draws_and_prints_the_table(tmp_path, capsys):
     rows = [{"configuration": name, "sparsity": s, "ppl": ppl, "stored_bytes": b, "weight_bytes_per_token": b, "macs_per_token": m}
             for name, s, ppl, b, m in [("dense", 0.0, 30.0, 500e6, 130e6), ("2:4 wanda", 0.5, 180.0, 300e6, 80e6),
                                        ("three_tier x", 0.41, 120.0, 320e6, 70e6), ("unstructured", 0.41, 40.0, 330e6, 90e6)]]
+    rows[2].update(ppl_sd=4.0)  # a row over several seeds: drawn with its sd bar
     source = tmp_path / "bench.json"
     source.write_text(json.dumps({"settings": {"model": "m", "eval_windows": 2, "seqlen": 8}, "rows": rows}))
     assert plot_frontier.main([str(source), "--output", str(tmp_path / "frontier.png")]) == 0

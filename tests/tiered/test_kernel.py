@@ -106,10 +106,11 @@ def test_repack_round_trips():
 
 
 @pytest.mark.real_model
-def test_a_default_model_matrix_pruned_by_the_toolkit():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_default_model_matrix_pruned_by_the_toolkit(dtype):
     weight, = default_model_weights("model.layers.2.mlp.down_proj.weight")  # 576 x 1536
     keep, tier_map = three_tier_mask(weight, None)
-    pruned = weight * keep
+    pruned = (weight * keep).to(dtype)
     module = HybridLinear("tiered", encode_tiered(pruned, tier_map, 16, 15), tuple(weight.shape), 16)
     for n_tokens in (1, 4):
         check_product(module, pruned, n_tokens)

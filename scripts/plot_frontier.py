@@ -3,7 +3,12 @@
 
 Reads the rows `scripts/bench_quality.py --output FILE` wrote (each with the cost fields of
 `lib.tiered.cost.checkpoint_cost`), draws frontier.png (two panels, every configuration labelled,
-the Pareto frontier of each panel marked) and prints the table in Markdown.
+± sd bars, the Pareto frontier of each panel marked) and prints the table in Markdown.
+
+With several seeds per row (bench_quality's "ppl_per_seed"), a point is off the frontier only where
+a point of no greater cost has a lower PPL that Welch's t test establishes, Holm-adjusted over
+every such pair of the panel (`lib.tiered.cost.established_front`); the established dominations
+are printed under the table. Rows of one seed each fall back to comparing the values.
 
     python scripts/plot_frontier.py out/bench_quality.json --output frontier.png
 """
@@ -18,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.tiered.cost import pareto_front
+from lib.tiered.cost import established_front, pareto_front
 
 COST_KEYS = ("stored_bytes", "weight_bytes_per_token", "macs_per_token")
 AXES = [("stored_bytes", "stored checkpoint (MB, model.tiered.safetensors)", 1e6),
@@ -35,18 +40,34 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"error: {args.input} has no rows with cost fields ({', '.join(COST_KEYS)}); rerun bench_quality.py", file=sys.stderr)
         return 2
-    fronts = {key: pareto_front([r[key] for r in rows], [r["ppl"] for r in rows]) for key, _, _ in AXES}
+    samples = [r.get("ppl_per_seed") or [r["ppl"]] for r in rows]
+    by_test = any(len(s) > 1 for s in samples)
+    fronts, verdicts = {}, {}
+    for key, _, _ in AXES:
+        costs = [r[key] for r in rows]
+        if by_test:
+            fronts[key], verdicts[key] = established_front(costs, samples)
+        else:
+            fronts[key], verdicts[key] = pareto_front(costs, [r["ppl"] for r in rows]), []
     from lib.experiments.plots import plot_frontier
 
     settings = data.get("settings", {})
     title = f"{settings.get('model', '')}: PPL ({settings.get('eval_windows')} x {settings.get('seqlen')}) against cost"
-    plot_frontier(rows, AXES, fronts, args.output, title)
+    plot_frontier(rows, AXES, fronts, args.output, title, established=by_test)
     print("| configuration | sparsity | PPL | stored MB | weight MB read / token | MMACs / token | frontier (bytes / MACs) |")
     print("|---|---|---|---|---|---|---|")
     for i, r in enumerate(rows):
         marks = " / ".join("yes" if fronts[key][i] else "no" for key, _, _ in AXES)
-        print(f"| {r['configuration']} | {r['sparsity']:.2%} | {r['ppl']:.2f} | {r['stored_bytes'] / 1e6:.1f} | "
+        ppl = f"{r['ppl']:.2f}" + (f" ± {r['ppl_sd']:.2f}" if r.get("ppl_sd") is not None else "")
+        print(f"| {r['configuration']} | {r['sparsity']:.2%} | {ppl} | {r['stored_bytes'] / 1e6:.1f} | "
               f"{r['weight_bytes_per_token'] / 1e6:.1f} | {r['macs_per_token'] / 1e6:.1f} | {marks} |")
+    for key, _, _ in AXES if by_test else []:
+        established = [v for v in verdicts[key] if v["established"]]
+        print(f"\n{key}: {len(established)} of {len(verdicts[key])} dominance pairs established "
+              "(Welch's t over seeds, Holm-adjusted over the panel's pairs, p < 0.05):")
+        for v in established:
+            print(f"- {rows[v['better']]['configuration']} beats {rows[v['worse']]['configuration']}: "
+                  f"{v['difference']:+.2f} PPL, p = {v['p']:.2g}, Holm {v['p_holm']:.2g}")
     return 0
 
 

@@ -149,6 +149,24 @@ def welch_t(a: Sequence[float], b: Sequence[float]) -> dict:
     return {**result, "t": t, "df": df, "p": student_t_two_sided_p(t, df)}
 
 
+def difference_test(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Test of mean(a) - mean(b): Welch's t when both sides have several values; when one side has a single
+    value it is taken as exact (a seed-independent row, e.g. the dense model) and the other side gets a
+    one-sample t test against it (df = n - 1).
+
+    Returns the keys of `welch_t`; t and p are None when neither side has a spread.
+    """
+    if len(a) > 1 and len(b) > 1:
+        return welch_t(a, b)
+    (mean_a, sd_a), (mean_b, sd_b) = mean_sd(a), mean_sd(b)
+    result = {"difference": mean_a - mean_b, "t": None, "df": None, "p": None}
+    spread, n = (sd_a, len(a)) if len(a) > 1 else (sd_b, len(b))
+    if n < 2 or not spread:
+        return result
+    t = (mean_a - mean_b) / (spread / math.sqrt(n))
+    return {**result, "t": t, "df": float(n - 1), "p": student_t_two_sided_p(t, n - 1)}
+
+
 def holm_adjust(pvalues: Sequence[float | None]) -> list[float | None]:
     """Holm's step-down adjusted p-values: the family-wise error over all the given tests.
 

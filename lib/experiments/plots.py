@@ -87,10 +87,11 @@ def plot_results(rows: list[Row], path: str | Path) -> None:
 
 
 def plot_frontier(rows: list[dict], axes_keys: list[tuple[str, str, float]], fronts: dict[str, list[bool]], path: str | Path,
-                  title: str = "") -> None:
+                  title: str = "", established: bool = False) -> None:
     """PPL (log) against each cost in axes_keys [(row key, axis label, divisor)], every row labelled,
     the Pareto frontier of each panel (fronts[row key]) drawn as a line through its points, and ± the sd
-    over seeds as bars for rows that have one ("ppl_sd")."""
+    over seeds as bars for rows that have one ("ppl_sd"). established: the fronts come from tests over seeds
+    (`lib.tiered.cost.established_front`), which need not be monotone: their points are marked, not joined."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +108,11 @@ def plot_frontier(rows: list[dict], axes_keys: list[tuple[str, str, float]], fro
                         zorder=1, label="± sd over seeds")
         ax.scatter([x for x, f in zip(xs, on) if not f], [y for y, f in zip(ys, on) if not f], color="#9e9e9e", zorder=2)
         front = sorted((x, y) for x, y, f in zip(xs, ys, on) if f)
-        ax.plot(*zip(*front), "-o", drawstyle="steps-post", color="#c62828", zorder=3, label="Pareto frontier")
+        if established:
+            ax.scatter(*zip(*front), color="#c62828", zorder=3,
+                       label="not dominated by an established difference (Welch, Holm)")
+        else:
+            ax.plot(*zip(*front), "-o", drawstyle="steps-post", color="#c62828", zorder=3, label="Pareto frontier")
         for x, y, row in zip(xs, ys, rows):
             ax.annotate(row["configuration"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
         ax.set_yscale("log")

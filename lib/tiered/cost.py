@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lib.core.uncertainty import difference_test, holm_adjust
 from lib.tiered.checkpoint import plan_encodings, save_compressed
 from lib.tiered.tier_map import DENSE, NM, TOPK, TierMetadata
 
@@ -106,3 +107,27 @@ def pareto_front(costs: list[float], losses: list[float], rel_tol: float = 1e-3)
         return q[0] <= p[0] * (1 + rel_tol) and q[1] <= p[1] and (q[1] < p[1] or q[0] < p[0] * (1 - rel_tol))
 
     return [not any(dominates(q, p) for q in points if q is not p) for p in points]
+
+
+def established_front(costs: list[float], samples: list[list[float]], rel_tol: float = 1e-3, alpha: float = 0.05
+                      ) -> tuple[list[bool], list[dict]]:
+    """Pareto marks that trust only established quality differences (lower is better on both axes).
+
+    Point q dominates point p when q costs no more (within `rel_tol`, as in `pareto_front`) and q's loss is
+    lower by a test over the per-seed values (`difference_test`: Welch's t; a single value, e.g. the dense
+    model, is exact) whose p-value, Holm-adjusted over every candidate pair of this axis (q no costlier and
+    with the lower mean), is below `alpha`. A cheaper point whose lower loss is not established does not
+    remove a costlier one: the costlier one may be better.
+
+    costs: [n]; samples: n lists of per-seed losses. Returns (on the front [n], one dict per candidate pair:
+    {"better", "worse" (indices), "difference", "p", "p_holm", "established"}).
+    """
+    means = [sum(s) / len(s) for s in samples]
+    pairs = [(q, p) for p in range(len(costs)) for q in range(len(costs))
+             if q != p and costs[q] <= costs[p] * (1 + rel_tol) and means[q] < means[p]]
+    tests = [difference_test(samples[q], samples[p]) for q, p in pairs]
+    adjusted = holm_adjust([t["p"] for t in tests])
+    verdicts = [{"better": q, "worse": p, "difference": t["difference"], "p": t["p"], "p_holm": holm,
+                 "established": holm is not None and holm < alpha} for (q, p), t, holm in zip(pairs, tests, adjusted)]
+    dominated = {v["worse"] for v in verdicts if v["established"]}
+    return [i not in dominated for i in range(len(costs))], verdicts

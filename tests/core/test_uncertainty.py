@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from lib.core.uncertainty import (Z_95, holm_adjust, mean_sd, mean_stderr, paired_bootstrap, ppl_interval,
+from lib.core.uncertainty import (Z_95, difference_test, holm_adjust, mean_sd, mean_stderr, paired_bootstrap, ppl_interval,
                                   student_t_two_sided_p, welch_t)
 
 
@@ -119,3 +119,13 @@ def test_holm_adjust_by_hand():
     assert adjusted[3] == pytest.approx(0.06)
     assert holm_adjust([0.5, 0.9]) == [1.0, 1.0]  # capped at 1, never below an earlier step
     assert holm_adjust([0.02]) == [0.02] and holm_adjust([]) == []
+
+
+def test_difference_test_takes_a_single_value_as_exact():
+    assert difference_test([1, 2, 3], [4, 5, 6]) == welch_t([1, 2, 3], [4, 5, 6])
+    # [4, 5, 6] against the exact value 1: t = (5 - 1) / (1 / sqrt 3), df 2, either side
+    one = difference_test([1.0], [4, 5, 6])
+    assert one["difference"] == -4 and one["t"] == pytest.approx(-4 * math.sqrt(3)) and one["df"] == 2
+    assert one["p"] == pytest.approx(student_t_two_sided_p(4 * math.sqrt(3), 2))
+    assert difference_test([4, 5, 6], [1.0])["t"] == pytest.approx(4 * math.sqrt(3))
+    assert difference_test([1.0], [2.0])["p"] is None and difference_test([2.0, 2.0], [1.0])["p"] is None

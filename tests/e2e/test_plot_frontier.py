@@ -24,3 +24,20 @@ def test_rows_without_cost_fields_are_one_clear_error(tmp_path, capsys):
     source.write_text(json.dumps({"rows": [{"configuration": "dense", "ppl": 30.0, "sparsity": 0.0}]}))
     assert plot_frontier.main([str(source)]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_plot_frontier_with_seeds_removes_only_established_dominations(tmp_path, capsys):
+    spec = [("dense", 0.0, [30.0], 500e6, 130e6), ("2:4 a", 0.5, [84.0, 85.0, 86.0], 340e6, 81e6),
+            ("three_tier b", 0.5, [82.0, 84.0, 86.5], 339e6, 81e6), ("4:8 c", 0.5, [66.0, 66.5, 67.0], 339e6, 81e6)]
+    rows = [{"configuration": name, "sparsity": s, "ppl": sum(v) / len(v), "ppl_per_seed": v,
+             **({"ppl_sd": 1.0} if len(v) > 1 else {}), "stored_bytes": b, "weight_bytes_per_token": b, "macs_per_token": m}
+            for name, s, v, b, m in spec]
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps({"settings": {"model": "m", "eval_windows": 2, "seqlen": 8}, "rows": rows}))
+    assert plot_frontier.main([str(source), "--output", str(tmp_path / "frontier.png")]) == 0
+    out = capsys.readouterr().out
+    table = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in out.splitlines()[2:6]}
+    # b is cheaper than a and lower on average, but within the seed spread: a is removed only by 4:8 c
+    assert table == {"dense": "yes / yes", "2:4 a": "no / no", "three_tier b": "no / no", "4:8 c": "yes / yes"}
+    assert "- 4:8 c beats 2:4 a:" in out and "- three_tier b beats 2:4 a" not in out
+    assert "| 85.00 ± 1.00 |" in out

@@ -117,3 +117,42 @@ def test_frontier_rows_resume_and_compare_with_sparsegpt_2_4(tiny_llama_dir, tmp
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "rows").glob("*.json")} == saved  # nothing pruned again
     assert json.loads((tmp_path / "b.json").read_text())["rows"] == table["rows"]
     assert [line.split()[0] for line in again[1:3]] == ["2:4", "three_tier"]
+
+
+def test_every_frontier_row_has_its_exact_structure():
+    """Every pruned row of the frontier sweep on a tiny Llama: three-tier rows keep exactly 2 of 4 in 2:4 tiles and
+    exactly their k in top-k tiles (the budgeted ones within uniform 2:4's bytes); N:M rows keep N of every M along
+    the inputs; unstructured rows their sparsity."""
+    import importlib.util
+
+    import torch
+
+    from lib.pruning.driver import prune_model
+    from lib.tiered.cost import tiered_cost
+    from tests.helpers import check_structure, make_llama
+
+    spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    samples = [torch.randint(4, 400, (1, 24), generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    configs = module.configurations(list(module.FRONTIER_ROWS))
+    assert len(configs) == len(module.FRONTIER_ROWS)
+    for name, config in configs.items():
+        if config is None:
+            continue
+        model = make_llama()
+        result = prune_model(model, samples, config, progress=False)
+        linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"}
+        for path, linear in linears.items():
+            keep = linear.weight != 0
+            if config.sparsity_type == "three_tier":
+                tier_map = result.tier_maps[path]
+                check_structure(keep, tier_map, config.block_size, config.topk_per_block)
+                if config.tier_assignment == "budgeted":  # never more bytes than uniform 2:4 (float32)
+                    nm_bytes = tiered_cost(torch.ones_like(tier_map), config.block_size, config.topk_per_block, 4)["bytes"]
+                    assert tiered_cost(tier_map, config.block_size, config.topk_per_block, 4)["bytes"] <= nm_bytes, (name, path)
+            elif config.sparsity_type in ("2:4", "4:8"):
+                n, m = map(int, config.sparsity_type.split(":"))
+                assert (keep.reshape(keep.shape[0], -1, m).sum(-1) == n).all(), (name, path)
+            else:
+                assert abs((~keep).float().mean().item() - config.sparsity_ratio) < 0.01, (name, path)

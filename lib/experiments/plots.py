@@ -86,6 +86,24 @@ def plot_results(rows: list[Row], path: str | Path) -> None:
 
 
 
+def label_offsets(xs: list[float], ys: list[float], step: float = 8.0) -> list[float]:
+    """Vertical label offsets (points) that stack the labels of points crowded together (x within 2% of the x
+    range, log y within 4% of the log y range), lowest point first, so that their labels do not overlap."""
+    import math
+
+    span_x = (max(xs) - min(xs)) or 1.0
+    logs = [math.log(y) for y in ys]
+    span_y = (max(logs) - min(logs)) or 1.0
+    offsets = [3.0] * len(xs)
+    placed: list[int] = []
+    for i in sorted(range(len(xs)), key=lambda i: logs[i]):
+        crowd = [j for j in placed if abs(xs[j] - xs[i]) < 0.02 * span_x and abs(logs[j] - logs[i]) < 0.04 * span_y]
+        if crowd:
+            offsets[i] = max(offsets[j] for j in crowd) + step
+        placed.append(i)
+    return offsets
+
+
 def plot_frontier(rows: list[dict], axes_keys: list[tuple[str, str, float]], fronts: dict[str, list[bool]], path: str | Path,
                   title: str = "", established: bool = False) -> None:
     """PPL (log) against each cost in axes_keys [(row key, axis label, divisor)], every row labelled,
@@ -113,8 +131,9 @@ def plot_frontier(rows: list[dict], axes_keys: list[tuple[str, str, float]], fro
                        label="not dominated by an established difference (Welch, Holm)")
         else:
             ax.plot(*zip(*front), "-o", drawstyle="steps-post", color="#c62828", zorder=3, label="Pareto frontier")
-        for x, y, row in zip(xs, ys, rows):
-            ax.annotate(row["configuration"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        for (x, y), offset, row in zip(zip(xs, ys), label_offsets(xs, ys), rows):
+            ax.annotate(row["configuration"], (x, y), textcoords="offset points", xytext=(4, offset), fontsize=7,
+                        arrowprops={"arrowstyle": "-", "color": "#bdbdbd", "lw": 0.5} if offset > 3 else None)
         ax.set_yscale("log")
         ax.margins(x=0.15)
         ax.set_xlabel(label)

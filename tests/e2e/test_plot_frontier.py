@@ -41,3 +41,11 @@ def test_plot_frontier_with_seeds_removes_only_established_dominations(tmp_path,
     assert table == {"dense": "yes / yes", "2:4 a": "no / no", "three_tier b": "no / no", "4:8 c": "yes / yes"}
     assert "- 4:8 c beats 2:4 a:" in out and "- three_tier b beats 2:4 a" not in out
     assert "| 85.00 ± 1.00 |" in out
+
+
+def test_crowded_labels_are_stacked_and_lone_ones_are_not():
+    from lib.experiments.plots import label_offsets
+
+    # three points at almost the same cost and PPL, one far away: the crowd gets three distinct heights
+    offsets = label_offsets([339.0, 339.5, 339.2, 538.0], [81.0, 82.0, 84.0, 30.0])
+    assert offsets[3] == 3.0 and sorted(offsets[:3]) == [3.0, 11.0, 19.0]

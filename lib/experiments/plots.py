@@ -4,6 +4,7 @@ experiment summary (`plot_results`) and the cost / quality frontier of scripts/p
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from lib.core.uncertainty import mean_sd
@@ -89,8 +90,6 @@ def plot_results(rows: list[Row], path: str | Path) -> None:
 def label_offsets(xs: list[float], ys: list[float], step: float = 8.0) -> list[float]:
     """Vertical label offsets (points) that stack the labels of points crowded together (x within 2% of the x
     range, log y within 4% of the log y range), lowest point first, so that their labels do not overlap."""
-    import math
-
     span_x = (max(xs) - min(xs)) or 1.0
     logs = [math.log(y) for y in ys]
     span_y = (max(logs) - min(logs)) or 1.0

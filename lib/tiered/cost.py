@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib.core.uncertainty import difference_test, holm_adjust
+from lib.core.uncertainty import difference_test, holm_adjust, mean_sd
 from lib.tiered.checkpoint import plan_encodings, save_compressed
 from lib.tiered.tier_map import DENSE, NM, TOPK, TierMetadata
 
@@ -95,6 +95,11 @@ def checkpoint_cost(model: nn.Module, weights: dict[str, torch.Tensor], tier_map
     return {"stored_bytes": stored, **model_cost(model, weights, tier_maps, tiers)}
 
 
+def no_costlier(cost_q: float, cost_p: float, rel_tol: float) -> bool:
+    """q costs no more than p, costs within `rel_tol` of each other counting as equal."""
+    return cost_q <= cost_p * (1 + rel_tol)
+
+
 def pareto_front(costs: list[float], losses: list[float], rel_tol: float = 1e-3) -> list[bool]:
     """True where no other point is at least as good on both (lower is better) and better on one.
 
@@ -104,7 +109,7 @@ def pareto_front(costs: list[float], losses: list[float], rel_tol: float = 1e-3)
     points = list(zip(costs, losses))
 
     def dominates(q: tuple[float, float], p: tuple[float, float]) -> bool:
-        return q[0] <= p[0] * (1 + rel_tol) and q[1] <= p[1] and (q[1] < p[1] or q[0] < p[0] * (1 - rel_tol))
+        return no_costlier(q[0], p[0], rel_tol) and q[1] <= p[1] and (q[1] < p[1] or q[0] < p[0] * (1 - rel_tol))
 
     return [not any(dominates(q, p) for q in points if q is not p) for p in points]
 
@@ -122,9 +127,9 @@ def established_front(costs: list[float], samples: list[list[float]], rel_tol: f
     costs: [n]; samples: n lists of per-seed losses. Returns (on the front [n], one dict per candidate pair:
     {"better", "worse" (indices), "difference", "p", "p_holm", "established"}).
     """
-    means = [sum(s) / len(s) for s in samples]
+    means = [mean_sd(s)[0] for s in samples]
     pairs = [(q, p) for p in range(len(costs)) for q in range(len(costs))
-             if q != p and costs[q] <= costs[p] * (1 + rel_tol) and means[q] < means[p]]
+             if q != p and no_costlier(costs[q], costs[p], rel_tol) and means[q] < means[p]]
     tests = [difference_test(samples[q], samples[p]) for q, p in pairs]
     adjusted = holm_adjust([t["p"] for t in tests])
     verdicts = [{"better": q, "worse": p, "difference": t["difference"], "p": t["p"], "p_holm": holm,

@@ -11,6 +11,8 @@ every such pair of the panel (`lib.tiered.cost.established_front`); the establis
 are printed under the table. Rows of one seed each fall back to comparing the values.
 
     python scripts/plot_frontier.py out/bench_quality.json --output frontier.png
+
+An existing --output file is replaced only with --overwrite (a figure carries no marker of this toolkit).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lib.core.errors import OutputError
+from lib.core.files import write_faults
+from lib.core.outputs import Output, claim_outputs
 from lib.tiered.cost import established_front, pareto_front
 
 COST_KEYS = ("stored_bytes", "weight_bytes_per_token", "macs_per_token")
@@ -34,12 +39,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="bench_quality.py --output JSON")
     parser.add_argument("--output", default="frontier.png", help="figure path (default frontier.png)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file (default: refuse)")
     args = parser.parse_args(argv)
-    data = json.loads(Path(args.input).read_text())
-    rows = [r for r in data.get("rows", []) if all(k in r for k in COST_KEYS)]
+    try:
+        data = json.loads(Path(args.input).read_text())
+        rows = [r for r in data.get("rows", []) if all(k in r for k in COST_KEYS)]
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+        return error(f"cannot read {args.input} as a bench_quality.py --output JSON: {err}")
     if not rows:
-        print(f"error: {args.input} has no rows with cost fields ({', '.join(COST_KEYS)}); rerun bench_quality.py", file=sys.stderr)
-        return 2
+        return error(f"{args.input} has no rows with cost fields ({', '.join(COST_KEYS)}); rerun bench_quality.py")
+    try:
+        with claim_outputs([Output("--output", args.output, "frontier figure", is_file=True)], {"input": args.input},
+                           args.overwrite):
+            return draw(args, data, rows)
+    except OutputError as err:
+        return error(err)
+
+
+def error(message: object) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def draw(args: argparse.Namespace, data: dict, rows: list[dict]) -> int:
+    """The figure at args.output and the table on stdout."""
     samples = [r.get("ppl_per_seed") or [r["ppl"]] for r in rows]
     by_test = any(len(s) > 1 for s in samples)
     fronts, verdicts = {}, {}
@@ -53,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = data.get("settings", {})
     title = f"{settings.get('model', '')}: PPL ({settings.get('eval_windows')} x {settings.get('seqlen')}) against cost"
-    plot_frontier(rows, AXES, fronts, args.output, title, established=by_test)
+    with write_faults("--output", Path(args.output)):  # a full disk: one line, the old file kept
+        plot_frontier(rows, AXES, fronts, args.output, title, established=by_test)
     print("| configuration | sparsity | PPL | stored MB | weight MB read / token | MMACs / token | frontier (bytes / MACs) |")
     print("|---|---|---|---|---|---|---|")
     for i, r in enumerate(rows):

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from lib.core.files import atomic_write
 from lib.core.uncertainty import mean_sd
 from lib.experiments.rows import Group, Row, group_rows
 from lib.experiments.summary import present_metrics, summary_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def error_bar(group: Group, task: str, key: str) -> tuple[float, float]:
@@ -82,9 +87,19 @@ def plot_results(rows: list[Row], path: str | Path) -> None:
     fig.suptitle("Calibration data x fine-tuning data (labels: experiment rows; error bars: 95% interval of one run, "
                  "± sd over seeds for seeded rows)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.92, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
+
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """Write `fig` to `path` atomically (`lib.core.files.atomic_write`: a failure leaves what was there), in the
+    format of the path's suffix (png without one), then close it."""
+    import matplotlib.pyplot as plt
+
+    image_format = Path(path).suffix.lstrip(".").lower() or "png"
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=image_format))
+    finally:
+        plt.close(fig)
 
 
 def label_offsets(xs: list[float], ys: list[float], step: float = 8.0) -> list[float]:
@@ -141,5 +156,4 @@ def plot_frontier(rows: list[dict], axes_keys: list[tuple[str, str, float]], fro
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

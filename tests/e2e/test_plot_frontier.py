@@ -49,3 +49,31 @@ def test_crowded_labels_are_stacked_and_lone_ones_are_not():
     # three points at almost the same cost and PPL, one far away: the crowd gets three distinct heights
     offsets = label_offsets([339.0, 339.5, 339.2, 538.0], [81.0, 82.0, 84.0, 30.0])
     assert offsets[3] == 3.0 and sorted(offsets[:3]) == [3.0, 11.0, 19.0]
+
+
+def test_an_existing_file_is_replaced_only_with_overwrite(tmp_path, capsys):
+    rows = [{"configuration": "dense", "sparsity": 0.0, "ppl": 30.0, "stored_bytes": 5e8, "weight_bytes_per_token": 5e8,
+             "macs_per_token": 1e8}]
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps({"rows": rows}))
+    figure = tmp_path / "frontier.png"
+    figure.write_bytes(b"the user's own figure")
+    assert plot_frontier.main([str(source), "--output", str(figure)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --output") and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert figure.read_bytes() == b"the user's own figure"
+    assert plot_frontier.main([str(source), "--output", str(source)]) == 2  # the input itself: refused even so
+    assert plot_frontier.main([str(source), "--output", str(source), "--overwrite"]) == 2
+    assert json.loads(source.read_text()) == {"rows": rows}
+    assert plot_frontier.main([str(source), "--output", str(figure), "--overwrite"]) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "frontier.png"]  # no temporaries or locks
+
+
+def test_an_unreadable_input_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    for path in (bad, tmp_path / "missing.json"):
+        assert plot_frontier.main([str(path), "--output", str(tmp_path / "f.png")]) == 2
+        assert capsys.readouterr().err.startswith(f"error: cannot read {path}")
+    assert not (tmp_path / "f.png").exists()
